@@ -1,0 +1,83 @@
+"""The ``hybrid`` command line (DESIGN.md "Command line")."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from hybrid.core.config import ConfigError
+from hybrid.core.simulation import SimulationBlowUp
+
+
+def _parser() -> argparse.ArgumentParser:
+    from hybrid import __version__
+
+    p = argparse.ArgumentParser(prog="hybrid", description="DNS + neural-network engine for continuum models.")
+    p.add_argument("--version", action="version", version=f"hybrid {__version__}")
+    p.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run a case file", description="Run a case file and write an HDF5 result.")
+    run.add_argument("case", type=Path, help="case file (TOML)")
+    run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                     help="override a case key, e.g. --set time.dt=1e-3 --set terms.elastic.provider=linear "
+                          "(VALUE is a TOML value; bare words are strings); repeatable")
+    run.add_argument("--out", type=Path, default=None, help="results file (default: output.path of the case)")
+    run.add_argument("--restart", type=Path, default=None, metavar="CHECKPOINT",
+                     help="continue from a checkpoint of the same case, appending to the same output")
+    run.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    info = sub.add_parser("info", help="describe a result, checkpoint or weights file",
+                          description="Print what a hybrid HDF5 file holds.")
+    info.add_argument("file", type=Path)
+    return p
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from hybrid.cases import load_case
+
+    sim = load_case(args.case, args.overrides, out=args.out, progress=not args.no_progress)
+    if args.restart is not None:
+        sim.restart_from(args.restart)
+    state = sim.run()
+    timing = sim.timing()
+    print(f"done: {state.step} steps, t = {state.time:g}, wall {timing['run_seconds']:.2f} s -> {sim.output.path}")
+    for name, st in timing["terms"].items():
+        print(f"  term {name} [{st['provider']}]: {st['calls']} calls, {st['seconds']:.2f} s "
+              f"({1e3 * st['seconds_per_call']:.3f} ms/call)")
+    return 0
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    from hybrid.core.io import describe_file
+
+    print(describe_file(args.file))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    level = logging.WARNING - 10 * min(args.verbose, 2)
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        if args.command == "run":
+            return _cmd_run(args)
+        if args.command == "info":
+            return _cmd_info(args)
+    except ConfigError as err:
+        print(f"hybrid: error: {err}", file=sys.stderr)
+        return 2
+    except SimulationBlowUp as err:
+        print(f"hybrid: run stopped: {err}", file=sys.stderr)
+        return 3
+    except (FileNotFoundError, ValueError) as err:
+        print(f"hybrid: error: {err}", file=sys.stderr)
+        return 2
+    return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

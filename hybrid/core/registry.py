@@ -1,0 +1,131 @@
+"""Name -> model / term provider / integrator registries.
+
+Solvers and couplers fill these when their modules are imported, so adding a model or a provider touches its own
+module and nothing here. Each entry carries the schema of its case-file options, which is how case files are
+validated key by key and how the README's case-file reference is generated.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hybrid.core.backend import Backend
+from hybrid.core.config import Table, Tagged
+from hybrid.core.grid import Grid
+
+
+@dataclass(frozen=True)
+class Context:
+    """What a model, a provider or an initial condition is built from.
+
+    Attributes:
+        grid: the simulation grid.
+        backend: array backend and device.
+        params: resolved ``[model]`` table (physical parameters in the units of PHYSICS.md).
+        seed: case seed; draw randomness only through :meth:`rng`.
+        case_dir: directory of the case file (relative paths in options resolve against it).
+        model: model name.
+    """
+
+    grid: Grid
+    backend: Backend
+    params: Mapping[str, Any]
+    seed: int = 0
+    case_dir: Path = field(default_factory=Path.cwd)
+    model: str = ""
+
+    def rng(self, stream: int = 0) -> np.random.Generator:
+        """An independent, reproducible generator for purpose ``stream`` (0: initial condition, ...)."""
+        return np.random.default_rng([self.seed, stream])
+
+    def resolve_path(self, path: str | Path) -> Path:
+        p = Path(path).expanduser()
+        return p if p.is_absolute() else self.case_dir / p
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A registered physical model.
+
+    Attributes:
+        name: ``case.model`` value.
+        build: (context, terms) -> equation object (see :mod:`hybrid.core.equation`).
+        params: schema of the ``[model]`` table.
+        initial: schema of the ``[initial]`` table (tagged on ``kind``).
+        initial_state: (context, resolved [initial]) -> dict of numpy fields.
+        terms: term name -> default provider name.
+        finalize_params: fills defaults that depend on other values (e.g. a depth = domain length).
+        doc: one line.
+    """
+
+    name: str
+    build: Callable[..., Any]
+    params: Table
+    initial: Tagged
+    initial_state: Callable[[Context, Mapping[str, Any]], dict[str, np.ndarray]]
+    terms: Mapping[str, str]
+    finalize_params: Callable[[Grid, dict[str, Any]], dict[str, Any]] | None = None
+    grid_ndim: int = 1
+    doc: str = ""
+
+
+@dataclass(frozen=True)
+class ProviderSpec:
+    """A registered provider of a term.
+
+    Attributes:
+        term: term name (e.g. "elastic").
+        name: provider name (e.g. "fem").
+        build: (context, resolved options) -> Term.
+        options: schema of the options in ``[terms.<term>]`` besides ``provider``.
+        doc: one line.
+    """
+
+    term: str
+    name: str
+    build: Callable[[Context, Mapping[str, Any]], Any]
+    options: Table
+    doc: str = ""
+
+
+MODELS: dict[str, ModelSpec] = {}
+PROVIDERS: dict[str, dict[str, ProviderSpec]] = {}
+
+
+def register_model(spec: ModelSpec) -> ModelSpec:
+    MODELS[spec.name] = spec
+    return spec
+
+
+def register_provider(term: str, name: str, *, options: Table | None = None,
+                      doc: str = "") -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Decorator registering ``build(context, options) -> Term`` as provider ``name`` of ``term``."""
+
+    def deco(build: Callable[..., Any]) -> Callable[..., Any]:
+        PROVIDERS.setdefault(term, {})[name] = ProviderSpec(term, name, build, options or Table({}), doc)
+        return build
+
+    return deco
+
+
+def get_model(name: str) -> ModelSpec:
+    try:
+        return MODELS[name]
+    except KeyError:
+        raise KeyError(f"unknown model {name!r}; available: {', '.join(sorted(MODELS))}") from None
+
+
+def get_provider(term: str, name: str) -> ProviderSpec:
+    if term not in PROVIDERS:
+        raise KeyError(f"unknown term {term!r}; available: {', '.join(sorted(PROVIDERS))}")
+    try:
+        return PROVIDERS[term][name]
+    except KeyError:
+        raise KeyError(
+            f"unknown provider {name!r} for term {term!r}; available: {', '.join(sorted(PROVIDERS[term]))}"
+        ) from None

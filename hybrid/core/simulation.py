@@ -1,0 +1,281 @@
+"""The run loop: steps, output schedule, checkpoints with exact restart, NaN/inf guard, progress, timers.
+
+A :class:`Simulation` can run to the end (:meth:`Simulation.run`) or be driven one step at a time by a caller
+(:meth:`Simulation.step`), which is how hybrid is embedded in other codes.
+
+Schedule (steps counted from the start of the run, 0-based):
+- a frame is written at step 0, every ``output.every`` steps, and at the last step;
+- a checkpoint (``<output stem>.ckpt.h5``, replaced atomically) every ``checkpoint_every`` steps and at the end;
+- the fields are checked for NaN/inf every ``check_every`` steps and always before a frame or checkpoint is
+  written, so neither ever holds a non-finite value. A blow-up raises :class:`SimulationBlowUp`, naming the field,
+  step and time, and the last good checkpoint (which stays untouched).
+
+Restart: a checkpoint holds the fields (float64, bitwise), the step, the time, the RNG state and the state of the
+stepper and every term provider (warm starts, monitor history), so a restarted run ends bit-identical to an
+uninterrupted one and appends to the same output file.
+"""
+
+from __future__ import annotations
+
+import logging
+import time as _time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hybrid.core.equation import Equation
+from hybrid.core.integrators import Stepper
+from hybrid.core.io import Checkpoint, OutputFile, read_checkpoint, write_checkpoint
+from hybrid.core.state import State
+
+log = logging.getLogger(__name__)
+
+
+class SimulationBlowUp(RuntimeError):
+    """A field became NaN or infinite; the message names the field, step, time and the last good checkpoint."""
+
+
+@dataclass
+class OutputSpec:
+    """Where and when to write.
+
+    Attributes:
+        path: HDF5 results file (None: write nothing).
+        every: steps between frames (>= 1).
+        fields: state fields to save each frame (empty: all).
+        terms: term names whose values to save each frame as /terms/<name> (costs one extra term call per frame).
+        checkpoint_every: steps between checkpoints (0: only at the end of the run; None: never).
+    """
+
+    path: Path | None = None
+    every: int = 100
+    fields: tuple[str, ...] = ()
+    terms: tuple[str, ...] = ()
+    checkpoint_every: int | None = 0
+
+    @property
+    def checkpoint_path(self) -> Path | None:
+        if self.path is None or self.checkpoint_every is None:
+            return None
+        return self.path.with_name(self.path.stem + ".ckpt.h5")
+
+
+@dataclass
+class Simulation:
+    """Owns a State, a stepper, the output schedule and checkpoints.
+
+    Attributes:
+        equation: the model (its ``terms`` are the bound providers).
+        stepper: maps a state to the next one.
+        state: current state.
+        steps: total number of steps of the run (the run ends when ``state.step == steps``).
+        output: output schedule.
+        case_text: fully resolved case (TOML), stored in outputs and checkpoints.
+        attrs: extra root attributes of the output (backend, device, ...).
+        rng: the run's random generator (saved in checkpoints).
+        check_every: steps between NaN/inf checks.
+        progress: show a progress bar in :meth:`run`.
+    """
+
+    equation: Equation
+    stepper: Stepper
+    state: State
+    steps: int
+    output: OutputSpec = field(default_factory=OutputSpec)
+    case_text: str = ""
+    attrs: Mapping[str, Any] = field(default_factory=dict)
+    rng: np.random.Generator = field(default_factory=lambda: np.random.default_rng(0))
+    check_every: int = 10
+    progress: bool = False
+    _out: OutputFile | None = field(default=None, init=False, repr=False)
+    _last_checkpoint: tuple[Path, int] | None = field(default=None, init=False, repr=False)
+    _wall: float = field(default=0.0, init=False, repr=False)
+
+    # ------------------------------------------------------------------ driving
+    def step(self) -> State:
+        """Advance by one stepper call, then write whatever the schedule asks for. Returns the new state."""
+        self._ensure_output()
+        t0 = _time.perf_counter()
+        new = self.stepper(self.state)
+        n = new.step
+        if n % self.check_every == 0 or self._frame_due(n) or self._checkpoint_due(n):
+            self._check_finite(new)
+        self.state = new
+        if self._frame_due(n):
+            self._write_frame()
+        if self._checkpoint_due(n):
+            self.write_checkpoint()
+        self._wall += _time.perf_counter() - t0
+        return new
+
+    def run(self) -> State:
+        """Step until ``steps``; returns the final state. Closes the output file at the end."""
+        bar = _progress_bar(self.steps, self.state.step) if self.progress else None
+        try:
+            last_report = _time.perf_counter()
+            while self.state.step < self.steps:
+                self.step()
+                if bar is not None:
+                    bar.update(self.state.step - bar.n)
+                    now = _time.perf_counter()
+                    if now - last_report > 0.5:
+                        bar.set_postfix_str(self._postfix(), refresh=False)
+                        last_report = now
+            if self.state.step == self.steps and self._out is not None:
+                self._set_timing()
+        finally:
+            if bar is not None:
+                bar.set_postfix_str(self._postfix(), refresh=False)
+                bar.close()
+            self.close()
+        return self.state
+
+    def close(self) -> None:
+        """Flush timers and close the output file (the simulation can be stepped again: it reopens it)."""
+        if self._out is not None:
+            self._set_timing()
+            self._out.close()
+            self._out = None
+
+    # ------------------------------------------------------------------ restart
+    def restart_from(self, path: str | Path) -> None:
+        """Load a checkpoint written by this case: state, RNG, stepper and provider state; continue its output."""
+        ck = read_checkpoint(path)
+        if ck.case_text != self.case_text:
+            raise ValueError(
+                f"checkpoint {path} was written by a different case; restart needs the same resolved case "
+                "(same file and --set overrides)"
+            )
+        be = self.state.backend
+        self.state = State({k: be.asarray(v, dtype=v.dtype) for k, v in ck.fields.items()}, ck.time, ck.step, be)
+        if ck.rng_state is not None:
+            self.rng.bit_generator.state = ck.rng_state
+        self.stepper.load_state_dict(ck.extra.get("stepper", {}))
+        for name, term in self.equation.terms.items():
+            if hasattr(term, "load_state_dict"):
+                term.load_state_dict(ck.extra.get("terms", {}).get(name, {}))
+        self._last_checkpoint = (Path(path), ck.step)
+        if self.output.path is not None:
+            if not self.output.path.exists():
+                raise FileNotFoundError(f"restart: output file {self.output.path} to continue does not exist")
+            self._out = OutputFile(self.output.path, case_text=self.case_text, attrs=self._root_attrs(),
+                                   grid_lengths=self.equation.grid.lengths, grid_shape=self.equation.grid.shape,
+                                   mode="a")
+            self._out.truncate_after(ck.step)
+        log.info("restarted from %s at step %d, t=%g", path, ck.step, ck.time)
+
+    def write_checkpoint(self, path: str | Path | None = None) -> Path:
+        """Write the full restartable state (atomically). Default path: ``<output stem>.ckpt.h5``."""
+        target = Path(path) if path is not None else self.output.checkpoint_path
+        if target is None:
+            raise ValueError("no checkpoint path: give one or set an output path")
+        terms = {n: t.state_dict() for n, t in self.equation.terms.items() if hasattr(t, "state_dict")}
+        ck = Checkpoint(
+            fields={k: np.array(v, copy=True) for k, v in self.state.numpy_fields().items()},
+            step=self.state.step,
+            time=self.state.time,
+            rng_state=self.rng.bit_generator.state,
+            extra={"stepper": self.stepper.state_dict(), "terms": terms},
+            case_text=self.case_text,
+        )
+        write_checkpoint(target, ck)
+        self._last_checkpoint = (target, self.state.step)
+        return target
+
+    # ------------------------------------------------------------------ internals
+    def _frame_due(self, n: int) -> bool:
+        return self.output.path is not None and (n % self.output.every == 0 or n == self.steps)
+
+    def _checkpoint_due(self, n: int) -> bool:
+        ce = self.output.checkpoint_every
+        if self.output.path is None or ce is None:
+            return False
+        return n == self.steps or (ce > 0 and n % ce == 0)
+
+    def _check_finite(self, state: State) -> None:
+        for name, arr in state.fields.items():
+            if not state.backend.all_finite(arr):
+                where = (
+                    f"last good checkpoint: {self._last_checkpoint[0]} (step {self._last_checkpoint[1]})"
+                    if self._last_checkpoint
+                    else "no checkpoint was written"
+                )
+                raise SimulationBlowUp(
+                    f"field {name!r} became NaN/inf at step {state.step} (t = {state.time:g}); {where}. "
+                    "Reduce time.dt or check the model parameters."
+                )
+
+    def _root_attrs(self) -> dict[str, Any]:
+        be = self.state.backend
+        return {"backend": be.name, "device": be.device, **self.attrs}
+
+    def _ensure_output(self) -> None:
+        if self._out is not None or self.output.path is None:
+            return
+        fresh = self.state.step == 0
+        self.output.path.parent.mkdir(parents=True, exist_ok=True)
+        self._out = OutputFile(self.output.path, case_text=self.case_text, attrs=self._root_attrs(),
+                               grid_lengths=self.equation.grid.lengths, grid_shape=self.equation.grid.shape,
+                               mode="w" if fresh else "a")
+        if fresh:
+            self._check_finite(self.state)
+            self._write_frame()
+
+    def _write_frame(self) -> None:
+        assert self._out is not None
+        fields = self.state.numpy_fields()
+        if self.output.fields:
+            fields = {k: fields[k] for k in self.output.fields}
+        terms = {name: np.asarray(_np(self.equation.terms[name](self.state))) for name in self.output.terms}
+        self._out.append_frame(self.state.step, self.state.time, fields, terms)
+        self._flush_tables()
+
+    def _flush_tables(self) -> None:
+        assert self._out is not None
+        for name, term in self.equation.terms.items():
+            take = getattr(term, "take_log_rows", None)
+            if take is not None:
+                rows = take()
+                if rows and len(next(iter(rows.values()))):
+                    self._out.append_rows(f"monitor/{name}", rows)
+
+    def _set_timing(self) -> None:
+        if self._out is None:
+            return
+        timing = {"run": self._wall, f"stepper/{self.stepper.name}": self.stepper.seconds}
+        for name, term in self.equation.terms.items():
+            st = term.stats() if hasattr(term, "stats") else {}
+            timing[f"term/{name}/{st.get('provider', '')}"] = float(st.get("seconds", 0.0))
+            timing[f"term/{name}/{st.get('provider', '')}/calls"] = float(st.get("calls", 0))
+        self._out.set_timing(timing)
+
+    def _postfix(self) -> str:
+        parts = [f"t={self.state.time:.4g}"]
+        for name, term in self.equation.terms.items():
+            frac = getattr(term, "nn_fraction", None)
+            if frac is not None:
+                parts.append(f"{name}: nn {100 * frac:.0f}%")
+        return ", ".join(parts)
+
+    def timing(self) -> dict[str, Any]:
+        """Wall seconds of the run, the stepper and each term provider (with call counts)."""
+        return {
+            "run_seconds": self._wall,
+            "stepper": self.stepper.stats(),
+            "terms": {n: t.stats() for n, t in self.equation.terms.items() if hasattr(t, "stats")},
+        }
+
+
+def _np(a: Any) -> np.ndarray:
+    from hybrid.core.backend import to_numpy
+
+    return to_numpy(a)
+
+
+def _progress_bar(total: int, initial: int) -> Any:
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True, mininterval=0.5)

@@ -1,0 +1,1 @@
+"""Wiring DNS and NN together (providers, monitor, surrogate steppers). Importing registers them."""

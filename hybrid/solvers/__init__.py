@@ -1,0 +1,3 @@
+"""DNS solvers: physical models and their expensive-term solvers. Importing registers them."""
+
+from hybrid.solvers import atg  # noqa: F401

@@ -1,0 +1,96 @@
+"""The `hybrid` command on tiny cases, and precise errors for bad case files."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from hybrid.cli import main
+
+TINY = """
+[case]
+name = "tiny"
+model = "atg"
+seed = 1
+
+[grid]
+length = 32.0
+points = 32
+
+[initial]
+kind = "random"
+mean = 3.0
+amplitude = 0.2
+modes = 4
+
+[terms.elastic]
+provider = "linear"
+
+[time]
+integrator = "imex"
+dt = 0.01
+steps = 20
+
+[output]
+every = 10
+"""
+
+
+def _write(tmp_path: Path, text: str, name: str = "case.toml") -> Path:
+    p = tmp_path / name
+    p.write_text(text)
+    return p
+
+
+def test_run_and_info(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    case = _write(tmp_path, TINY)
+    out = tmp_path / "res.h5"
+    assert main(["run", str(case), "--out", str(out), "--no-progress", "--set", "time.steps=30"]) == 0
+    assert "30 steps" in capsys.readouterr().out
+    assert main(["info", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "fields/h" in text and "frames" in text
+
+
+def test_console_script_help() -> None:
+    res = subprocess.run([sys.executable, "-m", "hybrid.cli", "run", "--help"], capture_output=True, text=True)
+    assert res.returncode == 0 and "--restart" in res.stdout and "--set" in res.stdout
+
+
+@pytest.mark.parametrize(
+    "edit,key,allowed",
+    [
+        (("dt = 0.01", "dtt = 0.01"), "time.dtt", "dt"),  # unknown key, with the allowed keys
+        (("dt = 0.01", 'dt = "fast"'), "time.dt", "float"),  # wrong type
+        (("dt = 0.01", "dt = -0.01"), "time.dt", "> 0"),  # out of range
+        (('integrator = "imex"', 'integrator = "rk4"'), "time.integrator", "euler"),  # not a choice
+        (('provider = "linear"', 'provider = "magic"'), "terms.elastic.provider", "fem"),  # unknown provider
+        (('model = "atg"', 'model = "nope"'), "case.model", "atg"),  # unknown model
+        (('kind = "random"', 'kind = "noise"'), "initial.kind", "sinusoid"),  # unknown initial kind
+        (("points = 32", "points = 2"), "grid.points", ">= 4"),
+        (("[output]", "[outputs]"), "outputs", "output"),  # unknown table
+    ],
+)
+def test_bad_case_files_name_file_key_and_allowed_values(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], edit: tuple[str, str], key: str, allowed: str
+) -> None:
+    case = _write(tmp_path, TINY.replace(*edit), "bad.toml")
+    assert main(["run", str(case), "--out", str(tmp_path / "x.h5"), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "bad.toml" in err and key in err and allowed in err
+
+
+def test_bad_override_names_the_key(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    case = _write(tmp_path, TINY)
+    assert main(["run", str(case), "--set", "model.poisson=0.7", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "model.poisson" in err and "0.5" in err
+
+
+def test_malformed_toml_names_the_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    case = _write(tmp_path, TINY + "\n[time\n", "broken.toml")
+    assert main(["run", str(case), "--no-progress"]) == 2
+    assert "broken.toml" in capsys.readouterr().err
