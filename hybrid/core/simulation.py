@@ -10,6 +10,13 @@ Schedule (steps counted from the start of the run, 0-based):
   written, so neither ever holds a non-finite value. A blow-up raises :class:`SimulationBlowUp`, naming the field,
   step and time, and the last good checkpoint (which stays untouched).
 
+Model hooks (optional attributes of the equation):
+- ``after_step(state) -> state``: applied after every step (e.g. re-indexing of order parameters); must be
+  deterministic so that restarts stay exact;
+- ``frame_output(state) -> (fields, tables)``: derived numpy fields written with each frame (e.g. grain labels) and
+  table rows ``{table: {column: values}}`` appended to the output (e.g. per-frame statistics);
+- ``default_output_fields``: the fields saved when ``output.fields`` is empty (default: every state field).
+
 Restart: a checkpoint holds the fields (float64, bitwise), the step, the time, the RNG state and the state of the
 stepper and every term provider (warm starts, monitor history), so a restarted run ends bit-identical to an
 uninterrupted one and appends to the same output file.
@@ -100,6 +107,9 @@ class Simulation:
         self._ensure_output()
         t0 = _time.perf_counter()
         new = self.stepper(self.state)
+        post = getattr(self.equation, "after_step", None)
+        if post is not None:
+            new = post(new)
         n = new.step
         if n % self.check_every == 0 or self._frame_due(n) or self._checkpoint_due(n):
             self._check_finite(new)
@@ -227,10 +237,20 @@ class Simulation:
     def _write_frame(self) -> None:
         assert self._out is not None
         fields = self.state.numpy_fields()
-        if self.output.fields:
-            fields = {k: fields[k] for k in self.output.fields}
+        tables: dict[str, dict[str, Any]] = {}
+        frame_output = getattr(self.equation, "frame_output", None)
+        if frame_output is not None:
+            derived, tables = frame_output(self.state)
+            fields.update(derived)
+        selected = self.output.fields or tuple(getattr(self.equation, "default_output_fields", ())) or tuple(fields)
+        unknown = [k for k in selected if k not in fields]
+        if unknown:
+            raise ValueError(f"output.fields names {unknown}; this model outputs {sorted(fields)}")
+        fields = {k: fields[k] for k in selected}
         terms = {name: np.asarray(_np(self.equation.terms[name](self.state))) for name in self.output.terms}
         self._out.append_frame(self.state.step, self.state.time, fields, terms)
+        for table, rows in tables.items():
+            self._out.append_rows(table, rows)
         self._flush_tables()
 
     def _flush_tables(self) -> None:
