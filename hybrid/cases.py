@@ -21,12 +21,11 @@ from typing import Any
 
 import numpy as np
 
-import hybrid.couplers  # noqa: F401  (registers coupled providers)
+import hybrid.couplers
 import hybrid.solvers  # noqa: F401  (registers models and DNS providers)
 from hybrid.core.backend import BACKENDS, Backend
 from hybrid.core.config import (
     ConfigError,
-    MapOf,
     Option,
     Table,
     Tagged,
@@ -48,8 +47,9 @@ CASE = Table(
         "name": Option("str", None, "run name (default: the case file's stem)"),
         "model": Option("str", doc="physical model", choices=tuple(sorted(MODELS)) or None),
         "seed": Option("int", 0, "seed of every random draw (initial roughness, ...)", min=0),
-        "backend": Option("str", "numpy", "array backend (numpy: numba kernels on CPU; torch: CPU or CUDA)",
-                          choices=BACKENDS),
+        "backend": Option(
+            "str", "numpy", "array backend (numpy: numba kernels on CPU; torch: CPU or CUDA)", choices=BACKENDS
+        ),
         "device": Option("str", "cpu", "torch device: cpu, cuda, cuda:N (numpy: cpu only)"),
     }
 )
@@ -60,8 +60,9 @@ def _grid_table(ndim: int) -> Table:
         return Table(
             {
                 "length": Option("float", None, "domain length L [model length unit]", min=0.0, min_exclusive=True),
-                "lengths": Option("list[float]", None, "[L] (alternative to length)", min=0.0, min_exclusive=True,
-                                  length=1),
+                "lengths": Option(
+                    "list[float]", None, "[L] (alternative to length)", min=0.0, min_exclusive=True, length=1
+                ),
                 "points": Option("int", None, "number of grid points N", min=4),
                 "shape": Option("list[int]", None, "[N] (alternative to points)", min=4, length=1),
             },
@@ -102,8 +103,12 @@ OUTPUT = Table(
 
 def term_schema(term: str, default: str | None = None) -> Tagged:
     """Schema of ``[terms.<term>]``: ``provider`` = one registered name, plus that provider's options."""
-    return Tagged("provider", {n: p.options for n, p in PROVIDERS.get(term, {}).items()}, default=default,
-                  doc=f"provider of term {term!r}")
+    return Tagged(
+        "provider",
+        {n: p.options for n, p in PROVIDERS.get(term, {}).items()},
+        default=default,
+        doc=f"provider of term {term!r}",
+    )
 
 
 def case_schema(spec: ModelSpec) -> Table:
@@ -135,8 +140,9 @@ class ResolvedCase:
         return dumps_toml(self.data)
 
 
-def resolve_case(case: str | Path | Mapping[str, Any],
-                 overrides: Mapping[str, Any] | Sequence[str] | None = None) -> ResolvedCase:
+def resolve_case(
+    case: str | Path | Mapping[str, Any], overrides: Mapping[str, Any] | Sequence[str] | None = None
+) -> ResolvedCase:
     """Load, override and validate a case; fill every default (also grid-dependent ones)."""
     if isinstance(case, str | Path):
         path = Path(case)
@@ -162,17 +168,19 @@ def resolve_case(case: str | Path | Mapping[str, Any],
     resolved["model"] = params
     t = resolved["time"]
     if "end" in t:
-        t["steps"] = int(round(t["end"] / t["dt"]))
+        t["steps"] = round(t["end"] / t["dt"])
         if not math.isclose(t["steps"] * t["dt"], t["end"], rel_tol=1e-9, abs_tol=1e-12):
-            raise ConfigError(f"end = {t['end']} is not a whole number of steps dt = {t['dt']}", key="time.end",
-                              file=file)
+            raise ConfigError(
+                f"end = {t['end']} is not a whole number of steps dt = {t['dt']}", key="time.end", file=file
+            )
         del t["end"]
     out = resolved["output"]
     out.setdefault("path", f"{resolved['case']['name']}.h5")
     for name in out["terms"]:
         if name not in spec.terms:
-            raise ConfigError(f"unknown term {name!r}; model {spec.name!r} has {', '.join(spec.terms)}",
-                              key="output.terms", file=file)
+            raise ConfigError(
+                f"unknown term {name!r}; model {spec.name!r} has {', '.join(spec.terms)}", key="output.terms", file=file
+            )
     c = resolved["case"]
     try:
         backend = Backend(c["backend"], c["device"])
@@ -220,15 +228,34 @@ def build_simulation(rc: ResolvedCase, *, out: str | Path | None = None, progres
     t = rc.data["time"]
     stepper = make_stepper(t["integrator"], equation, t["dt"])
     o = rc.data["output"]
-    output = OutputSpec(path=Path(o["path"]), every=o["every"], fields=tuple(o["fields"]), terms=tuple(o["terms"]),
-                        checkpoint_every=o["checkpoint_every"])
-    return Simulation(equation, stepper, state, t["steps"], output, case_text=rc.text,
-                      attrs={"hybrid_version": __version__, "model": spec.name}, rng=ctx.rng(1),
-                      check_every=o["check_every"], progress=progress)
+    output = OutputSpec(
+        path=Path(o["path"]),
+        every=o["every"],
+        fields=tuple(o["fields"]),
+        terms=tuple(o["terms"]),
+        checkpoint_every=o["checkpoint_every"],
+    )
+    return Simulation(
+        equation,
+        stepper,
+        state,
+        t["steps"],
+        output,
+        case_text=rc.text,
+        attrs={"hybrid_version": __version__, "model": spec.name},
+        rng=ctx.rng(1),
+        check_every=o["check_every"],
+        progress=progress,
+    )
 
 
-def load_case(case: str | Path | Mapping[str, Any], overrides: Mapping[str, Any] | Sequence[str] | None = None,
-              *, out: str | Path | None = None, progress: bool = False) -> Simulation:
+def load_case(
+    case: str | Path | Mapping[str, Any],
+    overrides: Mapping[str, Any] | Sequence[str] | None = None,
+    *,
+    out: str | Path | None = None,
+    progress: bool = False,
+) -> Simulation:
     """Build a Simulation from a case file (or a dict of its tables) with dotted-key overrides.
 
     Example: ``hybrid.load_case("cases/atg_film.toml", overrides={"time.steps": 1000}).run()``.
@@ -236,8 +263,14 @@ def load_case(case: str | Path | Mapping[str, Any], overrides: Mapping[str, Any]
     return build_simulation(resolve_case(case, overrides), out=out, progress=progress)
 
 
-def load_provider(term: str, provider: str, *, case: str | Path | Mapping[str, Any] | None = None,
-                  overrides: Mapping[str, Any] | Sequence[str] | None = None, **options: Any) -> Any:
+def load_provider(
+    term: str,
+    provider: str,
+    *,
+    case: str | Path | Mapping[str, Any] | None = None,
+    overrides: Mapping[str, Any] | Sequence[str] | None = None,
+    **options: Any,
+) -> Any:
     """A term provider usable from any code: ``rho = load_provider("elastic", "fem", case=...)(h)``.
 
     The provider is configured by the case (its grid and ``[model]`` parameters) with ``overrides``; without a case,

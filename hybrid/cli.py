@@ -22,16 +22,28 @@ def _parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run a case file", description="Run a case file and write an HDF5 result.")
     run.add_argument("case", type=Path, help="case file (TOML)")
-    run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                     help="override a case key, e.g. --set time.dt=1e-3 --set terms.elastic.provider=linear "
-                          "(VALUE is a TOML value; bare words are strings); repeatable")
+    run.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a case key, e.g. --set time.dt=1e-3 --set terms.elastic.provider=linear "
+        "(VALUE is a TOML value; bare words are strings); repeatable",
+    )
     run.add_argument("--out", type=Path, default=None, help="results file (default: output.path of the case)")
-    run.add_argument("--restart", type=Path, default=None, metavar="CHECKPOINT",
-                     help="continue from a checkpoint of the same case, appending to the same output")
+    run.add_argument(
+        "--restart",
+        type=Path,
+        default=None,
+        metavar="CHECKPOINT",
+        help="continue from a checkpoint of the same case, appending to the same output",
+    )
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
 
-    info = sub.add_parser("info", help="describe a result, checkpoint or weights file",
-                          description="Print what a hybrid HDF5 file holds.")
+    info = sub.add_parser(
+        "info", help="describe a result, checkpoint or weights file", description="Print what a hybrid HDF5 file holds."
+    )
     info.add_argument("file", type=Path)
     return p
 
@@ -46,8 +58,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
     timing = sim.timing()
     print(f"done: {state.step} steps, t = {state.time:g}, wall {timing['run_seconds']:.2f} s -> {sim.output.path}")
     for name, st in timing["terms"].items():
-        print(f"  term {name} [{st['provider']}]: {st['calls']} calls, {st['seconds']:.2f} s "
-              f"({1e3 * st['seconds_per_call']:.3f} ms/call)")
+        print(
+            f"  term {name} [{st['provider']}]: {st['calls']} calls, {st['seconds']:.2f} s "
+            f"({1e3 * st['seconds_per_call']:.3f} ms/call)"
+        )
     return 0
 
 

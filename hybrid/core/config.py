@@ -26,12 +26,12 @@ import copy
 import difflib
 import numbers
 import os
-import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal, TypeAlias, get_args
 
 import tomli_w
+import tomllib
 
 __all__ = [
     "REQUIRED",
@@ -143,12 +143,8 @@ class Option:
 
     def __post_init__(self) -> None:
         if self.type not in _OPTION_TYPES:
-            raise ValueError(
-                f"Option.type must be one of {sorted(_OPTION_TYPES)}, got {self.type!r}"
-            )
-        if (self.min is not None or self.max is not None) and _element_type(
-            self.type
-        ) not in _NUMERIC:
+            raise ValueError(f"Option.type must be one of {sorted(_OPTION_TYPES)}, got {self.type!r}")
+        if (self.min is not None or self.max is not None) and _element_type(self.type) not in _NUMERIC:
             raise ValueError(f"Option.min/max need a numeric type, not {self.type!r}")
         if self.length is not None and not self.type.startswith("list["):
             raise ValueError(f"Option.length needs a list type, not {self.type!r}")
@@ -213,9 +209,7 @@ class Tagged:
             raise ValueError(f"Tagged default {self.default!r} is not a variant")
         for name, variant in self.variants.items():
             if self.tag in variant.entries:
-                raise ValueError(
-                    f"Tagged variant {name!r} redefines the tag key {self.tag!r}"
-                )
+                raise ValueError(f"Tagged variant {name!r} redefines the tag key {self.tag!r}")
 
 
 @dataclass(frozen=True)
@@ -240,9 +234,7 @@ Node: TypeAlias = Option | Table | Tagged | MapOf
 # --------------------------------------------------------------------------- validation
 
 
-def validate(
-    data: Mapping[str, Any], schema: Table, *, file: str | None = None, prefix: str = ""
-) -> dict[str, Any]:
+def validate(data: Mapping[str, Any], schema: Table, *, file: str | None = None, prefix: str = "") -> dict[str, Any]:
     """Validate a parsed document against a schema.
 
     Args:
@@ -310,17 +302,13 @@ def _has_default(node: Node) -> bool:
     if isinstance(node, Option):
         return not node.required
     if isinstance(node, Table):
-        return not node.require_one and all(
-            _has_default(n) for n in node.entries.values()
-        )
+        return not node.require_one and all(_has_default(n) for n in node.entries.values())
     if isinstance(node, Tagged):
         return node.default is not None and _has_default(node.variants[node.default])
     return True  # MapOf: an empty map
 
 
-def _check_table(
-    data: Any, table: Table, path: str, *, when: str = "", tag: str | None = None
-) -> dict[str, Any]:
+def _check_table(data: Any, table: Table, path: str, *, when: str = "", tag: str | None = None) -> dict[str, Any]:
     """Validate a table. ``tag`` is an extra allowed key (already checked by the caller)."""
     mapping = _expect_mapping(data, path)
     allowed = ([tag] if tag else []) + list(table.entries)
@@ -353,11 +341,7 @@ def _check_table(
     result: dict[str, Any] = {}
     for key, node in table.entries.items():
         sub = _join(path, key)
-        result[key] = (
-            _check_node(mapping[key], node, sub)
-            if key in mapping
-            else _missing(node, sub, when)
-        )
+        result[key] = _check_node(mapping[key], node, sub) if key in mapping else _missing(node, sub, when)
     result.update(extra)
     return result
 
@@ -373,9 +357,7 @@ def _check_tagged(data: Any, node: Tagged, path: str) -> dict[str, Any]:
     elif node.default is not None:
         name = node.default
     else:
-        raise ConfigError(
-            f"missing required key (one of {_quoted(node.variants)})", tag_path
-        )
+        raise ConfigError(f"missing required key (one of {_quoted(node.variants)})", tag_path)
     if name not in node.variants:
         raise _not_a_choice(name, tuple(node.variants), tag_path)
     when = f" (for {node.tag} = '{name}')"
@@ -408,18 +390,14 @@ def _check_option(value: Any, opt: Option, path: str) -> Any:
         tolist = getattr(value, "tolist", None)  # numpy arrays
         items = tolist() if callable(tolist) else None
         if not isinstance(items, list):
-            raise ConfigError(
-                f"expected {opt.type} (an array), got {_show(value)}", path
-            )
+            raise ConfigError(f"expected {opt.type} (an array), got {_show(value)}", path)
     if opt.length is not None and len(items) != opt.length:
         raise ConfigError(
             f"must have exactly {opt.length} elements, got {len(items)}: {_show(value)}",
             path,
         )
     elem = _element_type(opt.type)
-    return [
-        _check_scalar(item, elem, opt, f"{path}[{i}]") for i, item in enumerate(items)
-    ]
+    return [_check_scalar(item, elem, opt, f"{path}[{i}]") for i, item in enumerate(items)]
 
 
 def _check_scalar(value: Any, type_name: str, opt: Option, path: str) -> Any:
@@ -447,13 +425,9 @@ def _check_scalar(value: Any, type_name: str, opt: Option, path: str) -> Any:
 
 def _in_range(value: float, opt: Option) -> bool:
     """Whether a number satisfies the option's bounds (NaN never does if bounded)."""
-    if opt.min is not None and not (
-        value > opt.min if opt.min_exclusive else value >= opt.min
-    ):
+    if opt.min is not None and not (value > opt.min if opt.min_exclusive else value >= opt.min):
         return False
-    return opt.max is None or bool(
-        value < opt.max if opt.max_exclusive else value <= opt.max
-    )
+    return opt.max is None or bool(value < opt.max if opt.max_exclusive else value <= opt.max)
 
 
 def _range_text(opt: Option) -> str:
@@ -489,9 +463,7 @@ def _unknown_key(key: str, allowed: Sequence[str], path: str, when: str) -> Conf
 def _not_a_choice(value: Any, choices: Sequence[Any], path: str) -> ConfigError:
     hint = ""
     if isinstance(value, str):
-        close = difflib.get_close_matches(
-            value, [c for c in choices if isinstance(c, str)], n=1
-        )
+        close = difflib.get_close_matches(value, [c for c in choices if isinstance(c, str)], n=1)
         hint = f" (did you mean '{close[0]}'?)" if close else ""
     return ConfigError(f"must be one of {_quoted(choices)}, got {value!r}{hint}", path)
 
@@ -508,11 +480,7 @@ def _quoted(items: Any) -> str:
 def _show(value: Any) -> str:
     """Type and (shortened) value for error messages, e.g. ``"str 'abc'"``."""
     names: dict[type, str] = {dict: "table", list: "array"}
-    kind = (
-        "table"
-        if isinstance(value, Mapping)
-        else names.get(type(value), type(value).__name__)
-    )
+    kind = "table" if isinstance(value, Mapping) else names.get(type(value), type(value).__name__)
     text = repr(value)
     return f"{kind} {text if len(text) <= 60 else text[:57] + '...'}"
 
@@ -599,11 +567,7 @@ def apply_overrides(
     try:
         if isinstance(overrides, str):
             overrides = [overrides]
-        items = (
-            overrides.items()
-            if isinstance(overrides, Mapping)
-            else map(parse_override, overrides)
-        )
+        items = overrides.items() if isinstance(overrides, Mapping) else map(parse_override, overrides)
         for dotted, value in items:
             parts = dotted.split(".")
             if not all(parts):
@@ -707,23 +671,16 @@ def describe(schema: Table, *, prefix: str = "") -> str:
         "| Key | Type | Default | Allowed | Description |",
         "|---|---|---|---|---|",
     ]
-    lines += [
-        "| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |"
-        for row in rows
-    ]
+    lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in rows]
     if notes:
         lines += ["", *(f"- {note}" for note in notes)]
     return "\n".join(lines) + "\n"
 
 
-def _describe_node(
-    node: Node, path: str, when: str, rows: list[tuple[str, ...]], notes: list[str]
-) -> None:
+def _describe_node(node: Node, path: str, when: str, rows: list[tuple[str, ...]], notes: list[str]) -> None:
     key = f"`{path}`{when}"
     if isinstance(node, Option):
-        limits = (
-            [_range_text(node)] if node.min is not None or node.max is not None else []
-        )
+        limits = [_range_text(node)] if node.min is not None or node.max is not None else []
         if node.choices is not None:
             limits.append("one of " + ", ".join(_literal(c) for c in node.choices))
         if node.length is not None:
@@ -731,9 +688,7 @@ def _describe_node(
         default = node.default
         if default is not REQUIRED and default is not None:
             default = _check_option(default, node, path)  # e.g. 1 -> 1.0 for floats
-        rows.append(
-            (key, node.type, _default_text(default), "; ".join(limits), node.doc)
-        )
+        rows.append((key, node.type, _default_text(default), "; ".join(limits), node.doc))
     elif isinstance(node, Table):
         if path:
             rows.append((key, "table", "", "", node.doc))
@@ -761,9 +716,7 @@ def _describe_node(
             for entry, child in variant.entries.items():
                 _describe_node(child, _join(path, entry), sub_when, rows, notes)
     else:
-        allowed = (
-            "names: " + ", ".join(node.keys) if node.keys is not None else "any names"
-        )
+        allowed = "names: " + ", ".join(node.keys) if node.keys is not None else "any names"
         rows.append((key, "table of named entries", "", allowed, node.doc))
         _describe_node(node.value, _join(path, "<name>"), when, rows, notes)
 

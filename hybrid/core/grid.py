@@ -66,9 +66,7 @@ class Grid:
 
     def coordinates(self) -> tuple[np.ndarray, ...]:
         """1D coordinate arrays per coordinate axis (x, y), each of shape (n,)."""
-        return tuple(
-            np.arange(n) * d for n, d in zip(self.points, self.spacing, strict=True)
-        )
+        return tuple(np.arange(n) * d for n, d in zip(self.points, self.spacing, strict=True))
 
     @cached_property
     def _rfft_wavenumbers(self) -> tuple[np.ndarray, ...]:
@@ -98,7 +96,7 @@ class Grid:
         For one axis it is ``(2 sin(k d / 2) / d)²``; it tends to k² for k d → 0. A spectral implicit step that uses
         it is consistent with a real-space explicit step that uses the compact second difference.
         """
-        sym = 0.0
+        sym: np.ndarray = np.zeros(1)
         for k, d in zip(self._rfft_wavenumbers, reversed(self.spacing), strict=True):
             sym = sym + (2.0 * np.sin(0.5 * k * d) / d) ** 2
-        return np.asarray(sym)
+        return sym

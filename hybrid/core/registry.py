@@ -102,8 +102,9 @@ def register_model(spec: ModelSpec) -> ModelSpec:
     return spec
 
 
-def register_provider(term: str, name: str, *, options: Table | None = None,
-                      doc: str = "") -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+def register_provider(
+    term: str, name: str, *, options: Table | None = None, doc: str = ""
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Decorator registering ``build(context, options) -> Term`` as provider ``name`` of ``term``."""
 
     def deco(build: Callable[..., Any]) -> Callable[..., Any]:

@@ -171,9 +171,14 @@ class Simulation:
         if self.output.path is not None:
             if not self.output.path.exists():
                 raise FileNotFoundError(f"restart: output file {self.output.path} to continue does not exist")
-            self._out = OutputFile(self.output.path, case_text=self.case_text, attrs=self._root_attrs(),
-                                   grid_lengths=self.equation.grid.lengths, grid_shape=self.equation.grid.shape,
-                                   mode="a")
+            self._out = OutputFile(
+                self.output.path,
+                case_text=self.case_text,
+                attrs=self._root_attrs(),
+                grid_lengths=self.equation.grid.lengths,
+                grid_shape=self.equation.grid.shape,
+                mode="a",
+            )
             self._out.truncate_after(ck.step)
         log.info("restarted from %s at step %d, t=%g", path, ck.step, ck.time)
 
@@ -227,9 +232,14 @@ class Simulation:
             return
         fresh = self.state.step == 0
         self.output.path.parent.mkdir(parents=True, exist_ok=True)
-        self._out = OutputFile(self.output.path, case_text=self.case_text, attrs=self._root_attrs(),
-                               grid_lengths=self.equation.grid.lengths, grid_shape=self.equation.grid.shape,
-                               mode="w" if fresh else "a")
+        self._out = OutputFile(
+            self.output.path,
+            case_text=self.case_text,
+            attrs=self._root_attrs(),
+            grid_lengths=self.equation.grid.lengths,
+            grid_shape=self.equation.grid.shape,
+            mode="w" if fresh else "a",
+        )
         if fresh:
             self._check_finite(self.state)
             self._write_frame()

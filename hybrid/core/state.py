@@ -48,8 +48,9 @@ class State:
         return {k: to_numpy(v) for k, v in self.fields.items()}
 
     @classmethod
-    def from_arrays(cls, fields: Mapping[str, Array], time: float = 0.0, step: int = 0,
-                    backend: Backend | None = None) -> State:
+    def from_arrays(
+        cls, fields: Mapping[str, Array], time: float = 0.0, step: int = 0, backend: Backend | None = None
+    ) -> State:
         """Wrap plain arrays (numpy or torch) into a State on ``backend`` (default: numpy, or torch for tensors)."""
         if backend is None:
             any_tensor = any(type(v).__module__.startswith("torch") for v in fields.values())

@@ -32,46 +32,60 @@ from hybrid.core.state import State
 from hybrid.core.terms import TermProvider
 from hybrid.solvers.atg_kernels import make_atg_rhs
 
-_pos = {"min": 0.0, "min_exclusive": True}
+
+def _positive(type_: str, default: Any, doc: str) -> Option:
+    """An option that must be > 0."""
+    return Option(type_, default, doc, min=0.0, min_exclusive=True)  # type: ignore[arg-type]
+
+
+def _nonnegative(type_: str, default: Any, doc: str) -> Option:
+    return Option(type_, default, doc, min=0.0)  # type: ignore[arg-type]
+
 
 PARAMS = Table(
     {
-        "gamma_film": Option("float", 6.0, "γ_f, surface energy of the thick film [eV/nm²]", **_pos),
-        "gamma_substrate": Option("float", 8.7, "γ_s, surface energy as h → 0 (substrate) [eV/nm²]", **_pos),
-        "wetting_length": Option("float", 0.27, "δ, decay length of the wetting interaction [nm]", **_pos),
-        "young": Option("float", 643.75, "E, Young's modulus of film and substrate [eV/nm³] (103 GPa)", **_pos),
-        "poisson": Option("float", 0.26, "ν, Poisson ratio [-]", min=-1.0, max=0.5, min_exclusive=True,
-                          max_exclusive=True),
+        "gamma_film": _positive("float", 6.0, "γ_f, surface energy of the thick film [eV/nm²]"),
+        "gamma_substrate": _positive("float", 8.7, "γ_s, surface energy as h → 0 (substrate) [eV/nm²]"),
+        "wetting_length": _positive("float", 0.27, "δ, decay length of the wetting interaction [nm]"),
+        "young": _positive("float", 643.75, "E, Young's modulus of film and substrate [eV/nm³] (103 GPa)"),
+        "poisson": Option(
+            "float", 0.26, "ν, Poisson ratio [-]", min=-1.0, max=0.5, min_exclusive=True, max_exclusive=True
+        ),
         "misfit": Option("float", 0.04, "ε_m, misfit eigenstrain of the film [-]", min=-0.2, max=0.2),
-        "mobility": Option("float", 5.0, "M, surface mobility [nm⁴/(eV·time unit)]", **_pos),
+        "mobility": _positive("float", 5.0, "M, surface mobility [nm⁴/(eV·time unit)]"),
         "flux": Option("float", 0.0, "F, deposition flux [nm/time unit]"),
-        "substrate_depth": Option("float", None, "H, substrate depth below y = 0 [nm] (default: grid.length)", **_pos),
-        "imex_gamma": Option("float", None, "γ_imp of the implicit −Mγ∂⁴h part (default: max(γ_f, γ_s)) [eV/nm²]",
-                             **_pos),
+        "substrate_depth": _positive("float", None, "H, substrate depth below y = 0 [nm] (default: grid.length)"),
+        "imex_gamma": _positive("float", None, "γ_imp of the implicit −Mγ∂⁴h part (default: max(γ_f, γ_s)) [eV/nm²]"),
     },
     doc="Ge on Si(001) defaults (PHYSICS.md §1)",
 )
 
-_nonneg = {"min": 0.0}
 INITIAL = Tagged(
     "kind",
     {
-        "flat": Table({"mean": Option("float", 5.0, "film thickness [nm]", **_pos)}),
-        "sinusoid": Table({
-            "mean": Option("float", 5.0, "mean thickness [nm]", **_pos),
-            "amplitude": Option("float", 0.1, "amplitude A of A cos(2π mode x / L) [nm]", **_nonneg),
-            "mode": Option("int", 1, "number of periods in L", min=1),
-        }),
-        "random": Table({
-            "mean": Option("float", 5.0, "mean thickness [nm]", **_pos),
-            "amplitude": Option("float", 0.1, "RMS roughness of h − mean [nm]", **_nonneg),
-            "modes": Option("int", 10, "highest Fourier mode (modes 1..modes, equal amplitude, random phase)",
-                            min=1),
-        }),
-        "file": Table({
-            "path": Option("str", doc=".npy profile of shape (N,), or a hybrid output .h5 (fields/h)"),
-            "frame": Option("int", -1, "frame of an .h5 output (negative counts from the end)"),
-        }),
+        "flat": Table({"mean": _positive("float", 5.0, "film thickness [nm]")}),
+        "sinusoid": Table(
+            {
+                "mean": _positive("float", 5.0, "mean thickness [nm]"),
+                "amplitude": _nonnegative("float", 0.1, "amplitude A of A cos(2π mode x / L) [nm]"),
+                "mode": Option("int", 1, "number of periods in L", min=1),
+            }
+        ),
+        "random": Table(
+            {
+                "mean": _positive("float", 5.0, "mean thickness [nm]"),
+                "amplitude": _nonnegative("float", 0.1, "RMS roughness of h − mean [nm]"),
+                "modes": Option(
+                    "int", 10, "highest Fourier mode (modes 1..modes, equal amplitude, random phase)", min=1
+                ),
+            }
+        ),
+        "file": Table(
+            {
+                "path": Option("str", doc=".npy profile of shape (N,), or a hybrid output .h5 (fields/h)"),
+                "frame": Option("int", -1, "frame of an .h5 output (negative counts from the end)"),
+            }
+        ),
     },
     default="random",
     doc="initial film profile",
@@ -110,13 +124,15 @@ def initial_profile(ctx: Context, init: Mapping[str, Any]) -> dict[str, np.ndarr
     elif kind == "file":
         h = _load_profile(ctx.resolve_path(init["path"]), int(init["frame"]))
         if h.shape != (grid.points[0],):
-            raise ConfigError(f"profile in {init['path']} has shape {h.shape}, the grid needs ({grid.points[0]},)",
-                              key="initial.path")
+            raise ConfigError(
+                f"profile in {init['path']} has shape {h.shape}, the grid needs ({grid.points[0]},)", key="initial.path"
+            )
     else:  # pragma: no cover - the schema rejects other kinds
         raise ConfigError(f"unknown kind {kind!r}", key="initial.kind")
     if np.any(h < 0):
-        raise ConfigError(f"the initial profile reaches h = {h.min():.3g} < 0 nm; raise mean or lower amplitude",
-                          key="initial")
+        raise ConfigError(
+            f"the initial profile reaches h = {h.min():.3g} < 0 nm; raise mean or lower amplitude", key="initial"
+        )
     return {"h": np.ascontiguousarray(h, dtype=np.float64)}
 
 
@@ -146,8 +162,12 @@ class ATGEquation:
         p = self.params
         self._kernel = make_atg_rhs(ctx.backend.name)
         self._args = (
-            float(ctx.grid.dx), float(p["mobility"]), float(p["gamma_film"]), float(p["gamma_substrate"]),
-            float(p["wetting_length"]), float(p["flux"]),
+            float(ctx.grid.dx),
+            float(p["mobility"]),
+            float(p["gamma_film"]),
+            float(p["gamma_substrate"]),
+            float(p["wetting_length"]),
+            float(p["flux"]),
         )
         s2 = ctx.grid.rfft_difference_symbol()
         self._symbol = ctx.backend.constant(-p["mobility"] * p["imex_gamma"] * s2 * s2)
@@ -210,7 +230,12 @@ class FEMElastic(TermProvider):
         super().__init__()
         p = ctx.params
         self.solver = FilmElasticitySolver(
-            ctx.grid.lengths[0], ctx.grid.points[0], p["substrate_depth"], p["young"], p["poisson"], p["misfit"],
+            ctx.grid.lengths[0],
+            ctx.grid.points[0],
+            p["substrate_depth"],
+            p["young"],
+            p["poisson"],
+            p["misfit"],
             **dict(options),
         )
 

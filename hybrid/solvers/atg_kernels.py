@@ -24,8 +24,16 @@ import numpy as np
 AtgRhs = Callable[..., Any]
 
 
-def atg_rhs_numpy(h: np.ndarray, rho: np.ndarray, dx: float, mobility: float, gamma_film: float,
-                  gamma_substrate: float, wetting_length: float, flux: float) -> np.ndarray:
+def atg_rhs_numpy(
+    h: np.ndarray,
+    rho: np.ndarray,
+    dx: float,
+    mobility: float,
+    gamma_film: float,
+    gamma_substrate: float,
+    wetting_length: float,
+    flux: float,
+) -> np.ndarray:
     """Plain numpy reference of the ATG tendency ∂h/∂t (shapes (N,), see module docstring)."""
     hp = np.roll(h, -1)
     hm = np.roll(h, 1)
@@ -43,8 +51,16 @@ def atg_rhs_numpy(h: np.ndarray, rho: np.ndarray, dx: float, mobility: float, ga
 
 
 @numba.njit(cache=True)
-def _atg_rhs_numba(h: np.ndarray, rho: np.ndarray, dx: float, mobility: float, gamma_film: float,
-                   gamma_substrate: float, wetting_length: float, flux: float) -> np.ndarray:  # pragma: no cover
+def _atg_rhs_numba(
+    h: np.ndarray,
+    rho: np.ndarray,
+    dx: float,
+    mobility: float,
+    gamma_film: float,
+    gamma_substrate: float,
+    wetting_length: float,
+    flux: float,
+) -> np.ndarray:  # pragma: no cover
     n = h.shape[0]
     mu = np.empty(n)
     j = np.empty(n)
@@ -68,8 +84,16 @@ def _atg_rhs_numba(h: np.ndarray, rho: np.ndarray, dx: float, mobility: float, g
     return out
 
 
-def atg_rhs_torch(h: Any, rho: Any, dx: float, mobility: float, gamma_film: float, gamma_substrate: float,
-                  wetting_length: float, flux: float) -> Any:
+def atg_rhs_torch(
+    h: Any,
+    rho: Any,
+    dx: float,
+    mobility: float,
+    gamma_film: float,
+    gamma_substrate: float,
+    wetting_length: float,
+    flux: float,
+) -> Any:
     """Torch version (CPU or CUDA tensors of shape (N,)); same arithmetic as the numpy reference."""
     import torch
 

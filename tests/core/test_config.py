@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import pickle
-import tomllib
 from pathlib import Path
 from typing import Any
 
 import pytest
+import tomllib
 
 from hybrid.core.config import (
     REQUIRED,
@@ -32,9 +32,7 @@ SCHEMA = Table(
         "case": Table(
             {
                 "name": Option("str", doc="run name"),
-                "model": Option(
-                    "str", choices=("atg", "graingrowth", "front", "laser")
-                ),
+                "model": Option("str", choices=("atg", "graingrowth", "front", "laser")),
                 "seed": Option("int", 0, min=0),
                 "backend": Option("str", "numpy", choices=("numpy", "torch")),
                 "device": Option("str", None, doc="torch device"),
@@ -42,12 +40,8 @@ SCHEMA = Table(
         ),
         "grid": Table(
             {
-                "length": Option(
-                    "float", None, min=0, min_exclusive=True, doc="side [m]"
-                ),
-                "lengths": Option(
-                    "list[float]", None, length=2, min=0, min_exclusive=True
-                ),
+                "length": Option("float", None, min=0, min_exclusive=True, doc="side [m]"),
+                "lengths": Option("list[float]", None, length=2, min=0, min_exclusive=True),
                 "points": Option("list[int]", [64, 64], length=2, min=2),
             },
             exclusive=(("length", "lengths"),),
@@ -56,13 +50,7 @@ SCHEMA = Table(
         "initial": Tagged(
             "kind",
             {
-                "circle": Table(
-                    {
-                        "radius": Option(
-                            "float", 0.25, min=0, max=0.5, max_exclusive=True
-                        )
-                    }
-                ),
+                "circle": Table({"radius": Option("float", 0.25, min=0, max=0.5, max_exclusive=True)}),
                 "file": Table({"path": Option("str", doc="HDF5 file")}),
             },
             default="circle",
@@ -161,9 +149,7 @@ def test_validate_returns_new_dict_and_keeps_input() -> None:
 
 
 def test_int_normalised_to_float() -> None:
-    out = validate(
-        apply_overrides(good(), {"time.dt": 1, "grid.lengths": (1, 2.5)}), SCHEMA
-    )
+    out = validate(apply_overrides(good(), {"time.dt": 1, "grid.lengths": (1, 2.5)}), SCHEMA)
     assert out["time"]["dt"] == 1.0 and isinstance(out["time"]["dt"], float)
     assert out["grid"]["lengths"] == [1.0, 2.5]
     assert all(isinstance(x, float) for x in out["grid"]["lengths"])
@@ -273,9 +259,7 @@ def test_missing_required_key() -> None:
     data = good()
     del data["time"]["dt"]
     err = error_of(data)
-    assert (
-        err.key == "time.dt" and "missing required key" in str(err) and FILE in str(err)
-    )
+    assert err.key == "time.dt" and "missing required key" in str(err) and FILE in str(err)
 
 
 def test_missing_required_table_names_needed_keys() -> None:
@@ -288,11 +272,7 @@ def test_missing_required_table_names_needed_keys() -> None:
 
 def test_wrong_type_scalar() -> None:
     err = error_of(with_("time.dt", "fast"))
-    assert (
-        err.key == "time.dt"
-        and "expected float" in str(err)
-        and "str 'fast'" in str(err)
-    )
+    assert err.key == "time.dt" and "expected float" in str(err) and "str 'fast'" in str(err)
     err = error_of(with_("time.steps", 2.5))
     assert err.key == "time.steps" and "expected int" in str(err) and "2.5" in str(err)
     err = error_of(with_("output.compress", 1))
@@ -301,11 +281,7 @@ def test_wrong_type_scalar() -> None:
 
 def test_bool_is_not_a_number() -> None:
     err = error_of(with_("time.dt", True))
-    assert (
-        err.key == "time.dt"
-        and "expected float" in str(err)
-        and "bool True" in str(err)
-    )
+    assert err.key == "time.dt" and "expected float" in str(err) and "bool True" in str(err)
     err = error_of(with_("time.steps", False))
     assert err.key == "time.steps" and "expected int" in str(err)
     err = error_of(with_("grid.points", [True, 4]))
@@ -351,16 +327,9 @@ def test_tagged_errors() -> None:
     err = error_of(with_("initial", {"kind": "square"}))
     assert err.key == "initial.kind" and "'circle', 'file'" in str(err)
     err = error_of(with_("initial", {"kind": "file"}))
-    assert (
-        err.key == "initial.path"
-        and "missing required key (for kind = 'file')" in str(err)
-    )
+    assert err.key == "initial.path" and "missing required key (for kind = 'file')" in str(err)
     err = error_of(with_("initial", {"kind": "file", "path": "a.h5", "radius": 0.1}))
-    assert (
-        err.key == "initial.radius"
-        and "for kind = 'file'" in str(err)
-        and "'path'" in str(err)
-    )
+    assert err.key == "initial.radius" and "for kind = 'file'" in str(err) and "'path'" in str(err)
     err = error_of(with_("initial.kind", 3))
     assert err.key == "initial.kind" and "expected str" in str(err)
 
@@ -369,14 +338,8 @@ def test_nested_tagged_in_mapof_errors() -> None:
     err = error_of(with_("terms.elastic", {"provider": "nn"}))
     assert err.key == "terms.elastic.weights" and "provider = 'nn'" in str(err)
     err = error_of(with_("terms.elastic", {"provider": "fem", "threshold": 0.5}))
-    assert (
-        err.key == "terms.elastic.threshold"
-        and "unknown key" in str(err)
-        and "'order'" in str(err)
-    )
-    err = error_of(
-        with_("terms.elastic", {"provider": "nn", "weights": "w", "threshold": 2})
-    )
+    assert err.key == "terms.elastic.threshold" and "unknown key" in str(err) and "'order'" in str(err)
+    err = error_of(with_("terms.elastic", {"provider": "nn", "weights": "w", "threshold": 2}))
     assert err.key == "terms.elastic.threshold" and "in [0, 1]" in str(err)
     err = error_of(with_("terms.elastic", {"weights": "w"}))
     assert err.key == "terms.elastic.provider" and "missing required key" in str(err)
@@ -431,9 +394,7 @@ def test_invalid_schemas_rejected() -> None:
 
 
 def test_missing_subtable_without_defaults_is_required() -> None:
-    schema = Table(
-        {"sub": Table({"a": Option("int")}), "opt": Table({"b": Option("int", 1)})}
-    )
+    schema = Table({"sub": Table({"a": Option("int")}), "opt": Table({"b": Option("int", 1)})})
     assert validate({"sub": {"a": 1}}, schema) == {"sub": {"a": 1}, "opt": {"b": 1}}
     err = error_of({}, schema)
     assert err.key == "sub" and "'a'" in str(err)
@@ -544,9 +505,7 @@ def test_get_path() -> None:
 
 def test_load_toml(tmp_path: Path) -> None:
     path = tmp_path / "case.toml"
-    path.write_text(
-        '[case]\nname = "demo"\nmodel = "atg"\n[time]\ndt = 1e-3\nsteps = 10\n'
-    )
+    path.write_text('[case]\nname = "demo"\nmodel = "atg"\n[time]\ndt = 1e-3\nsteps = 10\n')
     assert validate(load_toml(path), SCHEMA, file=str(path))["time"]["dt"] == 0.001
 
 
@@ -598,15 +557,11 @@ def test_dumps_toml_converts_numpy_and_tuples() -> None:
 def test_validate_accepts_numpy_values() -> None:
     np = pytest.importorskip("numpy")
     out = validate(
-        apply_overrides(
-            good(), {"time.dt": np.float32(0.5), "grid.points": np.array([8, 8])}
-        ),
+        apply_overrides(good(), {"time.dt": np.float32(0.5), "grid.points": np.array([8, 8])}),
         SCHEMA,
     )
     assert out["time"]["dt"] == 0.5 and type(out["time"]["dt"]) is float
-    assert out["grid"]["points"] == [8, 8] and all(
-        type(x) is int for x in out["grid"]["points"]
-    )
+    assert out["grid"]["points"] == [8, 8] and all(type(x) is int for x in out["grid"]["points"])
 
 
 # --------------------------------------------------------------------------- docs
@@ -617,21 +572,10 @@ def test_describe() -> None:
     lines = text.splitlines()
     assert lines[0].startswith("| Key | Type | Default |")
     row = next(line for line in lines if line.startswith("| `time.dt` |"))
-    assert (
-        "float" in row
-        and "*required*" in row
-        and "> 0" in row
-        and "time step [s]" in row
-    )
-    assert any(
-        "`time.integrator`" in x and '"euler"' in x and '"imex"' in x for x in lines
-    )
-    assert any(
-        "`grid.points`" in x and "[64, 64]" in x and "2 elements" in x for x in lines
-    )
-    assert any(
-        '`initial.radius` (kind = "circle")' in x and "[0, 0.5)" in x for x in lines
-    )
+    assert "float" in row and "*required*" in row and "> 0" in row and "time step [s]" in row
+    assert any("`time.integrator`" in x and '"euler"' in x and '"imex"' in x for x in lines)
+    assert any("`grid.points`" in x and "[64, 64]" in x and "2 elements" in x for x in lines)
+    assert any('`initial.radius` (kind = "circle")' in x and "[0, 0.5)" in x for x in lines)
     assert any('`initial.path` (kind = "file")' in x for x in lines)
     assert any('`terms.<name>.weights` (provider = "nn")' in x for x in lines)
     assert any("`terms`" in x and "elastic, diffusion" in x for x in lines)

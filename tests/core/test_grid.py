@@ -38,7 +38,9 @@ def test_difference_symbol_2d_matches_the_5_point_laplacian() -> None:
     g = Grid((6.0, 5.0), (12, 10))
     u = np.random.default_rng(1).standard_normal(g.shape)
     dx, dy = g.spacing
-    lap = (np.roll(u, -1, 1) - 2 * u + np.roll(u, 1, 1)) / dx**2 + (np.roll(u, -1, 0) - 2 * u + np.roll(u, 1, 0)) / dy**2
+    lap = (np.roll(u, -1, 1) - 2 * u + np.roll(u, 1, 1)) / dx**2 + (
+        np.roll(u, -1, 0) - 2 * u + np.roll(u, 1, 0)
+    ) / dy**2
     spectral = np.fft.irfftn(-g.rfft_difference_symbol() * np.fft.rfftn(u), s=g.shape, axes=(0, 1))
     np.testing.assert_allclose(spectral, lap, atol=1e-12 * np.abs(lap).max())
 

@@ -42,8 +42,14 @@ def _measure_rate(k: float, integrator: str, mean: float = 5.0, gamma_s: float =
     case = {
         "case": {"model": "atg", "name": "disp"},
         "grid": {"length": 4 * lam, "points": 4 * n_per},
-        "model": {"gamma_film": GAMMA, "gamma_substrate": gamma_s, "young": E, "poisson": NU, "misfit": EPS,
-                  "mobility": M},
+        "model": {
+            "gamma_film": GAMMA,
+            "gamma_substrate": gamma_s,
+            "young": E,
+            "poisson": NU,
+            "misfit": EPS,
+            "mobility": M,
+        },
         "initial": {"kind": "sinusoid", "mean": mean, "amplitude": 1e-5 / k, "mode": 4},
         "terms": {"elastic": {"provider": "linear"}},
         "time": {"integrator": integrator, "dt": dt, "steps": steps},
