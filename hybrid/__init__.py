@@ -5,6 +5,7 @@ Public API::
     sim = hybrid.load_case("cases/atg_film.toml", overrides={"time.steps": 1000})
     sim.run()                                   # or: for _ in range(n): sim.step()
     rho = hybrid.load_provider("elastic", "fem", case="cases/atg_film.toml")(h)
+    hybrid.compare("cases/atg_film.toml", term="elastic", providers=("fem", "linear"))
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 from hybrid.cases import load_case, load_provider, resolve_case
+from hybrid.couplers.compare import compare
 from hybrid.core.backend import Backend
 from hybrid.core.grid import Grid
 from hybrid.core.simulation import Simulation, SimulationBlowUp
@@ -25,6 +27,7 @@ __all__ = [
     "SimulationBlowUp",
     "State",
     "Term",
+    "compare",
     "TermProvider",
     "__version__",
     "load_case",

@@ -30,6 +30,7 @@ from hybrid.core.config import (
     Table,
     Tagged,
     apply_overrides,
+    describe,
     dumps_toml,
     load_toml,
     validate,
@@ -299,3 +300,16 @@ def load_provider(
 def example_state(rc: ResolvedCase) -> dict[str, np.ndarray]:
     """The initial fields of a resolved case (numpy)."""
     return rc.spec.initial_state(rc.context, rc.data["initial"])
+
+
+def case_reference() -> str:
+    """Markdown reference of every registered model's case file (the README's case-file reference)."""
+    parts = []
+    for name in sorted(MODELS):
+        spec = MODELS[name]
+        parts.append(f"### `model = \"{name}\"` — {spec.doc}\n\n{describe(case_schema(spec))}")
+    return "\n\n".join(parts) + "\n"
+
+
+if __name__ == "__main__":  # pragma: no cover - regenerate the README section: python -m hybrid.cases
+    print(case_reference())

@@ -41,6 +41,20 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
 
+    cmp_ = sub.add_parser(
+        "compare",
+        help="A/B-compare two providers of a term on the same case",
+        description="Run a case with provider A and with provider B of one term, from the same initial state, and "
+        "write DIR/report.json (metrics per frame, descriptors, timings) and DIR/*.png.",
+    )
+    cmp_.add_argument("case", type=Path, help="case file (TOML)")
+    cmp_.add_argument("--term", required=True, help="term name (e.g. elastic), or 'stepper' for surrogate steppers")
+    cmp_.add_argument("--providers", required=True, metavar="A,B", help="reference provider A and candidate B")
+    cmp_.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                      help="override a case key for both runs; repeatable")
+    cmp_.add_argument("--out", type=Path, default=None, metavar="DIR", help="output directory")
+    cmp_.add_argument("--no-progress", action="store_true", help="no progress bars")
+
     info = sub.add_parser(
         "info", help="describe a result, checkpoint or weights file", description="Print what a hybrid HDF5 file holds."
     )
@@ -65,6 +79,26 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from hybrid.couplers.compare import compare
+
+    providers = [p.strip() for p in args.providers.split(",") if p.strip()]
+    if len(providers) != 2:
+        raise ValueError(f"--providers needs two names separated by a comma, got {args.providers!r}")
+    report = compare(args.case, args.term, tuple(providers), overrides=args.overrides, out_dir=args.out,
+                     progress=not args.no_progress)
+    a, b = report["labels"] if "labels" in report else report["providers"]
+    print(f"{a}: {report['wall_seconds'][a]:.2f} s, {b}: {report['wall_seconds'][b]:.2f} s, "
+          f"speedup {report['speedup']:.2f}x")
+    for name, frac in report.get("nn_fraction", {}).items():
+        print(f"  nn fraction [{name}]: {frac:.3f}")
+    for field, m in report["metrics"].items():
+        rel = [v for v in m["rmse_rel"] if v is not None and v == v]
+        if rel:
+            print(f"  {field}: max rmse_rel {max(rel):.3g}, final {rel[-1]:.3g}")
+    return 0
+
+
 def _cmd_info(args: argparse.Namespace) -> int:
     from hybrid.core.io import describe_file
 
@@ -79,6 +113,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "run":
             return _cmd_run(args)
+        if args.command == "compare":
+            return _cmd_compare(args)
         if args.command == "info":
             return _cmd_info(args)
     except ConfigError as err:
@@ -87,7 +123,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SimulationBlowUp as err:
         print(f"hybrid: run stopped: {err}", file=sys.stderr)
         return 3
-    except (FileNotFoundError, ValueError) as err:
+    except (FileNotFoundError, ValueError, KeyError) as err:
         print(f"hybrid: error: {err}", file=sys.stderr)
         return 2
     return 1

@@ -5,8 +5,16 @@ from __future__ import annotations
 from typing import Any
 
 
-def atg_case(points: int = 64, length: float = 64.0, provider: str = "linear", integrator: str = "euler",
-             dt: float = 1e-3, steps: int = 10, backend: str = "numpy", **extra: Any) -> dict[str, Any]:
+def atg_case(
+    points: int = 64,
+    length: float = 64.0,
+    provider: str = "linear",
+    integrator: str = "euler",
+    dt: float = 1e-3,
+    steps: int = 10,
+    backend: str = "numpy",
+    **extra: Any,
+) -> dict[str, Any]:
     """A small ATG case dict; ``extra`` maps dotted keys to values (applied as overrides by the caller)."""
     return {
         "case": {"name": "tiny", "model": "atg", "seed": 3, "backend": backend},

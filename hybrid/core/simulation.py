@@ -146,9 +146,14 @@ class Simulation:
     def close(self) -> None:
         """Flush timers and close the output file (the simulation can be stepped again: it reopens it)."""
         if self._out is not None:
+            self._flush_tables()
             self._set_timing()
             self._out.close()
             self._out = None
+        for term in self.equation.terms.values():
+            close = getattr(term, "close", None)
+            if close is not None:
+                close()
 
     # ------------------------------------------------------------------ restart
     def restart_from(self, path: str | Path) -> None:
@@ -187,6 +192,8 @@ class Simulation:
         target = Path(path) if path is not None else self.output.checkpoint_path
         if target is None:
             raise ValueError("no checkpoint path: give one or set an output path")
+        if self._out is not None:
+            self._flush_tables()  # rows up to this step are on disk before the checkpoint that restarts after them
         terms = {n: t.state_dict() for n, t in self.equation.terms.items() if hasattr(t, "state_dict")}
         ck = Checkpoint(
             fields={k: np.array(v, copy=True) for k, v in self.state.numpy_fields().items()},

@@ -1,0 +1,107 @@
+"""Cost of the ATG elastic term per call (fem, linear, nn ensemble when shipped) and of one IMEX vs one explicit step.
+
+Run: ``python benchmarks/bench_elastic.py [--points 100 256 512 1024] [--calls 30]``. Never run in CI.
+
+Each provider is timed side by side in one run on the same evolving profile: a random rough profile on L = N nm
+(dx = 1 nm) that changes by ~1e-3 nm between calls, as in a simulation (so the FEM's warm-started solver is
+measured in the regime it is used in). Times are medians over ``--calls`` calls after one warm-up call; the
+table prints the ratio fem / provider. Step times are for the whole stepper call (term + kernel + FFT).
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+import hybrid
+from hybrid.cases import build_provider, load_case, resolve_case
+from hybrid.core.registry import PROVIDERS
+
+
+def _machine() -> str:
+    import numba
+    import scipy
+    import skfem
+    import torch
+
+    return (
+        f"{platform.processor() or platform.machine()}, {platform.system()} {platform.release()}, "
+        f"python {platform.python_version()}, hybrid {hybrid.__version__}, numpy {np.__version__}, "
+        f"scipy {scipy.__version__}, scikit-fem {skfem.__version__}, numba {numba.__version__}, "
+        f"torch {torch.__version__} (threads {torch.get_num_threads()})"
+    )
+
+
+def _case(points: int, provider: str, integrator: str = "imex", dt: float = 0.01) -> dict[str, Any]:
+    return {
+        "case": {"model": "atg", "name": "bench", "seed": 1},
+        "grid": {"length": float(points), "points": points},
+        "initial": {"kind": "random", "mean": 3.0, "amplitude": 1.0, "modes": max(4, points // 5)},
+        "terms": {"elastic": {"provider": provider}},
+        "time": {"integrator": integrator, "dt": dt, "steps": 1},
+    }
+
+
+def _median_time(fn: Callable[[int], Any], calls: int) -> float:
+    fn(0)  # warm-up (JIT, factorisation)
+    times = []
+    for i in range(1, calls + 1):
+        t0 = time.perf_counter()
+        fn(i)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def bench_providers(points: list[int], calls: int) -> None:
+    names = [n for n in ("fem", "linear", "nn") if n in PROVIDERS.get("elastic", {})]
+    print(f"\nelastic term, seconds per call (median of {calls}); ratio = fem / provider")
+    print(f"{'N':>6} " + " ".join(f"{n:>12}" for n in names) + " " + " ".join(f"{'fem/' + n:>12}" for n in names[1:]))
+    for n in points:
+        rc = resolve_case(_case(n, "linear"))
+        h0 = rc.spec.initial_state(rc.context, rc.data["initial"])["h"]
+        drift = 1e-3 * np.cos(2 * np.pi * np.arange(n) / n)
+        row = {}
+        for name in names:
+            try:
+                term = build_provider(resolve_case(_case(n, name)), "elastic")
+            except Exception as err:  # e.g. no shipped weights yet
+                print(f"  ({name}: {err})")
+                continue
+            row[name] = _median_time(lambda i, term=term: term(h0 + i * drift), calls)
+        cells = [f"{row[k]:12.3e}" if k in row else f"{'-':>12}" for k in names]
+        ratios = [f"{row['fem'] / row[k]:12.1f}" if k in row and "fem" in row else f"{'-':>12}" for k in names[1:]]
+        print(f"{n:>6} " + " ".join(cells) + " " + " ".join(ratios))
+
+
+def bench_steps(points: list[int], calls: int) -> None:
+    print(f"\none step of the ATG model with the linear provider, seconds per step (median of {calls})")
+    print(f"{'N':>6} {'euler':>12} {'imex':>12} {'imex/euler':>12}")
+    for n in points:
+        out = {}
+        for integ in ("euler", "imex"):
+            sim = load_case(_case(n, "linear", integ, dt=1e-4))
+            sim.output.path = None
+            sim.steps = 10**9
+            out[integ] = _median_time(lambda i, sim=sim: sim.step(), calls * 20)
+        print(f"{n:>6} {out['euler']:12.3e} {out['imex']:12.3e} {out['imex'] / out['euler']:12.2f}")
+    print("(an IMEX step costs about as much as an explicit one but may be ~10-100x longer: see PHYSICS.md §1)")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--points", type=int, nargs="+", default=[100, 256, 512, 1024])
+    p.add_argument("--calls", type=int, default=30)
+    args = p.parse_args()
+    print("machine:", _machine())
+    bench_providers(args.points, args.calls)
+    bench_steps(args.points, args.calls)
+
+
+if __name__ == "__main__":
+    main()
