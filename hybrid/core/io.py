@@ -660,15 +660,25 @@ class OutputFile:
         for key, value in attrs.items():
             self._file.attrs[str(key)] = _attr_value(value)
 
-    def truncate_after(self, step: int) -> None:
-        """Drop frames with ``/step > step`` and table rows with ``step > step``.
+    def table_rows(self) -> dict[str, int]:
+        """Number of rows of every table (e.g. ``{"monitor/elastic": 1200}``); a checkpoint records it."""
+        out = {}
+        for path, group in _iter_tables(self._file):
+            cols = list(group)
+            out[path] = int(group[cols[0]].shape[0]) if cols else 0
+        return out
+
+    def truncate_after(self, step: int, table_rows: Mapping[str, int] | None = None) -> None:
+        """Drop frames with ``/step > step``, and table rows written after the checkpoint.
 
         Used when a run restarts from a checkpoint taken at ``step``, so that the continued run
-        appends exactly what an uninterrupted run would have written. Tables without a ``step``
-        column are left as they are.
+        appends exactly what an uninterrupted run would have written. With ``table_rows`` (the row
+        counts recorded in the checkpoint) every table is cut to exactly that many rows; without it,
+        rows with ``step > step`` are dropped (tables without a ``step`` column are left as they are).
 
         Args:
             step: step index of the checkpoint the run continues from.
+            table_rows: rows per table when the checkpoint was written.
         """
         h5 = self._file
         steps = np.asarray(h5["step"][()])
@@ -685,6 +695,12 @@ class OutputFile:
                 keep,
             )
         for path, group in _iter_tables(h5):
+            if table_rows is not None:
+                n = int(table_rows.get(path, 0))
+                for name in group:
+                    if group[name].shape[0] > n:
+                        group[name].resize(n, axis=0)
+                continue
             if "step" not in group:
                 continue
             mask = np.asarray(group["step"][()]) <= step

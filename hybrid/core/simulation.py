@@ -184,7 +184,7 @@ class Simulation:
                 grid_shape=self.equation.grid.shape,
                 mode="a",
             )
-            self._out.truncate_after(ck.step)
+            self._out.truncate_after(ck.step, ck.extra.get("table_rows"))
         log.info("restarted from %s at step %d, t=%g", path, ck.step, ck.time)
 
     def write_checkpoint(self, path: str | Path | None = None) -> Path:
@@ -195,12 +195,13 @@ class Simulation:
         if self._out is not None:
             self._flush_tables()  # rows up to this step are on disk before the checkpoint that restarts after them
         terms = {n: t.state_dict() for n, t in self.equation.terms.items() if hasattr(t, "state_dict")}
+        table_rows = self._out.table_rows() if self._out is not None else {}
         ck = Checkpoint(
             fields={k: np.array(v, copy=True) for k, v in self.state.numpy_fields().items()},
             step=self.state.step,
             time=self.state.time,
             rng_state=self.rng.bit_generator.state,
-            extra={"stepper": self.stepper.state_dict(), "terms": terms},
+            extra={"stepper": self.stepper.state_dict(), "terms": terms, "table_rows": table_rows},
             case_text=self.case_text,
         )
         write_checkpoint(target, ck)

@@ -1,0 +1,241 @@
+"""NN-ensemble and monitored providers of the ATG term ``elastic``.
+
+- ``nn``: the trained ensemble's mean, ρ = ρ0 · mean_k (ρ_k/ρ0) [eV/nm³]. Inference runs in float32 (stated in
+  the model card) on the state's device under torch, or on the CPU for numpy states, where the profile is handed
+  to torch without a copy (``torch.from_numpy``) and converted to float32 once. The output is float64 on the
+  state's backend, like every DNS term.
+- ``monitor``: :class:`hybrid.couplers.monitor.Monitor` around ``nn`` with ``fem`` (or ``linear``) as fallback.
+
+The ensemble sees only the shape of the profile (features in grid units: see :mod:`hybrid.models.features`) and
+predicts ρ/ρ0, so changing E, ν or the misfit rescales ρ exactly and any profile length runs.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hybrid.core.backend import Array
+from hybrid.core.config import ConfigError, Option, Table
+from hybrid.core.registry import Context, get_provider, register_provider
+from hybrid.core.state import State
+from hybrid.core.terms import TermProvider
+from hybrid.couplers.monitor import EnsemblePrediction, Monitor
+
+log = logging.getLogger(__name__)
+
+SHIPPED_WEIGHTS = Path(__file__).resolve().parents[1] / "models" / "weights" / "atg_elastic"
+
+
+def resolve_weights(ctx: Context, weights: str) -> Path:
+    """``"shipped"`` -> the ensemble shipped in the package; otherwise a directory (relative to the case file)."""
+    path = SHIPPED_WEIGHTS if weights == "shipped" else ctx.resolve_path(weights)
+    if not (path / "model_card.json").exists():
+        hint = " (the shipped ensemble is missing: reinstall, or train one: see README)" if weights == "shipped" else ""
+        raise ConfigError(f"no model_card.json in {path}{hint}", key="terms.elastic.weights")
+    return path
+
+
+class NNElastic(TermProvider):
+    """Ensemble-mean elastic energy density; ``predict`` also returns the uncertainty indicator.
+
+    Input h (N,) [nm] on any backend; output ρ (N,) [eV/nm³] float64 on the state's backend/device. The
+    uncertainty u is the RMS over x of the ensemble standard deviation of ρ/ρ0 (dimensionless, ρ0 units), the
+    quantity the monitor's threshold is calibrated on.
+    """
+
+    name = "elastic"
+    provider = "nn"
+    inputs = ("h",)
+    nn_fraction = 1.0
+
+    def __init__(self, ctx: Context, options: Mapping[str, Any]) -> None:
+        import torch
+
+        from hybrid.models.card import load_ensemble
+        from hybrid.solvers.elasticity import misfit_energy_density
+
+        super().__init__()
+        p = ctx.params
+        self.rho0 = misfit_energy_density(p["young"], p["poisson"], p["misfit"])
+        self.dx = float(ctx.grid.dx)
+        self.weights = resolve_weights(ctx, options.get("weights", "shipped"))
+        device = options.get("device") or (ctx.backend.device if ctx.backend.is_torch else "cpu")
+        self.device = torch.device(device)
+        self.model, self.card = load_ensemble(self.weights, device=str(self.device))
+        dtype = {"float32": torch.float32, "float64": torch.float64}[options.get("dtype", "float32")]
+        self.model = self.model.to(dtype=dtype).eval()
+        self.dtype = dtype
+        self._calibration = self.card.get("calibration", {})
+
+    def _members(self, h: Any) -> Any:
+        """ρ_k/ρ0 of every member, torch (K, N) on the model's device."""
+        import torch
+
+        from hybrid.models.features import elastic_features
+
+        t = h if isinstance(h, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(h))
+        t = t.to(device=self.device, dtype=self.dtype)
+        with torch.inference_mode():
+            return self.model(elastic_features(t[None, :], self.dx))[0]
+
+    def predict(self, state: State) -> EnsemblePrediction:
+        members = self._members(state["h"])
+        u = float(members.var(dim=0, unbiased=False).mean().sqrt())
+        rho = members.mean(dim=0).double() * self.rho0
+        return EnsemblePrediction(state.backend.asarray(rho), u)
+
+    def evaluate(self, state: State) -> Array:
+        return self.predict(state).mean
+
+    def error(self, state: State, nn_value: Array, dns_value: Array) -> float:
+        """RMSE of ρ against DNS in units of ρ0 (the monitor's tolerance is stated in the same units)."""
+        be = state.backend
+        diff = be.to_numpy(nn_value) - be.to_numpy(dns_value)
+        return float(np.sqrt(np.mean(diff * diff)) / self.rho0)
+
+    def calibrated_threshold(self, tolerance: float, confidence: float) -> float:
+        """Spread threshold for (tolerance, confidence), recomputed from the card's calibration pairs."""
+        from hybrid.models.calibration import calibrate_threshold
+
+        cal = self._calibration
+        if "u" in cal and "e" in cal:
+            return float(calibrate_threshold(np.asarray(cal["u"]), np.asarray(cal["e"]), tolerance, confidence))
+        if math.isclose(cal.get("tolerance", math.nan), tolerance) and math.isclose(
+            cal.get("confidence", math.nan), confidence
+        ):
+            return float(cal["threshold"])
+        raise ConfigError(
+            f"the model card in {self.weights} has no calibration pairs to recalibrate for tolerance={tolerance}, "
+            f"confidence={confidence}; give terms.elastic.threshold explicitly",
+            key="terms.elastic.tolerance",
+        )
+
+
+class CaptureFile:
+    """Appends DNS evaluations (h, ρ) to an HDF5 file in the dataset format (active learning).
+
+    Layout as written by ``hybrid dataset``: /h, /rho (S, N), /rho0, /dx (S,), /family (S,) = "captured",
+    /group (S,) = the step index, so ``hybrid train --data`` can consume it directly.
+    """
+
+    def __init__(self, path: Path, rho0: float, dx: float, spec_text: str = "") -> None:
+        self.path = Path(path)
+        self.rho0 = rho0
+        self.dx = dx
+        self.spec_text = spec_text
+        self._file: Any = None
+        self.samples = 0
+
+    def _open(self, n: int) -> Any:
+        import h5py
+
+        if self._file is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            f = h5py.File(self.path, "a")
+            if "h" not in f:
+                f.create_dataset("h", (0, n), maxshape=(None, n), dtype="f8", chunks=(64, n))
+                f.create_dataset("rho", (0, n), maxshape=(None, n), dtype="f8", chunks=(64, n))
+                for name in ("rho0", "dx"):
+                    f.create_dataset(name, (0,), maxshape=(None,), dtype="f8", chunks=(256,))
+                f.create_dataset("group", (0,), maxshape=(None,), dtype="i8", chunks=(256,))
+                f.create_dataset("family", (0,), maxshape=(None,), dtype=h5py.string_dtype(), chunks=(256,))
+                f.attrs["spec"] = self.spec_text
+                f.attrs["created"] = _now()
+            self._file = f
+        return self._file
+
+    def add(self, state: State, dns_value: Array) -> None:
+        be = state.backend
+        h = np.asarray(be.to_numpy(state["h"]), dtype=np.float64)
+        f = self._open(h.shape[0])
+        i = f["h"].shape[0]
+        for name in ("h", "rho", "rho0", "dx", "group", "family"):
+            f[name].resize(i + 1, axis=0)
+        f["h"][i] = h
+        f["rho"][i] = be.to_numpy(dns_value)
+        f["rho0"][i] = self.rho0
+        f["dx"][i] = self.dx
+        f["group"][i] = state.step
+        f["family"][i] = "captured"
+        self.samples += 1
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+def _now() -> str:
+    import datetime
+
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+NN_OPTIONS = Table(
+    {
+        "weights": Option("str", "shipped", "ensemble directory (weights.pt + model_card.json) or 'shipped'"),
+        "dtype": Option("str", "float32", "inference precision", choices=("float32", "float64")),
+        "device": Option("str", None, "torch device for inference (default: the case's device, cpu for numpy)"),
+    }
+)
+
+MONITOR_OPTIONS = Table(
+    {
+        **NN_OPTIONS.entries,
+        "fallback": Option("str", "fem", "DNS provider called when the ensemble is unsure", choices=("fem", "linear")),
+        "tolerance": Option("float", 0.02, "accepted error: RMSE of ρ in units of ρ0", min=0.0, min_exclusive=True),
+        "confidence": Option(
+            "float",
+            0.95,
+            "fraction of accepted NN answers within the tolerance",
+            min=0.0,
+            max=1.0,
+            min_exclusive=True,
+            max_exclusive=True,
+        ),
+        "threshold": Option("float", None, "spread threshold (overrides the calibration)", min=0.0),
+        "hysteresis": Option("int", 0, "steps to stay on DNS after a fallback", min=0),
+        "audit_every": Option("int", 0, "call DNS every this many steps and log the NN's true error (0: never)", min=0),
+        "capture": Option("str", None, "HDF5 file collecting every DNS evaluation as a training sample"),
+    }
+)
+
+
+@register_provider("elastic", "nn", options=NN_OPTIONS, doc="trained CNN ensemble mean (float32 inference)")
+def _build_nn(ctx: Context, options: Mapping[str, Any]) -> NNElastic:
+    return NNElastic(ctx, options)
+
+
+@register_provider(
+    "elastic",
+    "monitor",
+    options=MONITOR_OPTIONS,
+    doc="CNN ensemble, DNS fallback when its spread exceeds the calibrated threshold",
+)
+def _build_monitor(ctx: Context, options: Mapping[str, Any]) -> Monitor:
+    nn = NNElastic(ctx, options)
+    dns = get_provider("elastic", options.get("fallback", "fem")).build(ctx, {})
+    tol, conf = float(options.get("tolerance", 0.02)), float(options.get("confidence", 0.95))
+    threshold = options.get("threshold")
+    if threshold is None:
+        threshold = nn.calibrated_threshold(tol, conf)
+    capture = None
+    if options.get("capture"):
+        capture = CaptureFile(Path(options["capture"]), nn.rho0, nn.dx)  # an output: relative to the cwd
+    log.info("monitor on 'elastic': threshold %.4g (tolerance %g, confidence %g)", threshold, tol, conf)
+    return Monitor(
+        nn,
+        dns,
+        float(threshold),
+        hysteresis=int(options.get("hysteresis", 0)),
+        audit_every=int(options.get("audit_every", 0)),
+        capture=capture,
+        tolerance=tol,
+        confidence=conf,
+    )
