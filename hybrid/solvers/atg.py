@@ -274,7 +274,22 @@ def _build_linear(ctx: Context, options: Mapping[str, Any]) -> LinearElastic:
     return LinearElastic(ctx)
 
 
-FEM_OPTIONS = Table({})  # filled below from the solver's tunables
+FEM_OPTIONS = Table(
+    {
+        "refine": Option("int", 1, "element columns per grid interval (accuracy: see elasticity.py)", min=1, max=8),
+        "surface_layers": Option("int", 3, "element rows of the element width below the surface", min=1),
+        "growth": Option("float", 1.3, "geometric growth of element height with depth", min=1.0, max=3.0),
+        "solver": Option(
+            "str",
+            "pcg",
+            "pcg: CG preconditioned by an earlier factorisation; direct: factorise every call",
+            choices=("pcg", "direct"),
+        ),
+        "rtol": Option(
+            "float", 1e-11, "relative energy-norm tolerance of the pcg solve", min=0.0, min_exclusive=True, max=1e-3
+        ),
+    }
+)
 
 
 @register_provider("elastic", "fem", options=FEM_OPTIONS, doc="plane-strain FEM DNS (scikit-fem)")
