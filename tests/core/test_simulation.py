@@ -14,11 +14,14 @@ from hybrid.core.simulation import SimulationBlowUp
 from tests.helpers import atg_case
 
 
-def _case(tmp_path: Path, name: str, **time: object) -> dict:
+def _base_case(tmp_path: Path, name: str, **time: object) -> dict:
     case = atg_case(points=32, length=32.0, steps=40, dt=1e-3)
     case["time"].update(time)
     case["output"] = {"path": str(tmp_path / f"{name}.h5"), "every": 10, "checkpoint_every": 20}
     return case
+
+
+_case = _base_case
 
 
 def test_output_follows_the_schedule_and_layout(tmp_path: Path) -> None:
@@ -43,8 +46,15 @@ def test_output_follows_the_schedule_and_layout(tmp_path: Path) -> None:
     np.testing.assert_array_equal(read_output(tmp_path / "b.h5")["fields"]["h"], out["fields"]["h"])
 
 
-@pytest.mark.parametrize("integrator", ["euler", "imex"])
-def test_restart_is_bit_identical(tmp_path: Path, integrator: str) -> None:
+@pytest.mark.parametrize("integrator,provider", [("euler", "linear"), ("imex", "linear"), ("imex", "fem")])
+def test_restart_is_bit_identical(tmp_path: Path, integrator: str, provider: str) -> None:
+    """With fem, the warm-started solver's history (previous solutions, factorised geometry) is checkpointed."""
+
+    def _case(tmp_path: Path, name: str, **time: object) -> dict:
+        case = _base_case(tmp_path, name, **time)
+        case["terms"]["elastic"]["provider"] = provider
+        return case
+
     full = load_case(_case(tmp_path, "full", integrator=integrator))
     full.run()
     ref = read_output(tmp_path / "full.h5")
