@@ -73,7 +73,7 @@ def bench_providers(points: list[int], calls: int) -> None:
             except Exception as err:  # e.g. no shipped weights yet
                 print(f"  ({name}: {err})")
                 continue
-            row[name] = _median_time(lambda i, term=term: term(h0 + i * drift), calls)
+            row[name] = _median_time(lambda i, term=term, h0=h0, drift=drift: term(h0 + i * drift), calls)
         cells = [f"{row[k]:12.3e}" if k in row else f"{'-':>12}" for k in names]
         ratios = [f"{row['fem'] / row[k]:12.1f}" if k in row and "fem" in row else f"{'-':>12}" for k in names[1:]]
         print(f"{n:>6} " + " ".join(cells) + " " + " ".join(ratios))

@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+
+# numba's default OpenMP layer spins idle threads, which stalls parallel kernels on a loaded or shared machine;
+# the workqueue layer does not (set NUMBA_THREADING_LAYER yourself to choose another)
+os.environ.setdefault("NUMBA_THREADING_LAYER", "workqueue")
 
 from hybrid.core.config import ConfigError
 from hybrid.core.simulation import SimulationBlowUp
@@ -40,6 +45,7 @@ def _parser() -> argparse.ArgumentParser:
         help="continue from a checkpoint of the same case, appending to the same output",
     )
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    run.add_argument("--no-plots", action="store_true", help="do not write the model's PNG plots at the end")
 
     cmp_ = sub.add_parser(
         "compare",
@@ -50,10 +56,63 @@ def _parser() -> argparse.ArgumentParser:
     cmp_.add_argument("case", type=Path, help="case file (TOML)")
     cmp_.add_argument("--term", required=True, help="term name (e.g. elastic), or 'stepper' for surrogate steppers")
     cmp_.add_argument("--providers", required=True, metavar="A,B", help="reference provider A and candidate B")
-    cmp_.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                      help="override a case key for both runs; repeatable")
+    cmp_.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a case key for both runs; repeatable",
+    )
     cmp_.add_argument("--out", type=Path, default=None, metavar="DIR", help="output directory")
     cmp_.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+    ds = sub.add_parser(
+        "dataset",
+        help="generate a training dataset by labelling profiles with the DNS",
+        description="Generate a dataset from a spec (TOML) with the DNS provider, in parallel on dask.distributed "
+        "(a LocalCluster by default).",
+    )
+    ds.add_argument("spec", type=Path, help="dataset spec (TOML), e.g. datasets/atg_elastic.toml")
+    ds.add_argument("--out", type=Path, required=True, help="HDF5 file to write")
+    grp = ds.add_mutually_exclusive_group()
+    grp.add_argument(
+        "--workers", type=int, default=None, help="local worker processes (default: all cores; 0: in-process, no dask)"
+    )
+    grp.add_argument("--scheduler", default=None, metavar="ADDRESS", help="use an existing dask scheduler")
+    ds.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a spec key; repeatable",
+    )
+    ds.add_argument("--no-progress", action="store_true")
+
+    tr = sub.add_parser(
+        "train",
+        help="train an NN ensemble on a dataset",
+        description="Train, evaluate and calibrate an ensemble; writes DIR/weights.pt and DIR/model_card.json.",
+    )
+    tr.add_argument("spec", type=Path, help="training spec (TOML), e.g. training/atg_elastic.toml")
+    tr.add_argument(
+        "--data",
+        type=Path,
+        required=True,
+        action="append",
+        help="dataset HDF5 (repeatable: e.g. the original dataset and a monitor's capture file)",
+    )
+    tr.add_argument("--out", type=Path, required=True, metavar="DIR", help="model directory to write")
+    tr.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a spec key; repeatable",
+    )
+    tr.add_argument("--no-progress", action="store_true")
 
     info = sub.add_parser(
         "info", help="describe a result, checkpoint or weights file", description="Print what a hybrid HDF5 file holds."
@@ -70,6 +129,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
         sim.restart_from(args.restart)
     state = sim.run()
     timing = sim.timing()
+    plot = _model_plot(sim)
+    if plot is not None and not args.no_plots and sim.output.path is not None:
+        for png in plot(sim.output.path, sim.output.path.parent):
+            print(f"plot: {png}")
     print(f"done: {state.step} steps, t = {state.time:g}, wall {timing['run_seconds']:.2f} s -> {sim.output.path}")
     for name, st in timing["terms"].items():
         print(
@@ -79,23 +142,75 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _model_plot(sim: object) -> object:
+    from hybrid.core.registry import MODELS
+
+    model = getattr(sim, "attrs", {}).get("model")
+    spec = MODELS.get(model) if model else None
+    return spec.plot if spec is not None else None
+
+
 def _cmd_compare(args: argparse.Namespace) -> int:
     from hybrid.couplers.compare import compare
 
     providers = [p.strip() for p in args.providers.split(",") if p.strip()]
     if len(providers) != 2:
         raise ValueError(f"--providers needs two names separated by a comma, got {args.providers!r}")
-    report = compare(args.case, args.term, tuple(providers), overrides=args.overrides, out_dir=args.out,
-                     progress=not args.no_progress)
+    report = compare(
+        args.case,
+        args.term,
+        tuple(providers),
+        overrides=args.overrides,
+        out_dir=args.out,
+        progress=not args.no_progress,
+    )
     a, b = report["labels"] if "labels" in report else report["providers"]
-    print(f"{a}: {report['wall_seconds'][a]:.2f} s, {b}: {report['wall_seconds'][b]:.2f} s, "
-          f"speedup {report['speedup']:.2f}x")
+    print(
+        f"{a}: {report['wall_seconds'][a]:.2f} s, {b}: {report['wall_seconds'][b]:.2f} s, "
+        f"speedup {report['speedup']:.2f}x"
+    )
     for name, frac in report.get("nn_fraction", {}).items():
         print(f"  nn fraction [{name}]: {frac:.3f}")
     for field, m in report["metrics"].items():
         rel = [v for v in m["rmse_rel"] if v is not None and v == v]
         if rel:
             print(f"  {field}: max rmse_rel {max(rel):.3g}, final {rel[-1]:.3g}")
+    return 0
+
+
+def _cmd_dataset(args: argparse.Namespace) -> int:
+    from hybrid.couplers.dataset import generate_dataset
+
+    path = generate_dataset(
+        args.spec,
+        args.out,
+        workers=args.workers,
+        scheduler=args.scheduler,
+        progress=not args.no_progress,
+        overrides=args.overrides,
+    )
+    print(f"dataset written: {path}")
+    return 0
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from hybrid.core.config import apply_overrides, load_toml
+    from hybrid.models.training import train_ensemble
+
+    spec = apply_overrides(load_toml(args.spec), args.overrides, file=str(args.spec))
+    data = args.data[0] if len(args.data) == 1 else args.data
+    card = train_ensemble(spec, data, args.out, progress=not args.no_progress, spec_file=str(args.spec))
+    cal = card.get("calibration", {})
+    test = cal.get("test", {})
+    print(f"ensemble written: {args.out}")
+    for split, m in card.get("metrics", {}).items():
+        if isinstance(m, dict) and "rmse" in m:
+            print(f"  {split}: RMSE of rho/rho0 = {m['rmse']:.4g}")
+    if cal:
+        print(
+            f"  threshold {cal.get('threshold')}: test coverage {test.get('coverage')}, "
+            f"accepted {test.get('accept_fraction')}, spearman {test.get('spearman')}"
+        )
     return 0
 
 
@@ -115,6 +230,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_run(args)
         if args.command == "compare":
             return _cmd_compare(args)
+        if args.command == "dataset":
+            return _cmd_dataset(args)
+        if args.command == "train":
+            return _cmd_train(args)
         if args.command == "info":
             return _cmd_info(args)
     except ConfigError as err:

@@ -1,6 +1,7 @@
 """Time steppers. A stepper is made from (equation, dt) and maps a State to the next State.
 
-- ``euler``: explicit Euler, φ^{n+1} = φ^n + dt R(φ^n).
+- ``euler``: explicit Euler, φ^{n+1} = φ^n + dt R(φ^n) (through the equation's ``explicit_step(state, dt)`` when
+  it has one: a fused kernel computing the same update in one pass over memory).
 - ``imex``: first-order semi-implicit (IMEX) Euler, the stiff linear part L implicit in Fourier space:
   (1 − dt L̂) φ̂^{n+1} = φ̂^n + dt (R̂ − L̂ φ̂^n), i.e. φ̂^{n+1} = φ̂^n + dt R̂ / (1 − dt L̂). One FFT pair per field
   and step; fields without a linear symbol are advanced explicitly.
@@ -64,6 +65,9 @@ class ExplicitEuler(Stepper):
     name = "euler"
 
     def advance(self, state: State) -> State:
+        fused = getattr(self.equation, "explicit_step", None)
+        if fused is not None:  # a model's fused kernel: reads φ^n and writes φ^{n+1} in one pass
+            return state.replace(fused(state, self.dt), self.dt)
         tend = self.equation.rhs(state)
         dt = self.dt
         return state.replace({k: v + dt * tend[k] if k in tend else v for k, v in state.fields.items()}, dt)

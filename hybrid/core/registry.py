@@ -60,7 +60,9 @@ class ModelSpec:
         initial_state: (context, resolved [initial]) -> dict of numpy fields.
         terms: term name -> default provider name.
         finalize_params: fills defaults that depend on other values (e.g. a depth = domain length).
+        grid_ndim: 1 or 2.
         doc: one line.
+        plot: (results .h5, output dir) -> PNG paths written at the end of `hybrid run`.
     """
 
     name: str
@@ -72,6 +74,7 @@ class ModelSpec:
     finalize_params: Callable[[Grid, dict[str, Any]], dict[str, Any]] | None = None
     grid_ndim: int = 1
     doc: str = ""
+    plot: Callable[[Path, Path], list[Path]] | None = None
 
 
 @dataclass(frozen=True)

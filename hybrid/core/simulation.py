@@ -180,7 +180,7 @@ class Simulation:
                 self.output.path,
                 case_text=self.case_text,
                 attrs=self._root_attrs(),
-                grid_lengths=self.equation.grid.lengths,
+                grid_lengths=tuple(reversed(self.equation.grid.lengths)),
                 grid_shape=self.equation.grid.shape,
                 mode="a",
             )
@@ -244,7 +244,7 @@ class Simulation:
             self.output.path,
             case_text=self.case_text,
             attrs=self._root_attrs(),
-            grid_lengths=self.equation.grid.lengths,
+            grid_lengths=tuple(reversed(self.equation.grid.lengths)),
             grid_shape=self.equation.grid.shape,
             mode="w" if fresh else "a",
         )

@@ -1,4 +1,6 @@
 """DNS solvers: physical models and their expensive-term solvers. Importing registers them."""
 
-from hybrid.solvers import atg  # noqa: F401
-from hybrid.solvers import graingrowth  # noqa: F401
+from hybrid.solvers import (
+    atg,  # noqa: F401
+    graingrowth,  # noqa: F401
+)

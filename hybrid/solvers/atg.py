@@ -297,9 +297,55 @@ def _build_fem(ctx: Context, options: Mapping[str, Any]) -> FEMElastic:
     return FEMElastic(ctx, options)
 
 
+def plot_atg(results_h5: Path, out_dir: Path) -> list[Path]:
+    """PNGs of an ATG run: profiles h(x) at a few frames, and roughness and dominant wavelength vs time.
+
+    Args:
+        results_h5: a results file of an ATG run.
+        out_dir: directory for ``<stem>_profiles.png`` and ``<stem>_wavelength.png``.
+    """
+    import h5py
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    with h5py.File(results_h5, "r", locking=False) as f:
+        h = f["fields/h"][()]
+        t = f["time"][()]
+        L = float(f.attrs["grid_lengths"][-1]) if "grid_lengths" in f.attrs else float(h.shape[1])
+    out_dir.mkdir(parents=True, exist_ok=True)
+    x = np.arange(h.shape[1]) * L / h.shape[1]
+    paths = []
+    fig, ax = plt.subplots(figsize=(8, 3.5))
+    for i in np.unique(np.linspace(0, len(t) - 1, 6).round().astype(int)):
+        ax.plot(x, h[i], label=f"t = {t[i]:.4g}")
+    ax.set(xlabel="x [nm]", ylabel="h [nm]", title="film profile")
+    ax.axhline(0.0, color="k", lw=0.5)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    paths.append(out_dir / f"{results_h5.stem}_profiles.png")
+    fig.savefig(paths[-1], dpi=100)
+    plt.close(fig)
+    dev = h - h.mean(axis=1, keepdims=True)
+    amp = np.abs(np.fft.rfft(dev, axis=1))[:, 1:]
+    lam = L / (1 + amp.argmax(axis=1))
+    fig, ax = plt.subplots(1, 2, figsize=(9, 3.2))
+    ax[0].semilogy(t, dev.std(axis=1))
+    ax[0].set(xlabel="time", ylabel="roughness [nm]")
+    ax[1].plot(t, lam, "o-", ms=3)
+    ax[1].set(xlabel="time", ylabel="dominant wavelength [nm]")
+    fig.tight_layout()
+    paths.append(out_dir / f"{results_h5.stem}_wavelength.png")
+    fig.savefig(paths[-1], dpi=100)
+    plt.close(fig)
+    return paths
+
+
 register_model(
     ModelSpec(
         name="atg",
+        plot=plot_atg,
         build=ATGEquation,
         params=PARAMS,
         initial=INITIAL,
