@@ -13,12 +13,12 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 from hybrid.cases import load_case, load_provider, resolve_case
-from hybrid.couplers.compare import compare
 from hybrid.core.backend import Backend
 from hybrid.core.grid import Grid
 from hybrid.core.simulation import Simulation, SimulationBlowUp
 from hybrid.core.state import State
 from hybrid.core.terms import Term, TermProvider
+from hybrid.couplers.compare import compare
 
 __all__ = [
     "Backend",
@@ -27,9 +27,9 @@ __all__ = [
     "SimulationBlowUp",
     "State",
     "Term",
-    "compare",
     "TermProvider",
     "__version__",
+    "compare",
     "load_case",
     "load_provider",
     "resolve_case",

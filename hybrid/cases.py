@@ -307,7 +307,7 @@ def case_reference() -> str:
     parts = []
     for name in sorted(MODELS):
         spec = MODELS[name]
-        parts.append(f"### `model = \"{name}\"` — {spec.doc}\n\n{describe(case_schema(spec))}")
+        parts.append(f'### `model = "{name}"` — {spec.doc}\n\n{describe(case_schema(spec))}')
     return "\n\n".join(parts) + "\n"
 
 
