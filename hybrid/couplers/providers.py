@@ -68,6 +68,10 @@ class NNElastic(TermProvider):
         device = options.get("device") or (ctx.backend.device if ctx.backend.is_torch else "cpu")
         self.device = torch.device(device)
         self.model, self.card = load_ensemble(self.weights, device=str(self.device))
+        if self.device.type == "cpu" and options.get("threads"):
+            # batch-1 inference of a small network is dominated by per-op overhead: extra threads only add
+            # synchronisation (and stall badly on a busy machine). This is torch's process-wide setting.
+            torch.set_num_threads(int(options["threads"]))
         dtype = {"float32": torch.float32, "float64": torch.float64}[options.get("dtype", "float32")]
         self.model = self.model.to(dtype=dtype).eval()
         self.dtype = dtype
@@ -85,8 +89,10 @@ class NNElastic(TermProvider):
             return self.model(elastic_features(t[None, :], self.dx))[0]
 
     def predict(self, state: State) -> EnsemblePrediction:
+        from hybrid.models.calibration import uncertainty
+
         members = self._members(state["h"])
-        u = float(members.var(dim=0, unbiased=False).mean().sqrt())
+        u = float(uncertainty(members))
         rho = members.mean(dim=0).double() * self.rho0
         return EnsemblePrediction(state.backend.asarray(rho), u)
 
@@ -109,7 +115,9 @@ class NNElastic(TermProvider):
         if math.isclose(cal.get("tolerance", math.nan), tolerance) and math.isclose(
             cal.get("confidence", math.nan), confidence
         ):
-            return float(cal["threshold"])
+            from hybrid.models.card import card_threshold
+
+            return card_threshold(self.card)  # -inf (always DNS) when calibration found no safe threshold
         raise ConfigError(
             f"the model card in {self.weights} has no calibration pairs to recalibrate for tolerance={tolerance}, "
             f"confidence={confidence}; give terms.elastic.threshold explicitly",
@@ -182,6 +190,7 @@ NN_OPTIONS = Table(
         "weights": Option("str", "shipped", "ensemble directory (weights.pt + model_card.json) or 'shipped'"),
         "dtype": Option("str", "float32", "inference precision", choices=("float32", "float64")),
         "device": Option("str", None, "torch device for inference (default: the case's device, cpu for numpy)"),
+        "threads": Option("int", 1, "torch CPU threads (process-wide; 0: leave torch's setting)", min=0),
     }
 )
 

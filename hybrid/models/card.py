@@ -1,0 +1,211 @@
+"""Saving and loading trained ensembles: ``weights.pt`` (a state dict) next to ``model_card.json``.
+
+Layout of a model directory::
+
+    DIR/weights.pt        torch.save(model.state_dict()), loaded with torch.load(..., weights_only=True)
+    DIR/model_card.json   the model card (JSON)
+
+Card keys written by :func:`save_ensemble` (others come from the caller, e.g. ``train_ensemble``)::
+
+    format          "hybrid-nn-ensemble/1"
+    architecture    {"class": "EnsembleCNN1d", **model.config()}   everything needed to rebuild the network
+    weights         {"file": "weights.pt", "sha256": ..., "parameters": count, "members": K}
+    features        feature-set name, e.g. "elastic-v1" (hybrid.models.features.FEATURES)
+    target          what the network predicts, e.g. "rho/rho0"
+    calibration     {"threshold": tau or null (null: no threshold qualified, always DNS), "tolerance", ...}
+
+Non-finite floats are written as ``null`` (JSON has no inf/NaN); :func:`card_threshold` turns a null
+threshold back into -inf.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from hybrid.models.ensemble import EnsembleCNN1d
+
+__all__ = [
+    "ARCHITECTURES",
+    "CARD_FILE",
+    "CARD_FORMAT",
+    "WEIGHTS_FILE",
+    "ModelCardError",
+    "card_threshold",
+    "load_ensemble",
+    "read_card",
+    "save_ensemble",
+]
+
+CARD_FORMAT = "hybrid-nn-ensemble/1"
+CARD_FILE = "model_card.json"
+WEIGHTS_FILE = "weights.pt"
+ARCHITECTURES: dict[str, type[EnsembleCNN1d]] = {"EnsembleCNN1d": EnsembleCNN1d}
+"""Architecture class name (card ``architecture.class``) -> class, built as ``cls(**config)``."""
+
+
+class ModelCardError(ValueError):
+    """A model card or weights file is unreadable or does not match; the message names the file."""
+
+
+def save_ensemble(out_dir: str | os.PathLike[str], model: EnsembleCNN1d, card: Mapping[str, Any]) -> Path:
+    """Write ``out_dir/weights.pt`` and ``out_dir/model_card.json`` (each replaced atomically).
+
+    Args:
+        out_dir: model directory (created if needed).
+        model: the ensemble.
+        card: card entries (JSON-serialisable after converting numpy scalars/arrays and tuples); the keys
+            ``format``, ``architecture`` and ``weights`` are set here.
+
+    Returns:
+        Path of the card file.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    weights_path = out / WEIGHTS_FILE
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    tmp = weights_path.with_suffix(".pt.tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, weights_path)
+    full = dict(card)
+    full["format"] = CARD_FORMAT
+    full["architecture"] = {"class": type(model).__name__, **model.config()}
+    full["weights"] = {
+        "file": WEIGHTS_FILE,
+        "sha256": _sha256(weights_path),
+        "parameters": model.parameter_count(),
+        "members": model.members,
+    }
+    card_path = out / CARD_FILE
+    tmp = card_path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(_jsonable(full), indent=2, allow_nan=False) + "\n")
+    os.replace(tmp, card_path)
+    return card_path
+
+
+def read_card(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read a model card.
+
+    Args:
+        path: the model directory or its ``model_card.json``.
+
+    Returns:
+        The card, with ``card["path"]`` set to the card file (absolute).
+
+    Raises:
+        FileNotFoundError: no card there (the message names the file looked for).
+        ModelCardError: not valid JSON, or not a hybrid ensemble card.
+    """
+    card_path = _card_path(path)
+    if not card_path.is_file():
+        raise FileNotFoundError(f"{card_path}: model card not found")
+    try:
+        card = json.loads(card_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ModelCardError(f"{card_path}: not a valid JSON model card: {err}") from None
+    if not isinstance(card, dict) or card.get("format") != CARD_FORMAT:
+        got = card.get("format") if isinstance(card, dict) else type(card).__name__
+        raise ModelCardError(f"{card_path}: expected a card of format {CARD_FORMAT!r}, got {got!r}")
+    card["path"] = str(card_path.resolve())
+    return card
+
+
+def load_ensemble(
+    path: str | os.PathLike[str], device: str | torch.device = "cpu", *, check_hash: bool = True
+) -> tuple[EnsembleCNN1d, dict[str, Any]]:
+    """Rebuild an ensemble from its card and weights (``torch.load(weights_only=True)``), in eval mode.
+
+    Args:
+        path: the model directory or its ``model_card.json``.
+        device: where to put the network.
+        check_hash: compare the weights file with the sha256 recorded in the card.
+
+    Returns:
+        (model, card).
+
+    Raises:
+        FileNotFoundError: card or weights file missing (named).
+        ModelCardError: unknown architecture, bad architecture parameters, hash mismatch, or weights that do
+            not fit the architecture (the message names the file and the mismatching tensors).
+    """
+    card = read_card(path)
+    card_path = Path(card["path"])
+    arch = dict(card.get("architecture") or {})
+    cls_name = arch.pop("class", None)
+    if cls_name not in ARCHITECTURES:
+        raise ModelCardError(f"{card_path}: unknown architecture class {cls_name!r} (known: {sorted(ARCHITECTURES)})")
+    try:
+        model = ARCHITECTURES[cls_name](**arch)
+    except (TypeError, ValueError) as err:
+        raise ModelCardError(f"{card_path}: cannot build {cls_name} from the card's architecture: {err}") from None
+    weights = card.get("weights") or {}
+    weights_path = card_path.parent / str(weights.get("file", WEIGHTS_FILE))
+    if not weights_path.is_file():
+        raise FileNotFoundError(f"{weights_path}: weights file named by {card_path} not found")
+    if check_hash and weights.get("sha256") and _sha256(weights_path) != weights["sha256"]:
+        raise ModelCardError(f"{weights_path}: sha256 differs from the one recorded in {card_path}")
+    try:
+        state = torch.load(weights_path, map_location="cpu", weights_only=True)
+    except Exception as err:  # unpickling errors come in many types
+        raise ModelCardError(f"{weights_path}: cannot load weights: {err}") from None
+    if not isinstance(state, dict):
+        raise ModelCardError(f"{weights_path}: expected a state dict, got {type(state).__name__}")
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    extra = sorted(set(state) - set(expected))
+    shapes = [
+        f"{k}: file {tuple(state[k].shape)} vs card {tuple(v.shape)}"
+        for k, v in expected.items()
+        if k in state and tuple(state[k].shape) != tuple(v.shape)
+    ]
+    if missing or extra or shapes:
+        raise ModelCardError(
+            f"{weights_path}: weights do not match the architecture in {card_path}: "
+            f"missing {missing}, unexpected {extra}, shape mismatches {shapes}"
+        )
+    model.load_state_dict(state)
+    model.to(device)
+    model.eval()
+    return model, card
+
+
+def card_threshold(card: Mapping[str, Any]) -> float:
+    """The calibrated monitor threshold tau of a card (-inf when none qualified or none is recorded)."""
+    tau = (card.get("calibration") or {}).get("threshold")
+    return -math.inf if tau is None else float(tau)
+
+
+def _card_path(path: str | os.PathLike[str]) -> Path:
+    p = Path(path)
+    return p / CARD_FILE if p.is_dir() or p.suffix != ".json" else p
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _jsonable(value: Any) -> Any:
+    """numpy/torch scalars and arrays -> Python; tuples -> lists; paths -> str; NaN/inf -> None."""
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if isinstance(value, (torch.Tensor, np.ndarray, np.generic)):
+        return _jsonable(value.tolist())
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value

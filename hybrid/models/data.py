@@ -1,0 +1,263 @@
+"""Training data for the elastic-energy ensemble: reading dataset files, group splits, bootstrap resampling.
+
+Dataset file (HDF5, written by ``hybrid dataset``)::
+
+    /h        (S, N) float64   film profiles [nm] on x_i = i dx
+    /rho      (S, N) float64   elastic energy density from the FEM [eV/nm^3]
+    /rho0     (S,)   float64   flat-film value E eps_m^2 / (2 (1 - nu^2)) per sample [eV/nm^3]
+    /dx       (S,)   float64   grid spacing [nm]
+    /family   (S,)   str       e.g. "random", "perlin", "trajectory"
+    /group    (S,)   int64     samples of one group (e.g. one ATG trajectory) stay in one split
+    attrs: spec (TOML text of the dataset spec), created, hybrid_version
+
+The learning target is the dimensionless ratio rho/rho0.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import h5py
+import numpy as np
+import torch
+from torch import Tensor
+
+from hybrid.models.features import elastic_features
+
+__all__ = [
+    "SPLITS",
+    "DatasetError",
+    "ElasticDataset",
+    "bootstrap_indices",
+    "load_dataset",
+    "split_by_group",
+    "write_dataset",
+]
+
+SPLITS = ("train", "val", "calib", "test")
+"""Split names, in the order used everywhere (training, early stopping, calibration, final test)."""
+
+
+class DatasetError(ValueError):
+    """A dataset file is missing, unreadable or inconsistent; the message names the file and the entry."""
+
+
+@dataclass
+class ElasticDataset:
+    """Profiles and FEM energy densities of one dataset file (numpy, float64).
+
+    Attributes:
+        h: (S, N) film profiles [nm].
+        rho: (S, N) elastic energy density [eV/nm^3].
+        rho0: (S,) flat-film energy density [eV/nm^3].
+        dx: (S,) grid spacing [nm].
+        family: (S,) family names (numpy unicode array).
+        group: (S,) int64 group ids.
+        spec: TOML text of the dataset spec ("" if absent).
+        attrs: all file attributes (str values).
+        path: the file read ("" for an in-memory dataset).
+    """
+
+    h: np.ndarray
+    rho: np.ndarray
+    rho0: np.ndarray
+    dx: np.ndarray
+    family: np.ndarray
+    group: np.ndarray
+    spec: str = ""
+    attrs: dict[str, Any] = field(default_factory=dict)
+    path: str = ""
+
+    def __len__(self) -> int:
+        return int(self.h.shape[0])
+
+    @property
+    def points(self) -> int:
+        """Grid points N per profile."""
+        return int(self.h.shape[1])
+
+    @property
+    def target(self) -> np.ndarray:
+        """(S, N) rho/rho0 [-], the learning target."""
+        return self.rho / self.rho0[:, None]
+
+    def subset(self, index: np.ndarray | Sequence[int]) -> ElasticDataset:
+        """The samples at ``index`` (copies), keeping spec, attrs and path."""
+        idx = np.asarray(index, dtype=np.int64)
+        return ElasticDataset(
+            self.h[idx], self.rho[idx], self.rho0[idx], self.dx[idx], self.family[idx], self.group[idx],
+            self.spec, dict(self.attrs), self.path,
+        )  # fmt: skip
+
+    def tensors(self, device: str | torch.device = "cpu", chunk: int = 4096) -> tuple[Tensor, Tensor]:
+        """Network inputs and targets.
+
+        Args:
+            device: where to put the tensors.
+            chunk: profiles per feature evaluation (bounds the temporary memory).
+
+        Returns:
+            features (S, 3, N) float32 (:func:`~hybrid.models.features.elastic_features`, computed in float64)
+            and target rho/rho0 (S, N) float32, on ``device``.
+        """
+        feats = [
+            elastic_features(torch.from_numpy(self.h[i : i + chunk]), torch.from_numpy(self.dx[i : i + chunk]))
+            for i in range(0, len(self), chunk)
+        ]
+        x = torch.cat(feats) if feats else torch.zeros(0, 3, self.points)
+        y = torch.from_numpy(self.target).to(torch.float32)
+        return x.to(device), y.to(device)
+
+    def family_counts(self) -> dict[str, int]:
+        """Number of samples per family."""
+        names, counts = np.unique(self.family, return_counts=True)
+        return {str(n): int(c) for n, c in zip(names, counts, strict=True)}
+
+
+_REQUIRED = {"h": 2, "rho": 2, "rho0": 1, "dx": 1, "family": 1, "group": 1}
+
+
+def load_dataset(path: str | os.PathLike[str]) -> ElasticDataset:
+    """Read a dataset file (format in the module docstring).
+
+    Args:
+        path: HDF5 file.
+
+    Returns:
+        The dataset, float64 arrays.
+
+    Raises:
+        FileNotFoundError: if the file does not exist.
+        DatasetError: for an unreadable file, a missing entry, inconsistent shapes, non-finite values,
+            rho0 <= 0 or dx <= 0; the message names the file and the entry.
+    """
+    name = os.fspath(path)
+    if not os.path.exists(name):
+        raise FileNotFoundError(f"{name}: dataset file not found")
+    try:
+        with h5py.File(name, "r") as fh:
+            missing = [key for key in _REQUIRED if key not in fh]
+            if missing:
+                raise DatasetError(f"{name}: missing dataset entries {missing} (need {sorted(_REQUIRED)})")
+            raw = {key: fh[key][()] for key in _REQUIRED}
+            attrs = {key: _decode(value) for key, value in fh.attrs.items()}
+    except OSError as err:
+        raise DatasetError(f"{name}: cannot read as HDF5: {err}") from None
+    for key, ndim in _REQUIRED.items():
+        if np.ndim(raw[key]) != ndim:
+            raise DatasetError(f"{name}: /{key} must be {ndim}-D, got shape {np.shape(raw[key])}")
+    s, n = raw["h"].shape
+    if raw["rho"].shape != (s, n):
+        raise DatasetError(f"{name}: /rho has shape {raw['rho'].shape}, /h has {(s, n)}")
+    for key in ("rho0", "dx", "family", "group"):
+        if raw[key].shape != (s,):
+            raise DatasetError(f"{name}: /{key} has shape {raw[key].shape}, expected ({s},)")
+    data = {key: np.asarray(raw[key], dtype=np.float64) for key in ("h", "rho", "rho0", "dx")}
+    for key, value in data.items():
+        if not np.all(np.isfinite(value)):
+            raise DatasetError(f"{name}: /{key} has non-finite values")
+    if np.any(data["rho0"] <= 0) or np.any(data["dx"] <= 0):
+        raise DatasetError(f"{name}: /rho0 and /dx must be > 0")
+    family = np.array([_decode(f) for f in raw["family"]], dtype=str)
+    group = np.asarray(raw["group"]).astype(np.int64)
+    spec = attrs.get("spec", "")
+    return ElasticDataset(data["h"], data["rho"], data["rho0"], data["dx"], family, group, str(spec), attrs, name)
+
+
+def write_dataset(path: str | os.PathLike[str], ds: ElasticDataset, **attrs: Any) -> None:
+    """Write a dataset in the file format above (tests, scripts; ``hybrid dataset`` has its own writer).
+
+    Args:
+        path: HDF5 file to create (overwritten).
+        ds: the data; ``ds.spec`` goes to the ``spec`` attribute.
+        attrs: further file attributes (e.g. created, hybrid_version).
+    """
+    with h5py.File(os.fspath(path), "w") as fh:
+        fh["h"] = np.asarray(ds.h, dtype=np.float64)
+        fh["rho"] = np.asarray(ds.rho, dtype=np.float64)
+        fh["rho0"] = np.asarray(ds.rho0, dtype=np.float64)
+        fh["dx"] = np.asarray(ds.dx, dtype=np.float64)
+        fh["family"] = np.asarray([str(f) for f in ds.family], dtype=h5py.string_dtype())
+        fh["group"] = np.asarray(ds.group, dtype=np.int64)
+        fh.attrs["spec"] = ds.spec
+        for key, value in attrs.items():
+            fh.attrs[key] = value
+
+
+def _decode(value: Any) -> Any:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def split_by_group(
+    group: np.ndarray | Sequence[int],
+    fractions: Mapping[str, float],
+    seed: int,
+) -> dict[str, np.ndarray]:
+    """Split samples into named sets so that every group lies entirely in one set.
+
+    Groups are taken in a seeded random order; each goes to the set with the largest *relative* deficit
+    (target count - current count) / target count, where target count = fraction * S. So every set with a
+    positive fraction gets a group as long as there are enough groups, and the sample fractions come out
+    close to the requested ones when groups are small.
+
+    Args:
+        group: (S,) group id of each sample.
+        fractions: set name -> fraction of the samples (>= 0, summing to 1), e.g.
+            ``{"train": 0.7, "val": 0.1, "calib": 0.1, "test": 0.1}``; the order of the mapping breaks ties.
+        seed: seed of the numpy Generator that orders the groups.
+
+    Returns:
+        set name -> sorted int64 sample indices (the same keys as ``fractions``).
+
+    Raises:
+        ValueError: for negative fractions or a sum other than 1, or if there are fewer groups than sets
+            with a positive fraction.
+    """
+    group = np.asarray(group)
+    names = list(fractions)
+    frac = np.array([float(fractions[k]) for k in names])
+    if np.any(frac < 0) or not np.isclose(frac.sum(), 1.0, atol=1e-6):
+        raise ValueError(f"split fractions must be >= 0 and sum to 1, got {dict(fractions)}")
+    uniq, inverse, sizes = np.unique(group, return_inverse=True, return_counts=True)
+    positive = [i for i, f in enumerate(frac) if f > 0]
+    if len(uniq) < len(positive):
+        raise ValueError(
+            f"cannot split {len(uniq)} group(s) into {len(positive)} non-empty sets "
+            f"{[names[i] for i in positive]}: the dataset needs more groups"
+        )
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(uniq))
+    target = frac * len(group)
+    count = np.zeros(len(names))
+    assign = np.empty(len(uniq), dtype=np.int64)
+    for g in order:
+        deficit = np.full(len(names), -np.inf)
+        deficit[positive] = (target[positive] - count[positive]) / target[positive]
+        j = int(np.argmax(deficit))
+        assign[g] = j
+        count[j] += sizes[g]
+    sample_set = assign[inverse]
+    return {name: np.flatnonzero(sample_set == j).astype(np.int64) for j, name in enumerate(names)}
+
+
+def bootstrap_indices(n: int, members: int, seeds: Sequence[int], *, bootstrap: bool = True) -> np.ndarray:
+    """Per-member resample of a training set.
+
+    Args:
+        n: size of the training set.
+        members: number of members K.
+        seeds: one seed per member (numpy Generator).
+        bootstrap: if false every member gets all n samples (``arange(n)``; members then differ only by
+            initialisation and batch order).
+
+    Returns:
+        (K, n) int64: row k holds member k's n draws with replacement from range(n).
+    """
+    if len(seeds) != members:
+        raise ValueError(f"need one seed per member ({members}), got {len(seeds)}")
+    if not bootstrap:
+        return np.tile(np.arange(n, dtype=np.int64), (members, 1))
+    return np.stack([np.random.default_rng(int(s)).integers(0, n, size=n) for s in seeds]).astype(np.int64)

@@ -1,0 +1,364 @@
+"""Ensembles of small periodic 1D CNNs evaluated in one batched forward pass.
+
+:class:`EnsembleCNN1d` holds K independent members with stacked weights. All K are evaluated together, never
+by a Python loop over members: per-member inputs (training) go through grouped convolutions (``groups = K``,
+the input channels of member k in group k); an input shared by all members (inference) goes through the same
+grouped convolution written as im2col + one batched matmul over the members per layer, which is several
+times faster on a CPU at small N. Every convolution is
+
+* periodic: circular padding, so the network is equivariant under rolls of the grid and runs on any N;
+* reflection-symmetric: only the centre tap and one side of each kernel are parameters, the other side is
+  their mirror image, so each convolution commutes with x -> -x; the pointwise nonlinearities and the
+  residual sums keep that, hence the whole network is mirror-equivariant when its inputs are mirror-even
+  scalars (:func:`hybrid.models.features.elastic_features`).
+
+Output of member k at point x (in units of the target, e.g. rho/rho0)::
+
+    y_k(x) = baseline_offset + baseline_coefficient * input[baseline_channel](x) + correction_k(x)
+
+With the elastic features (channel 1 = Lambda h) and the defaults 1 and -4 the baseline is the small-slope law
+rho/rho0 = 1 - 4 Lambda h (PHYSICS.md §1), and the network learns only the nonlinear correction.
+
+Architecture of one member (W = ``channels``, r = ``kernel_size // 2``, d_i = dilations cycled)::
+
+    z_0 = act(conv_0(s * x))                   C_in -> W, kernel 2r+1, dilation d_0
+    z_i = z_{i-1} + act(conv_i(z_{i-1}))       W -> W, i = 1 .. layers-1 (residual)
+    correction = readout(z_{layers-1})          W -> 1, pointwise
+
+``s`` is a fixed per-input-channel scale (buffer ``input_scale``, set from training-data statistics).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional
+
+__all__ = ["ACTIVATIONS", "EnsembleCNN1d", "circular_pad"]
+
+ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
+    "gelu": functional.gelu,
+    "silu": functional.silu,
+    "tanh": torch.tanh,
+    "softplus": functional.softplus,
+}
+"""Pointwise nonlinearities by name (all smooth, so the prediction is smooth in h)."""
+
+
+def circular_pad(x: Tensor, pad: int) -> Tensor:
+    """Pad the last axis periodically by ``pad`` points on each side (works for any pad, even > N).
+
+    Args:
+        x: (..., N) tensor.
+        pad: number of points added on each side, >= 0.
+
+    Returns:
+        (..., N + 2 pad) tensor with out[..., j] = x[..., (j - pad) mod N].
+    """
+    n = x.shape[-1]
+    if pad == 0:
+        return x
+    if pad <= n:
+        return torch.cat((x[..., n - pad :], x, x[..., :pad]), dim=-1)
+    idx = torch.arange(-pad, n + pad, device=x.device) % n
+    return x.index_select(-1, idx)
+
+
+def _symmetric_kernel(taps: Tensor) -> Tensor:
+    """(out, in, r+1) taps [centre, offset 1, ..., offset r] -> (out, in, 2r+1) mirror-symmetric kernel."""
+    return torch.cat((taps.flip(-1), taps[..., 1:]), dim=-1)
+
+
+class EnsembleCNN1d(nn.Module):
+    """K-member ensemble of periodic, reflection-symmetric, residual 1D CNNs (one batched forward pass).
+
+    Args:
+        members: number of members K (>= 1).
+        in_channels: input channels C_in (3 for the elastic features).
+        channels: hidden channels W per member.
+        layers: number of kernel convolutions per member (>= 1); a pointwise readout follows.
+        kernel_size: odd kernel size 2r+1 (r+1 free taps per input/output pair).
+        dilations: dilation of each kernel convolution, cycled if shorter than ``layers``.
+        activation: a key of :data:`ACTIVATIONS`.
+        baseline_channel: input channel added (times ``baseline_coefficient``) to the output, or -1 for none.
+        baseline_coefficient: weight of the baseline channel (-4 for rho/rho0 = 1 - 4 Lambda h).
+        baseline_offset: constant added to the output (1 for rho/rho0).
+        readout_init: scale of the random initial readout weights (small: the untrained ensemble predicts
+            close to the baseline, with a small member spread).
+        seeds: one integer seed per member for the initial weights (default 0..K-1). Member k of a K-member
+            ensemble built with seeds S starts with the same weights as a 1-member ensemble built with
+            seeds [S[k]].
+
+    Shapes:
+        ``forward(x)``: x (B, C_in, N) -> (B, K, N) (the same input for every member), or
+        x (B, K, C_in, N) -> (B, K, N) (member k sees x[:, k]; used in training with bootstrap batches).
+    """
+
+    input_scale: Tensor
+    matmul_max_size: int = 6144
+    """Largest B * N * channels evaluated by the batched-matmul path (see :meth:`forward`); 0 disables it."""
+
+    def __init__(
+        self,
+        members: int = 5,
+        in_channels: int = 3,
+        channels: int = 16,
+        layers: int = 5,
+        kernel_size: int = 5,
+        dilations: Sequence[int] = (1, 2, 4, 8, 16),
+        activation: str = "gelu",
+        baseline_channel: int = 1,
+        baseline_coefficient: float = -4.0,
+        baseline_offset: float = 1.0,
+        readout_init: float = 0.1,
+        seeds: Sequence[int] | None = None,
+    ) -> None:
+        super().__init__()
+        if members < 1 or in_channels < 1 or channels < 1 or layers < 1:
+            raise ValueError("members, in_channels, channels and layers must all be >= 1")
+        if kernel_size < 1 or kernel_size % 2 == 0:
+            raise ValueError(f"kernel_size must be odd and >= 1, got {kernel_size}")
+        if not dilations or any(int(d) < 1 for d in dilations):
+            raise ValueError(f"dilations must be a non-empty list of integers >= 1, got {list(dilations)}")
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
+        if not -1 <= baseline_channel < in_channels:
+            raise ValueError(f"baseline_channel must be -1 or in [0, {in_channels}), got {baseline_channel}")
+        self.members = int(members)
+        self.in_channels = int(in_channels)
+        self.channels = int(channels)
+        self.layers = int(layers)
+        self.kernel_size = int(kernel_size)
+        self.dilations = [int(d) for d in dilations]
+        self.activation = activation
+        self.baseline_channel = int(baseline_channel)
+        self.baseline_coefficient = float(baseline_coefficient)
+        self.baseline_offset = float(baseline_offset)
+        self.readout_init = float(readout_init)
+        self._act = ACTIVATIONS[activation]
+
+        k, w, r = self.members, self.channels, self.kernel_size // 2
+        self.taps = nn.ParameterList(
+            [nn.Parameter(torch.empty(k * w, in_channels if i == 0 else w, r + 1)) for i in range(self.layers)]
+        )
+        self.biases = nn.ParameterList([nn.Parameter(torch.empty(k * w)) for _ in range(self.layers)])
+        self.readout_weight = nn.Parameter(torch.empty(k, w, 1))
+        self.readout_bias = nn.Parameter(torch.empty(k))
+        self.register_buffer("input_scale", torch.ones(in_channels))
+        self._kernel_cache: dict[str, tuple[tuple[Any, ...], list[Tensor]]] = {}
+        self.reset_parameters(seeds)
+
+    # ------------------------------------------------------------------ construction and bookkeeping
+
+    def config(self) -> dict[str, Any]:
+        """Constructor arguments (JSON-serialisable, without ``seeds``): ``EnsembleCNN1d(**config())``."""
+        return {
+            "members": self.members,
+            "in_channels": self.in_channels,
+            "channels": self.channels,
+            "layers": self.layers,
+            "kernel_size": self.kernel_size,
+            "dilations": list(self.dilations),
+            "activation": self.activation,
+            "baseline_channel": self.baseline_channel,
+            "baseline_coefficient": self.baseline_coefficient,
+            "baseline_offset": self.baseline_offset,
+            "readout_init": self.readout_init,
+        }
+
+    @property
+    def receptive_field(self) -> int:
+        """Number of grid points that influence one output point through the convolutions (before the FFT
+        features, which are global)."""
+        r = self.kernel_size // 2
+        return 1 + 2 * r * sum(self._dilation(i) for i in range(self.layers))
+
+    def parameter_count(self) -> int:
+        """Trainable parameters of the whole ensemble (divide by ``members`` for one member)."""
+        return sum(p.numel() for p in self.parameters())
+
+    def _dilation(self, i: int) -> int:
+        return self.dilations[i % len(self.dilations)]
+
+    @torch.no_grad()
+    def reset_parameters(self, seeds: Sequence[int] | None = None) -> None:
+        """Initialise every member from its own seed (see the class docstring).
+
+        Kernel taps and biases ~ U(-b, b), b = 1/sqrt(fan_in) with fan_in = in-channels * kernel size (the
+        PyTorch default for convolutions); readout weights ~ U(-b, b) * ``readout_init``, readout bias 0.
+        """
+        k, w = self.members, self.channels
+        seeds = list(range(k)) if seeds is None else [int(s) for s in seeds]
+        if len(seeds) != k:
+            raise ValueError(f"need one seed per member ({k}), got {len(seeds)}")
+        for m, seed in enumerate(seeds):
+            gen = torch.Generator().manual_seed(seed)
+            block = slice(m * w, (m + 1) * w)
+            for taps, bias in zip(self.taps, self.biases, strict=True):
+                bound = 1.0 / math.sqrt(taps.shape[1] * self.kernel_size)
+                taps[block] = _uniform(taps[block].shape, bound, gen).to(taps)
+                bias[block] = _uniform(bias[block].shape, bound, gen).to(bias)
+            bound = self.readout_init / math.sqrt(w)
+            self.readout_weight[m] = _uniform(self.readout_weight[m].shape, bound, gen).to(self.readout_weight)
+            self.readout_bias[m] = 0.0
+        self._kernel_cache = {}
+
+    def member(self, i: int) -> EnsembleCNN1d:
+        """A separate 1-member network with member i's weights (same device and dtype)."""
+        if not 0 <= i < self.members:
+            raise IndexError(f"member index {i} out of range for {self.members} members")
+        single = EnsembleCNN1d(**{**self.config(), "members": 1})
+        single.to(device=self.readout_bias.device, dtype=self.readout_bias.dtype)
+        single.load_state_dict(self.member_state_dict(i))
+        return single
+
+    def member_state_dict(self, i: int) -> dict[str, Tensor]:
+        """State dict of member i alone, loadable into a 1-member network of the same config (copies)."""
+        out: dict[str, Tensor] = {}
+        for name, tensor in self.state_dict().items():
+            out[name] = tensor.clone() if name == "input_scale" else tensor.chunk(self.members, 0)[i].clone()
+        return out
+
+    @torch.no_grad()
+    def load_member_state_dict(self, i: int, state: dict[str, Tensor]) -> None:
+        """Overwrite member i's parameters with ``state`` (from :meth:`member_state_dict`); buffers shared by
+        all members (``input_scale``) are left as they are."""
+        own = dict(self.named_parameters())
+        for name, value in state.items():
+            if name in own:
+                own[name].chunk(self.members, 0)[i].copy_(value)
+
+    def forward_loop(self, x: Tensor) -> Tensor:
+        """Reference evaluation: a Python loop over separately built 1-member networks (for tests only).
+
+        Args:
+            x: (B, C_in, N).
+
+        Returns:
+            (B, K, N), equal to ``forward(x)`` up to float rounding.
+        """
+        return torch.cat([self.member(i)(x) for i in range(self.members)], dim=1)
+
+    # ------------------------------------------------------------------ evaluation
+
+    def _prepared(self, kind: str) -> list[Tensor]:
+        """Weights rearranged for one evaluation path; cached while gradients are off and nothing changed.
+
+        ``"grouped"``: [full symmetric kernel (K W, C_i, 2r+1) of each layer..., readout bias + offset (K,)].
+        ``"bmm"``: [layer-0 matrix (K W, C_in (2r+1)) with ``input_scale`` folded in, layer-0 bias (K W, 1),
+        then per further layer its (K, W, W (2r+1)) matrix and (K, W, 1) bias, readout (K, 1, W), readout
+        bias + offset (K, 1, 1)].
+        """
+        if torch.is_grad_enabled():
+            self._kernel_cache = {}
+            return self._build(kind)
+        key = tuple((t.data_ptr(), t._version, t.dtype) for t in (*self.parameters(), self.input_scale))
+        hit = self._kernel_cache.get(kind)
+        if hit is None or hit[0] != key:
+            hit = (key, self._build(kind))
+            self._kernel_cache[kind] = hit
+        return hit[1]
+
+    def _build(self, kind: str) -> list[Tensor]:
+        kernels = [_symmetric_kernel(t) for t in self.taps]
+        if kind == "grouped":
+            return [*kernels, self.readout_bias + self.baseline_offset]
+        k, w = self.members, self.channels
+        first = (kernels[0] * self.input_scale[:, None]).flatten(1)
+        out = [first, self.biases[0][:, None]]
+        for kernel, bias in zip(kernels[1:], self.biases[1:], strict=True):
+            out += [kernel.reshape(k, w, -1), bias.view(k, w, 1)]
+        out += [self.readout_weight.view(k, 1, w), (self.readout_bias + self.baseline_offset).view(k, 1, 1)]
+        return out
+
+    def _apply(self, fn: Any, *args: Any, **kwargs: Any) -> EnsembleCNN1d:
+        self._kernel_cache = {}  # .to(), .cuda(), .double() ...
+        return super()._apply(fn, *args, **kwargs)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Evaluate all members at once.
+
+        A shared input (B, C_in, N) with B N W <= :attr:`matmul_max_size` goes through the batched-matmul
+        path: each layer is one im2col (a strided view of the circularly padded activations, copied once) and
+        one ``baddbmm`` over the K members with stacked weights; the first layer, whose input is common to
+        all members, is a single matmul. This is the grouped convolution written out, 2-3x faster than
+        ``conv1d(groups=K)`` on a CPU for small inputs (per-call overhead), slower for large ones (the im2col
+        copy). Larger shared inputs and per-member inputs (B, K, C_in, N) (training with bootstrap batches)
+        use ``conv1d(groups=K)``. Both paths give the same result to float rounding (tested).
+
+        Args:
+            x: (B, C_in, N) features shared by all members, or (B, K, C_in, N) one input per member; any N.
+
+        Returns:
+            (B, K, N) prediction of each member (e.g. rho/rho0), dtype of the parameters.
+        """
+        k, c = self.members, self.in_channels
+        x = x.to(self.readout_bias.dtype)
+        if x.ndim == 3 and x.shape[1] == c:
+            if x.shape[0] * x.shape[2] * self.channels <= self.matmul_max_size:
+                out = self._forward_shared(x)
+            else:
+                out = self._forward_grouped(x.unsqueeze(1).expand(-1, k, -1, -1))
+            base = x[:, self.baseline_channel].unsqueeze(1) if self.baseline_channel >= 0 else None
+        elif x.ndim == 4 and x.shape[1] == k and x.shape[2] == c:
+            out = self._forward_grouped(x)
+            base = x[:, :, self.baseline_channel] if self.baseline_channel >= 0 else None
+        else:
+            raise ValueError(f"expected input (B, {c}, N) or (B, {k}, {c}, N), got {tuple(x.shape)}")
+        if base is not None:
+            out = torch.add(out, base, alpha=self.baseline_coefficient)
+        return out
+
+    def _forward_shared(self, x: Tensor) -> Tensor:
+        """(B, C_in, N) -> (B, K, N) correction + offset, batched matmuls (see :meth:`forward`)."""
+        b, _, n = x.shape
+        k, w, r, ks = self.members, self.channels, self.kernel_size // 2, self.kernel_size
+        p = self._prepared("bmm")
+        d = self._dilation(0)
+        cols = _im2col(circular_pad(x.transpose(0, 1), r * d), ks, d, n)  # (C_in ks, B N)
+        z = self._act(torch.addmm(p[1], p[0], cols)).view(k, w, b, n)
+        for i in range(1, self.layers):
+            d = self._dilation(i)
+            cols = _im2col(circular_pad(z, r * d), ks, d, n)  # (K, W ks, B N)
+            z = z + self._act(torch.baddbmm(p[2 * i + 1], p[2 * i], cols)).view(k, w, b, n)
+        out = torch.baddbmm(p[-1], p[-2], z.view(k, w, b * n))  # (K, 1, B N)
+        return out.view(k, b, n).transpose(0, 1)
+
+    def _forward_grouped(self, x: Tensor) -> Tensor:
+        """(B, K, C_in, N) -> (B, K, N) correction + offset, grouped convolutions (groups = K)."""
+        k, r = self.members, self.kernel_size // 2
+        z = (x * self.input_scale[:, None]).flatten(1, 2)
+        *kernels, readout_bias = self._prepared("grouped")
+        for i, (kernel, bias) in enumerate(zip(kernels, self.biases, strict=True)):
+            d = self._dilation(i)
+            y = self._act(functional.conv1d(circular_pad(z, r * d), kernel, bias, dilation=d, groups=k))
+            z = y if i == 0 else z + y
+        return functional.conv1d(z, self.readout_weight, readout_bias, groups=k)
+
+
+def _im2col(zp: Tensor, kernel_size: int, dilation: int, n: int) -> Tensor:
+    """Columns of a dilated convolution from circularly padded activations.
+
+    Args:
+        zp: (..., C, B, N + 2 r dilation) padded activations.
+        kernel_size: 2r + 1.
+        dilation: tap spacing.
+        n: output length N.
+
+    Returns:
+        (..., C kernel_size, B N): entry [(c, j), (b, x)] = zp[c, b, x + j dilation].
+    """
+    zp = zp.contiguous()
+    *lead, c, b, _ = zp.shape
+    st = zp.stride()
+    view = zp.as_strided((*lead, c, kernel_size, b, n), (*st[:-3], st[-3], dilation, st[-2], 1), zp.storage_offset())
+    return view.reshape(*lead, c * kernel_size, b * n)
+
+
+def _uniform(shape: torch.Size, bound: float, gen: torch.Generator) -> Tensor:
+    """U(-bound, bound) samples drawn on the CPU from ``gen`` (reproducible on any device)."""
+    return (torch.rand(shape, generator=gen, dtype=torch.float64) * 2.0 - 1.0) * bound

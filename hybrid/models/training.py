@@ -1,0 +1,494 @@
+"""Training an ensemble that predicts rho/rho0 from a film profile, then calibrating its monitor threshold.
+
+:func:`train_ensemble` is what ``hybrid train SPEC.toml --data FILE.h5 --out DIR`` runs. The spec file's schema
+is :data:`TRAIN_SPEC` (``[model]``, ``[training]``, ``[training.split]``, ``[calibration]``). Steps:
+
+1. read the dataset (:mod:`hybrid.models.data`), split it by group into train / val / calib / test;
+2. build the K-member network (:class:`~hybrid.models.ensemble.EnsembleCNN1d`), member k initialised from its
+   own seed, ``input_scale`` = 1 / (RMS of each feature channel over the training split);
+3. train all members together in the batched network: each member draws its own mini-batch from its own
+   bootstrap resample of the training split (input of shape (B, K, C, N)); the loss is the sum over members
+   of each member's MSE of rho/rho0; Adam (L2 ``weight_decay``), cosine or constant learning rate;
+4. early stopping per member: after each epoch every member's MSE on the validation split is measured; each
+   member keeps the weights of its own best epoch, and training stops once every member has gone
+   ``patience`` epochs without improving (or after ``epochs``);
+5. metrics per split and per family (RMSE of the ensemble mean, of the small-slope law and of the members);
+6. split-conformal calibration of the uncertainty threshold on the calib split, evaluated on the test split
+   (:mod:`hybrid.models.calibration`); the card keeps the calib split's (u, e) pairs (``calibration.u``,
+   ``calibration.e``) so the threshold can be recomputed for another tolerance or confidence;
+7. the wall time of one provider-style call (features + all members, one profile of the dataset's N);
+8. ``DIR/weights.pt`` + ``DIR/model_card.json`` (:mod:`hybrid.models.card`).
+
+Randomness: ``training.seed`` seeds torch (``torch.manual_seed``), the group split (numpy Generator) and, via
+``numpy.random.SeedSequence(seed).spawn(K)``, one seed per member (initial weights, bootstrap draw, batch
+order). Same spec + same data + same device give the same weights.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import logging
+import math
+import os
+import platform
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from hybrid.core.config import ConfigError, Option, Table, validate
+from hybrid.models.calibration import calibrate, ensemble_error, uncertainty
+from hybrid.models.card import read_card, save_ensemble
+from hybrid.models.data import SPLITS, bootstrap_indices, load_dataset, split_by_group
+from hybrid.models.ensemble import ACTIVATIONS, EnsembleCNN1d
+from hybrid.models.features import ELASTIC_CHANNELS, ELASTIC_FEATURES, elastic_features
+
+__all__ = [
+    "TRAIN_SPEC",
+    "evaluate_ensemble",
+    "predict",
+    "resolve_device",
+    "time_inference",
+    "train_ensemble",
+    "validate_spec",
+]
+
+logger = logging.getLogger(__name__)
+
+_MODEL = Table(
+    {
+        "architecture": Option("str", "cnn1d", "network family", choices=("cnn1d",)),
+        "features": Option("str", ELASTIC_FEATURES, "input feature set", choices=(ELASTIC_FEATURES,)),
+        "channels": Option("int", 16, "hidden channels per member", min=1),
+        "layers": Option("int", 5, "kernel convolutions per member (residual after the first)", min=1),
+        "kernel_size": Option("int", 5, "odd kernel size (mirror-symmetric kernels)", min=1),
+        "dilations": Option("list[int]", [1, 2, 4, 8, 16], "dilation per layer, cycled", min=1),
+        "activation": Option("str", "gelu", "pointwise nonlinearity", choices=tuple(ACTIVATIONS)),
+    },
+    doc="network architecture",
+)
+
+_SPLIT = Table(
+    {
+        "train": Option("float", 0.7, "fraction of samples (whole groups) for training", min=0.0, max=1.0),
+        "val": Option("float", 0.1, "fraction for early stopping", min=0.0, max=1.0),
+        "calib": Option("float", 0.1, "fraction for calibrating the monitor threshold", min=0.0, max=1.0),
+        "test": Option("float", 0.1, "fraction for the final test metrics", min=0.0, max=1.0),
+    },
+    doc="split fractions by group (sum 1; every fraction > 0 except possibly test)",
+)
+
+_TRAINING = Table(
+    {
+        "members": Option("int", 5, "ensemble members K", min=5),
+        "epochs": Option("int", 40, "maximum epochs (one epoch = n_train / batch_size steps)", min=1),
+        "batch_size": Option("int", 32, "profiles per member per step", min=1),
+        "lr": Option("float", 3e-3, "Adam learning rate", min=0.0, min_exclusive=True),
+        "lr_schedule": Option("str", "cosine", "learning rate over epochs", choices=("cosine", "constant")),
+        "weight_decay": Option("float", 0.0, "L2 penalty of Adam", min=0.0),
+        "patience": Option("int", 10, "epochs without val improvement before a member stops", min=1),
+        "seed": Option("int", 0, "seed of the split, the member seeds, torch", min=0),
+        "bootstrap": Option("bool", True, "each member trains on its own bootstrap resample"),
+        "device": Option("str", "auto", "'auto' (cuda if available), 'cpu', 'cuda', 'cuda:1', ..."),
+        "max_minutes": Option("float", None, "stop after this wall time [min] (optional)", min=0.0),
+        "threads": Option("int", None, "torch CPU threads while training (unset: leave as is)", min=1),
+        "split": _SPLIT,
+    },
+    doc="optimisation",
+)
+
+_CALIBRATION = Table(
+    {
+        "tolerance": Option("float", 0.02, "acceptable RMS error of rho/rho0 (0.02 = 2% of rho0)", min=0.0,
+                            min_exclusive=True),
+        "confidence": Option("float", 0.95, "fraction of accepted answers within tolerance", min=0.0, max=1.0,
+                             min_exclusive=True, max_exclusive=True),
+        "delta": Option("float", None, "unset: split-conformal rule (valid on average); set: Clopper-Pearson "
+                        "bound, violated with probability <= delta", min=0.0, max=1.0, min_exclusive=True,
+                        max_exclusive=True),
+    },
+    doc="monitor threshold calibration",
+)  # fmt: skip
+
+TRAIN_SPEC = Table(
+    {"model": _MODEL, "training": _TRAINING, "calibration": _CALIBRATION},
+    doc="spec of `hybrid train SPEC.toml --data FILE.h5 --out DIR`",
+)
+"""Schema of a training spec (every key has a default, so ``{}`` is a valid spec)."""
+
+
+def validate_spec(spec: Mapping[str, Any], *, file: str | None = None) -> dict[str, Any]:
+    """Validate a training spec against :data:`TRAIN_SPEC` plus the cross-key rules.
+
+    Raises:
+        ConfigError: naming the file and key (split fractions not summing to 1, an empty train/val/calib
+            split, an even kernel size, ...).
+    """
+    out = validate(spec, TRAIN_SPEC, file=file)
+    split = out["training"]["split"]
+    if not math.isclose(sum(split.values()), 1.0, abs_tol=1e-6):
+        raise ConfigError(f"fractions must sum to 1, got {sum(split.values())!r}", "training.split", file)
+    for name in ("train", "val", "calib"):
+        if split[name] <= 0:
+            raise ConfigError("must be > 0", f"training.split.{name}", file)
+    if out["model"]["kernel_size"] % 2 == 0:
+        raise ConfigError(f"must be odd, got {out['model']['kernel_size']}", "model.kernel_size", file)
+    if not out["model"]["dilations"]:
+        raise ConfigError("must not be empty", "model.dilations", file)
+    return out
+
+
+def resolve_device(name: str) -> torch.device:
+    """``"auto"`` -> cuda if available else cpu; otherwise ``torch.device(name)``."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+@torch.no_grad()
+def predict(model: EnsembleCNN1d, features: Tensor, chunk: int = 512) -> Tensor:
+    """Member predictions for many inputs, in chunks.
+
+    Args:
+        model: the ensemble.
+        features: (S, C, N) inputs on the model's device.
+        chunk: samples per forward pass.
+
+    Returns:
+        (S, K, N) predictions, same device.
+    """
+    outs = [model(features[i : i + chunk]) for i in range(0, features.shape[0], chunk)]
+    return torch.cat(outs) if outs else features.new_zeros(0, model.members, features.shape[-1])
+
+
+def evaluate_ensemble(
+    model: EnsembleCNN1d, features: Tensor, target: Tensor, family: np.ndarray | None = None
+) -> dict[str, Any]:
+    """Accuracy of the ensemble on a set of profiles (all values in units of rho0).
+
+    Args:
+        model: the ensemble.
+        features: (S, C, N) elastic features (channel 1 = Lambda h).
+        target: (S, N) true rho/rho0.
+        family: (S,) family names for the per-family breakdown.
+
+    Returns:
+        ``n``; ``rmse`` (ensemble mean, over all points of all profiles); ``rmse_linear`` (the small-slope law
+        1 - 4 Lambda h); ``rmse_members`` (each member); ``max_abs_error``; ``u_median``, ``e_median``
+        (per-profile indicator and error, :mod:`hybrid.models.calibration`); ``per_family`` (rmse,
+        rmse_linear, n per family). NaN for an empty set.
+    """
+    pred = predict(model, features)
+    return _metrics(pred, features, target, family)
+
+
+def _metrics(pred: Tensor, features: Tensor, target: Tensor, family: np.ndarray | None) -> dict[str, Any]:
+    if pred.shape[0] == 0:
+        return {"n": 0, "rmse": math.nan, "rmse_linear": math.nan}
+    mean = pred.mean(dim=1)
+    sq = (mean - target).square()
+    lin_sq = (1.0 - 4.0 * features[:, ELASTIC_CHANNELS.index("lambda_h")] - target).square()
+    u = uncertainty(pred)
+    e = ensemble_error(pred, target)
+    out: dict[str, Any] = {
+        "n": int(pred.shape[0]),
+        "rmse": float(sq.mean().sqrt()),
+        "rmse_linear": float(lin_sq.mean().sqrt()),
+        "rmse_members": [float(v) for v in (pred - target[:, None]).square().mean(dim=(0, 2)).sqrt()],
+        "max_abs_error": float((mean - target).abs().max()),
+        "u_median": float(u.median()),
+        "e_median": float(e.median()),
+    }
+    if family is not None:
+        per: dict[str, Any] = {}
+        for name in np.unique(family):
+            sel = torch.as_tensor(family == name, device=pred.device)
+            per[str(name)] = {
+                "n": int(sel.sum()),
+                "rmse": float(sq[sel].mean().sqrt()),
+                "rmse_linear": float(lin_sq[sel].mean().sqrt()),
+            }
+        out["per_family"] = per
+    return out
+
+
+def train_ensemble(
+    spec: Mapping[str, Any],
+    data_path: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    *,
+    progress: bool = False,
+    spec_file: str | None = None,
+) -> dict[str, Any]:
+    """Train, evaluate and calibrate an ensemble; write ``out_dir/weights.pt`` and ``out_dir/model_card.json``.
+
+    Args:
+        spec: parsed training spec (validated here against :data:`TRAIN_SPEC`; ``{}`` means all defaults).
+        data_path: dataset HDF5 file (:mod:`hybrid.models.data`).
+        out_dir: model directory to write.
+        progress: show a progress bar over epochs (tqdm, on stderr).
+        spec_file: file name of the spec, for error messages and the card.
+
+    Returns:
+        The model card (as written, plus ``path``).
+
+    Raises:
+        ConfigError: invalid spec.
+        FileNotFoundError, DatasetError: unreadable dataset.
+        ValueError: too few groups for the split.
+    """
+    t_start = time.perf_counter()
+    spec = validate_spec(spec, file=spec_file)
+    m_spec, t_spec, c_spec = spec["model"], spec["training"], spec["calibration"]
+    device = resolve_device(t_spec["device"])
+    seed, k = t_spec["seed"], t_spec["members"]
+
+    ds = load_dataset(data_path)
+    splits = split_by_group(ds.group, t_spec["split"], seed)
+    torch.manual_seed(seed)
+    member_seeds = [int(s.generate_state(1)[0]) for s in np.random.SeedSequence(seed).spawn(k)]
+
+    x_all, y_all = ds.tensors(device)
+    x = {name: x_all[torch.as_tensor(idx, device=device)] for name, idx in splits.items()}
+    y = {name: y_all[torch.as_tensor(idx, device=device)] for name, idx in splits.items()}
+    del x_all, y_all
+
+    model = EnsembleCNN1d(
+        members=k,
+        in_channels=len(ELASTIC_CHANNELS),
+        channels=m_spec["channels"],
+        layers=m_spec["layers"],
+        kernel_size=m_spec["kernel_size"],
+        dilations=m_spec["dilations"],
+        activation=m_spec["activation"],
+        baseline_channel=ELASTIC_CHANNELS.index("lambda_h"),
+        baseline_coefficient=-4.0,
+        baseline_offset=1.0,
+        seeds=member_seeds,
+    ).to(device)
+    with torch.no_grad():
+        rms = x["train"].square().mean(dim=(0, 2)).sqrt()
+        model.input_scale.copy_(torch.where(rms > 0, 1.0 / rms, torch.ones_like(rms)))
+
+    threads = torch.get_num_threads()
+    if t_spec["threads"] is not None:
+        torch.set_num_threads(t_spec["threads"])
+    try:
+        history = _fit(model, x, y, t_spec, member_seeds, progress)
+    finally:
+        torch.set_num_threads(threads)
+    model.eval()
+
+    preds = {name: predict(model, x[name]) for name in SPLITS}
+    metrics = {name: _metrics(preds[name], x[name], y[name], ds.family[splits[name]]) for name in SPLITS}
+    u = {name: uncertainty(preds[name]).cpu().numpy() for name in SPLITS}
+    e = {name: ensemble_error(preds[name], y[name]).cpu().numpy() for name in SPLITS}
+    calib = calibrate(
+        u["calib"], e["calib"], u["test"], e["test"], c_spec["tolerance"], c_spec["confidence"],
+        delta=c_spec["delta"],
+    )  # fmt: skip
+    # the calibration pairs, so that a user can recalibrate for another tolerance/confidence without data
+    calib["u"] = [float(v) for v in u["calib"]]
+    calib["e"] = [float(v) for v in e["calib"]]
+    logger.info(
+        "trained %d members in %.1f s: val RMSE %.4g (linear law %.4g); threshold %.4g, test coverage %s",
+        k, time.perf_counter() - t_start, metrics["val"]["rmse"], metrics["val"]["rmse_linear"],
+        calib["threshold"], calib["test"]["coverage"],
+    )  # fmt: skip
+
+    card: dict[str, Any] = {
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "term": "elastic",
+        "features": m_spec["features"],
+        "feature_channels": list(ELASTIC_CHANNELS),
+        "target": "rho/rho0",
+        "units": "rho/rho0 is dimensionless; rho0 = E eps_m^2 / (2 (1 - nu^2)); u, e, tolerance in units of rho0",
+        "uncertainty": "u = sqrt(mean_x var_k(rho_k/rho0)), population variance over members",
+        "spec": spec,
+        "spec_file": spec_file,
+        "data": {
+            "path": str(Path(data_path).resolve()),
+            "sha256": _sha256(Path(data_path)),
+            "spec": ds.spec,
+            "created": str(ds.attrs.get("created", "")),
+            "hybrid_version": str(ds.attrs.get("hybrid_version", "")),
+            "points": ds.points,
+            "samples": len(ds),
+            "splits": {
+                name: {
+                    "samples": int(idx.size),
+                    "groups": int(np.unique(ds.group[idx]).size),
+                    "families": ds.subset(idx).family_counts(),
+                }
+                for name, idx in splits.items()
+            },
+        },
+        "seeds": {"seed": seed, "split": seed, "members": member_seeds},
+        "training": {**history, "device": str(device), "seconds": time.perf_counter() - t_start},
+        "metrics": metrics,
+        "calibration": calib,
+        "inference": time_inference(model, ds.points, float(np.median(ds.dx))),
+        "versions": _versions(),
+    }
+    save_ensemble(out_dir, model, card)
+    return read_card(out_dir)  # the card as written (JSON types)
+
+
+def _fit(
+    model: EnsembleCNN1d,
+    x: dict[str, Tensor],
+    y: dict[str, Tensor],
+    t_spec: Mapping[str, Any],
+    member_seeds: list[int],
+    progress: bool,
+) -> dict[str, Any]:
+    """The training loop (per-member bootstrap batches, per-member early stopping). Returns the history."""
+    device = x["train"].device
+    k = model.members
+    n_train = x["train"].shape[0]
+    batch = min(t_spec["batch_size"], n_train)
+    steps = max(1, n_train // batch)
+    boot = torch.as_tensor(
+        bootstrap_indices(n_train, k, member_seeds, bootstrap=t_spec["bootstrap"]), device=device
+    )  # (K, n_train)
+    gens = [torch.Generator().manual_seed(s + 1) for s in member_seeds]  # batch order of each member
+    epochs = t_spec["epochs"]
+    opt = torch.optim.Adam(model.parameters(), lr=t_spec["lr"], weight_decay=t_spec["weight_decay"])
+    sched = (
+        torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs * steps)
+        if t_spec["lr_schedule"] == "cosine"
+        else None
+    )
+    best_loss = [math.inf] * k
+    best_epoch = [-1] * k
+    best_state: list[dict[str, Tensor]] = [model.member_state_dict(i) for i in range(k)]
+    train_curve: list[float] = []
+    val_curve: list[float] = []
+    deadline = None if t_spec["max_minutes"] is None else time.perf_counter() + 60.0 * t_spec["max_minutes"]
+    stop_reason = "epochs"
+    bar = _progress_bar(epochs) if progress else None
+    epoch = 0
+    for epoch in range(epochs):
+        model.train()
+        perms = torch.stack([torch.randperm(n_train, generator=g) for g in gens]).to(device)
+        order = boot.gather(1, perms)  # (K, n_train): member k's samples of this epoch, shuffled
+        total = torch.zeros((), device=device)
+        for s in range(steps):
+            idx = order[:, s * batch : (s + 1) * batch]  # (K, B)
+            xb = x["train"][idx].transpose(0, 1)  # (B, K, C, N)
+            yb = y["train"][idx].transpose(0, 1)  # (B, K, N)
+            loss_k = (model(xb) - yb).square().mean(dim=(0, 2))  # (K,)
+            loss = loss_k.sum()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            if sched is not None:
+                sched.step()
+            total += loss.detach()
+        model.eval()
+        val_k = (predict(model, x["val"]) - y["val"][:, None]).square().mean(dim=(0, 2)).cpu().tolist()
+        train_curve.append(float(total) / (steps * k))
+        val_curve.append(float(np.mean(val_k)))
+        for i, v in enumerate(val_k):
+            if v < best_loss[i]:
+                best_loss[i], best_epoch[i] = v, epoch
+                best_state[i] = model.member_state_dict(i)
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(train=f"{train_curve[-1]:.3g}", val=f"{val_curve[-1]:.3g}")
+        logger.debug("epoch %d: train MSE %.4g, val MSE %.4g", epoch, train_curve[-1], val_curve[-1])
+        if all(epoch - b >= t_spec["patience"] for b in best_epoch):
+            stop_reason = "early stopping (every member)"
+            break
+        if deadline is not None and time.perf_counter() > deadline:
+            stop_reason = "max_minutes"
+            break
+    if bar is not None:
+        bar.close()
+    for i in range(k):
+        model.load_member_state_dict(i, best_state[i])
+    return {
+        "early_stopping": "per member on its own val MSE (each member keeps its best epoch)",
+        "stop_reason": stop_reason,
+        "epochs_run": epoch + 1,
+        "steps_per_epoch": steps,
+        "batch_size": batch,
+        "best_epoch": best_epoch,
+        "best_val_mse": best_loss,
+        "train_mse": train_curve,
+        "val_mse": val_curve,
+    }
+
+
+def time_inference(model: EnsembleCNN1d, points: int, dx: float = 1.0, calls: int = 30) -> dict[str, Any]:
+    """Wall time of one NN evaluation as a provider makes it: features + all members for one profile.
+
+    Args:
+        model: the ensemble (evaluated on its own device, in its dtype).
+        points: N.
+        dx: grid spacing [nm] (irrelevant to the cost).
+        calls: timed calls (after 3 warm-up calls).
+
+    Returns:
+        ``{"points", "batch": 1, "device", "threads", "seconds" (median wall time of one call), "what"}``.
+    """
+    device = model.readout_bias.device
+    h = torch.rand(1, points, dtype=torch.float64, device=device) + 5.0
+    times = []
+    with torch.inference_mode():
+        for i in range(calls + 3):
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            t0 = time.perf_counter()
+            model(elastic_features(h, dx))
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            if i >= 3:
+                times.append(time.perf_counter() - t0)
+    return {
+        "points": points,
+        "batch": 1,
+        "device": str(device),
+        "threads": torch.get_num_threads(),
+        "seconds": float(np.median(times)),
+        "what": "elastic_features + forward of all members, float32, inference_mode, median wall time",
+    }
+
+
+def _progress_bar(total: int) -> Any:
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc="training", unit="epoch", file=sys.stderr)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _versions() -> dict[str, str]:
+    from importlib import metadata
+
+    def version(name: str) -> str:
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            return "unknown"
+
+    hybrid_version = getattr(sys.modules.get("hybrid"), "__version__", None) or version("hybrid")
+    return {
+        "hybrid": str(hybrid_version),
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "h5py": version("h5py"),
+        "python": platform.python_version(),
+    }

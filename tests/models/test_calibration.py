@@ -1,0 +1,125 @@
+"""Uncertainty indicator, error, split-conformal threshold: coverage, finite-sample rule, degenerate cases."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from hybrid.models.calibration import (
+    calibrate,
+    calibrate_threshold,
+    ensemble_error,
+    evaluate_threshold,
+    uncertainty,
+)
+from tests.models import one_torch_thread  # noqa: F401
+
+TOL, CONF = 0.02, 0.95
+
+
+def synthetic(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Known relation: e = u * Exp(1) * 2, u ~ U(0, 0.02), so P(e > tol | u) = exp(-tol / (2u)) grows with u."""
+    u = rng.uniform(0.0, 0.02, size=n)
+    return u, 2.0 * u * rng.exponential(size=n)
+
+
+def test_indicator_and_error_formulas() -> None:
+    rng = np.random.default_rng(0)
+    pred = rng.normal(size=(4, 5, 30))
+    target = rng.normal(size=(4, 30))
+    u_ref = np.sqrt(np.mean(np.var(pred, axis=1), axis=-1))
+    e_ref = np.sqrt(np.mean((pred.mean(axis=1) - target) ** 2, axis=-1))
+    np.testing.assert_allclose(uncertainty(pred), u_ref)
+    np.testing.assert_allclose(ensemble_error(pred, target), e_ref)
+    np.testing.assert_allclose(uncertainty(torch.from_numpy(pred)).numpy(), u_ref)
+    np.testing.assert_allclose(ensemble_error(torch.from_numpy(pred), torch.from_numpy(target)).numpy(), e_ref)
+    assert uncertainty(np.ones((2, 5, 7))).tolist() == [0.0, 0.0]
+
+
+def violations_rule(u: np.ndarray, e: np.ndarray, tau: float) -> float:
+    acc = u <= tau
+    return (np.sum(e[acc] > TOL) + 1) / (acc.sum() + 1)
+
+
+def test_finite_sample_rule_and_maximality() -> None:
+    u, e = synthetic(np.random.default_rng(1), 500)
+    tau = calibrate_threshold(u, e, TOL, CONF)
+    assert np.isfinite(tau) and tau in u
+    assert violations_rule(u, e, tau) <= 1 - CONF
+    larger = np.unique(u[u > tau])
+    assert all(violations_rule(u, e, t) > 1 - CONF for t in larger)  # tau is the largest qualifying value
+
+
+def test_held_out_coverage_within_binomial_error() -> None:
+    rng = np.random.default_rng(2)
+    u_cal, e_cal = synthetic(rng, 2000)
+    u_test, e_test = synthetic(rng, 20000)
+    tau = calibrate_threshold(u_cal, e_cal, TOL, CONF)
+    res = evaluate_threshold(u_test, e_test, tau, TOL)
+    n_cal_acc = int(np.sum(u_cal <= tau))
+    # binomial error of both draws: the calibration estimate and the held-out one
+    sigma = math.sqrt(CONF * (1 - CONF) * (1 / res["n_accepted"] + 1 / n_cal_acc))
+    assert res["coverage"] >= CONF - 3 * sigma
+    assert 0.2 < res["accept_fraction"] < 1.0  # neither trivial nor everything
+    assert res["coverage_all"] < CONF  # the NN alone would not meet the target here
+    assert res["spearman"] > 0.3
+    # oracle check with the known relation: among u <= tau, P(e > tol) = mean of exp(-tol / (2u))
+    u_fine = np.linspace(1e-9, tau, 200001)
+    assert np.mean(np.exp(-TOL / (2 * u_fine))) <= (1 - CONF) + 0.02
+
+
+def test_conformal_rule_valid_on_average_and_binomial_rule_with_high_probability() -> None:
+    """Over many calibration draws: the "+1" rule's true violation rate is <= alpha on average; with delta the
+    rate exceeds alpha in at most ~delta of the draws (true rate from the known relation)."""
+    rng = np.random.default_rng(4)
+
+    def true_rate(tau: float) -> float:
+        grid = np.linspace(1e-9, tau, 2001)
+        return float(np.mean(np.exp(-TOL / (2 * grid)))) if np.isfinite(tau) else 0.0
+
+    plain, strict = [], []
+    for _ in range(100):
+        u, e = synthetic(rng, 600)
+        plain.append(true_rate(calibrate_threshold(u, e, TOL, CONF)))
+        strict.append(true_rate(calibrate_threshold(u, e, TOL, CONF, delta=0.1)))
+    assert np.mean(plain) <= (1 - CONF) + 3 * np.std(plain) / 10
+    assert np.mean(np.array(strict) > 1 - CONF) <= 0.1 + 3 * math.sqrt(0.1 * 0.9 / 100)
+    assert np.mean(strict) < np.mean(plain)
+
+
+def test_degenerate_cases() -> None:
+    u = np.linspace(0.0, 1.0, 100)
+    assert calibrate_threshold(u, np.full(100, 1.0), TOL, CONF) == -math.inf  # always violates
+    assert calibrate_threshold(u, np.zeros(100), TOL, CONF) == 1.0  # never violates: max(u), not +inf
+    assert calibrate_threshold(u[:10], np.zeros(10), TOL, CONF) == -math.inf  # (0+1)/(10+1) > 0.05
+    assert calibrate_threshold(u[:19], np.zeros(19), TOL, CONF) == u[18]  # (0+1)/(19+1) = 0.05
+    assert calibrate_threshold([], [], TOL, CONF) == -math.inf
+    ties = np.full(40, 0.3)
+    e_ties = np.zeros(40)
+    e_ties[0] = 1.0  # 1 violation in 40: (1+1)/41 < 0.05, ties accepted together
+    assert calibrate_threshold(ties, e_ties, TOL, CONF) == 0.3
+    e_ties[:2] = 1.0  # (2+1)/41 > 0.05
+    assert calibrate_threshold(ties, e_ties, TOL, CONF) == -math.inf
+    res = evaluate_threshold(u, np.zeros(100), -math.inf, TOL)
+    assert res["n_accepted"] == 0 and math.isnan(res["coverage"]) and res["accept_fraction"] == 0.0
+    assert math.isnan(evaluate_threshold(np.ones(5), np.arange(5.0), 1.0, TOL)["spearman"])  # constant u
+    for bad in (dict(tolerance=0.0, confidence=0.9), dict(tolerance=0.1, confidence=1.0)):
+        with pytest.raises(ValueError):
+            calibrate_threshold(u, u, **bad)
+    with pytest.raises(ValueError, match="same length"):
+        calibrate_threshold(u, u[:5], TOL, CONF)
+
+
+def test_calibrate_summary_accepts_tensors() -> None:
+    rng = np.random.default_rng(3)
+    u_cal, e_cal = synthetic(rng, 400)
+    u_test, e_test = synthetic(rng, 400)
+    out = calibrate(torch.from_numpy(u_cal), torch.from_numpy(e_cal), u_test, e_test, TOL, CONF)
+    assert out["threshold"] == calibrate_threshold(u_cal, e_cal, TOL, CONF)
+    assert out["n_calibration"] == 400 and out["test"]["n"] == 400
+    assert out["calibration"]["coverage"] >= CONF and out["delta"] is None
+    strict = calibrate(u_cal, e_cal, u_test, e_test, TOL, CONF, delta=0.05)
+    assert strict["threshold"] <= out["threshold"]

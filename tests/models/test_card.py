@@ -1,0 +1,95 @@
+"""Saving/loading ensembles: round trip, weights_only state dicts, clear errors naming the file."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from hybrid.models.card import (
+    CARD_FILE,
+    WEIGHTS_FILE,
+    ModelCardError,
+    card_threshold,
+    load_ensemble,
+    read_card,
+    save_ensemble,
+)
+from hybrid.models.ensemble import EnsembleCNN1d
+from tests.models import one_torch_thread  # noqa: F401
+
+
+@pytest.fixture
+def saved(tmp_path: Path) -> tuple[Path, EnsembleCNN1d]:
+    model = EnsembleCNN1d(5, 3, channels=4, layers=2, kernel_size=3, dilations=[1, 2], readout_init=1.0)
+    with torch.no_grad():
+        model.input_scale.copy_(torch.tensor([0.5, 2.0, 3.0]))
+    card = {"features": "elastic-v1", "calibration": {"threshold": -math.inf, "tolerance": 0.02}, "x": (1, 2)}
+    save_ensemble(tmp_path / "m", model, card)
+    return tmp_path / "m", model.eval()
+
+
+def test_roundtrip_identical_outputs(saved: tuple[Path, EnsembleCNN1d]) -> None:
+    path, model = saved
+    x = torch.randn(2, 3, 24)
+    for where in (path, path / CARD_FILE, str(path)):
+        loaded, card = load_ensemble(where)
+        assert not loaded.training
+        with torch.inference_mode():
+            assert torch.equal(loaded(x), model(x))
+    assert card["architecture"]["class"] == "EnsembleCNN1d" and card["architecture"]["channels"] == 4
+    assert card["weights"]["parameters"] == model.parameter_count() and card["weights"]["members"] == 5
+    assert card["calibration"]["threshold"] is None and card_threshold(card) == -math.inf  # JSON has no inf
+    assert card["x"] == [1, 2] and card["path"] == str((path / CARD_FILE).resolve())
+    state = torch.load(path / WEIGHTS_FILE, weights_only=True)  # a plain state dict
+    assert set(state) == set(model.state_dict())
+    assert card_threshold({"calibration": {"threshold": 0.01}}) == 0.01
+
+
+def test_missing_files_are_named(saved: tuple[Path, EnsembleCNN1d], tmp_path: Path) -> None:
+    path, _ = saved
+    with pytest.raises(FileNotFoundError, match="nowhere"):
+        load_ensemble(tmp_path / "nowhere")
+    (path / WEIGHTS_FILE).unlink()
+    with pytest.raises(FileNotFoundError, match=r"weights\.pt"):
+        load_ensemble(path)
+
+
+def test_incompatible_or_corrupt_files(saved: tuple[Path, EnsembleCNN1d]) -> None:
+    path, _ = saved
+    card_path = path / CARD_FILE
+    card = json.loads(card_path.read_text())
+
+    card["architecture"]["channels"] = 5  # weights no longer fit
+    card_path.write_text(json.dumps(card))
+    with pytest.raises(ModelCardError, match=r"weights\.pt: weights do not match.*shape mismatches"):
+        load_ensemble(path)
+
+    card["architecture"] = {"class": "Transformer"}
+    card_path.write_text(json.dumps(card))
+    with pytest.raises(ModelCardError, match="unknown architecture class"):
+        load_ensemble(path)
+
+    card["architecture"] = {"class": "EnsembleCNN1d", "channels": 4, "kernel_size": 2}
+    card_path.write_text(json.dumps(card))
+    with pytest.raises(ModelCardError, match="cannot build"):
+        load_ensemble(path)
+
+    card_path.write_text("{not json")
+    with pytest.raises(ModelCardError, match=r"model_card\.json: not a valid JSON"):
+        read_card(path)
+    card_path.write_text(json.dumps({"format": "something-else"}))
+    with pytest.raises(ModelCardError, match="expected a card of format"):
+        read_card(card_path)
+
+
+def test_hash_check(saved: tuple[Path, EnsembleCNN1d]) -> None:
+    path, model = saved
+    torch.save({k: v + 1 for k, v in model.state_dict().items()}, path / WEIGHTS_FILE)
+    with pytest.raises(ModelCardError, match="sha256"):
+        load_ensemble(path)
+    loaded, _ = load_ensemble(path, check_hash=False)
+    assert torch.equal(loaded.readout_bias, model.readout_bias + 1)

@@ -1,0 +1,148 @@
+"""EnsembleCNN1d: batched pass == loop over members, symmetries, any N, seeding, member state."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from hybrid.models.ensemble import EnsembleCNN1d, circular_pad
+from hybrid.models.features import elastic_features
+from tests.models import one_torch_thread, random_profiles  # noqa: F401
+
+
+def make(members: int = 5, **kw: object) -> EnsembleCNN1d:
+    cfg: dict[str, object] = dict(channels=6, layers=3, kernel_size=5, dilations=[1, 3], readout_init=1.0)
+    cfg["seeds"] = [11 * i + 3 for i in range(members)]
+    cfg.update(kw)
+    model = EnsembleCNN1d(members, 3, **cfg)  # type: ignore[arg-type]
+    return model.eval()
+
+
+@pytest.fixture
+def features() -> torch.Tensor:
+    h = random_profiles(np.random.default_rng(5), 3, 40, max_slope=0.6)
+    return elastic_features(h, 1.0)
+
+
+def test_batched_equals_loop_over_members(features: torch.Tensor) -> None:
+    model = make()
+    with torch.no_grad():
+        batched = model(features)
+        loop = model.forward_loop(features)
+    assert batched.shape == (3, 5, 40) and batched.dtype == torch.float32
+    torch.testing.assert_close(batched, loop, rtol=1e-6, atol=1e-6)
+    # per-member inputs (training path): member k sees its own profile
+    per_member = torch.stack([features.roll(i, dims=-1) for i in range(5)], dim=1)  # (B, K, C, N)
+    with torch.no_grad():
+        out = model(per_member)
+        ref = torch.cat([model.member(i)(per_member[:, i]) for i in range(5)], dim=1)
+    torch.testing.assert_close(out, ref, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("kernel_size", [1, 3, 7])
+def test_matmul_path_equals_grouped_convolution(features: torch.Tensor, kernel_size: int) -> None:
+    model = make(kernel_size=kernel_size, dilations=[1, 2, 5])
+    with torch.no_grad():
+        model.input_scale.copy_(torch.tensor([0.3, 2.0, 5.0]))
+        shared = model(features)  # im2col + batched matmul
+        grouped = model(features.unsqueeze(1).expand(-1, 5, -1, -1))  # conv1d(groups=K)
+        model.matmul_max_size = 0
+        shared_grouped = model(features)  # shared input through conv1d(groups=K)
+    torch.testing.assert_close(shared, grouped, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(shared_grouped, grouped, rtol=1e-6, atol=1e-6)
+    model.matmul_max_size = 10**9
+    x = features.clone().requires_grad_(True)
+    model(x).sum().backward()  # the matmul path is differentiable too
+    assert x.grad is not None and torch.isfinite(x.grad).all()
+
+
+def test_members_differ_and_baseline_is_linear_law(features: torch.Tensor) -> None:
+    model = make()
+    with torch.no_grad():
+        out = model(features)
+        assert out.std(dim=1).mean() > 1e-3  # members are different networks
+        model.readout_weight.zero_()
+        out0 = model(features)
+    expected = (1.0 - 4.0 * features[:, 1]).unsqueeze(1).expand_as(out0)
+    torch.testing.assert_close(out0, expected)  # zero correction: the small-slope law 1 - 4 Lambda h
+
+
+def test_translation_equivariance(features: torch.Tensor) -> None:
+    model = make()
+    with torch.no_grad():
+        out = model(features)
+        for shift in (1, 13):
+            torch.testing.assert_close(model(features.roll(shift, dims=-1)), out.roll(shift, dims=-1))
+
+
+def test_mirror_equivariance_end_to_end() -> None:
+    h = random_profiles(np.random.default_rng(6), 2, 50, max_slope=0.6)
+    model = make(kernel_size=7, dilations=[1, 2, 5])
+    with torch.no_grad():
+        out = model(elastic_features(h, 1.0))
+        mirrored = model(elastic_features(h[:, ::-1].copy(), 1.0))
+    torch.testing.assert_close(mirrored, out.flip(-1), rtol=1e-5, atol=1e-5)
+    # also on arbitrary (not mirror-even) input channels: every layer commutes with the flip
+    x = torch.randn(2, 3, 29)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x.flip(-1)), model(x).flip(-1), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("n", [5, 17, 64, 257])
+def test_runs_on_any_n(n: int) -> None:
+    model = make(dilations=[1, 4, 8])  # padding larger than N for the smallest grids
+    h = random_profiles(np.random.default_rng(n), 2, n)
+    with torch.no_grad():
+        out = model(elastic_features(h, 1.0))
+        flat = model(elastic_features(np.full((1, n), 3.0), 1.0))
+    assert out.shape == (2, 5, n) and torch.isfinite(out).all()
+    assert torch.allclose(flat, flat[..., :1].expand_as(flat))  # flat film: uniform prediction
+
+
+def test_circular_pad_any_size() -> None:
+    x = torch.arange(5.0).reshape(1, 1, 5)
+    for pad in (0, 2, 5, 12):
+        idx = (torch.arange(-pad, 5 + pad)) % 5
+        torch.testing.assert_close(circular_pad(x, pad), x[..., idx])
+
+
+def test_member_seeds_reproduce_single_networks(features: torch.Tensor) -> None:
+    model = make()
+    single = make(members=1, seeds=[11 * 2 + 3])  # member 2's seed
+    with torch.no_grad():
+        torch.testing.assert_close(model(features)[:, 2:3], single(features), rtol=1e-6, atol=1e-6)
+
+
+def test_member_state_roundtrip_and_kernel_cache(features: torch.Tensor) -> None:
+    a, b = make(), make(seeds=[100 + i for i in range(5)])
+    with torch.inference_mode():
+        before = a(features)  # fills the kernel cache
+    a.load_member_state_dict(3, b.member_state_dict(3))
+    with torch.inference_mode():
+        after = a(features)
+        torch.testing.assert_close(after[:, 3], b(features)[:, 3])
+    torch.testing.assert_close(after[:, :3], before[:, :3])
+    assert not torch.allclose(after[:, 3], before[:, 3])  # cache noticed the change
+
+
+def test_training_mode_gradients_and_param_count() -> None:
+    model = make().train()
+    x = torch.randn(2, 3, 20)
+    model(x).square().mean().backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
+    # per member: 3 in * 6 out * 3 taps + 6 + 2 * (6 * 6 * 3 + 6) + 6 + 1 readout
+    per_member = 3 * 6 * 3 + 6 + 2 * (6 * 6 * 3 + 6) + 6 + 1
+    assert model.parameter_count() == 5 * per_member
+    assert model.receptive_field == 1 + 2 * 2 * (1 + 3 + 1)
+    rebuilt = EnsembleCNN1d(**model.config())
+    assert rebuilt.config() == model.config()
+
+
+def test_invalid_arguments() -> None:
+    with pytest.raises(ValueError, match="odd"):
+        EnsembleCNN1d(kernel_size=4)
+    with pytest.raises(ValueError, match="activation"):
+        EnsembleCNN1d(activation="relu6")
+    with pytest.raises(ValueError, match="expected input"):
+        make()(torch.zeros(1, 2, 10))
