@@ -153,7 +153,7 @@ def resolve_case(
         stem = path.stem
     else:
         raw, file, case_dir, stem = dict(case), None, Path.cwd(), "case"
-    data = apply_overrides(raw, overrides or {}, file=file)
+    data = apply_overrides(_drop_options_of_replaced_providers(raw, overrides), overrides or {}, file=file)
     unknown = [k for k in data if k not in TOP_LEVEL]
     if unknown:
         raise ConfigError(f"unknown table; allowed: {', '.join(TOP_LEVEL)}", key=unknown[0], file=file)
@@ -189,6 +189,33 @@ def resolve_case(
         raise ConfigError(str(err), key="case.device", file=file) from None
     ctx = Context(grid=grid, backend=backend, params=params, seed=c["seed"], case_dir=case_dir, model=spec.name)
     return ResolvedCase(resolved, spec, ctx, file)
+
+
+def _drop_options_of_replaced_providers(
+    raw: Mapping[str, Any], overrides: Mapping[str, Any] | Sequence[str] | None
+) -> dict[str, Any]:
+    """When an override switches ``terms.<t>.provider``, drop the file's options the new provider does not accept.
+
+    So ``--set terms.elastic.provider=fem`` works on a case whose ``[terms.elastic]`` holds monitor options.
+    """
+    from hybrid.core.config import parse_override
+
+    out = dict(raw)
+    if not overrides:
+        return out
+    items = overrides.items() if isinstance(overrides, Mapping) else (parse_override(o) for o in overrides)
+    for key, value in items:
+        parts = key.split(".")
+        if len(parts) != 3 or parts[0] != "terms" or parts[2] != "provider":
+            continue
+        term = parts[1]
+        table = (out.get("terms") or {}).get(term)
+        spec = PROVIDERS.get(term, {}).get(str(value))
+        if not isinstance(table, dict) or spec is None:
+            continue
+        kept = {k: v for k, v in table.items() if k == "provider" or k in spec.options.entries}
+        out["terms"] = {**out["terms"], term: kept}
+    return out
 
 
 def _drop_none(d: Any) -> Any:

@@ -40,7 +40,8 @@ class TermProvider:
 
     def __call__(self, state: State | Array, *more: Array) -> Array:
         if not isinstance(state, State):
-            state = State.from_arrays(dict(zip(self.inputs, (state, *more), strict=True)))
+            # a library call with bare arrays: each call counts as the next step (for step-keyed schedules)
+            state = State.from_arrays(dict(zip(self.inputs, (state, *more), strict=True)), step=self.calls)
         t0 = time.perf_counter()
         out = self.evaluate(state)
         self.seconds += time.perf_counter() - t0
