@@ -129,16 +129,28 @@ def _cmd_run(args: argparse.Namespace) -> int:
         sim.restart_from(args.restart)
     state = sim.run()
     timing = sim.timing()
-    plot = _model_plot(sim)
-    if plot is not None and not args.no_plots and sim.output.path is not None:
-        for png in plot(sim.output.path, sim.output.path.parent):
-            print(f"plot: {png}")
     print(f"done: {state.step} steps, t = {state.time:g}, wall {timing['run_seconds']:.2f} s -> {sim.output.path}")
     for name, st in timing["terms"].items():
         print(
             f"  term {name} [{st['provider']}]: {st['calls']} calls, {st['seconds']:.2f} s "
             f"({1e3 * st['seconds_per_call']:.3f} ms/call)"
         )
+    for name, term in sim.equation.terms.items():
+        summary = getattr(term, "summary", None)
+        if summary is not None:
+            m = summary()
+            line = (
+                f"  monitor {name}: NN served {100 * m['nn_fraction']:.1f}% of {m['calls']} calls, "
+                f"DNS {m['dns_calls']} calls (threshold {m['threshold']:.4g}, tolerance {m['tolerance']}, "
+                f"confidence {m['confidence']})"
+            )
+            if m.get("audits"):
+                line += f"; {m['audits']} audits, max audited error {m.get('audit_error_max', float('nan')):.3g}"
+            print(line)
+    plot = _model_plot(sim)
+    if plot is not None and not args.no_plots and sim.output.path is not None:
+        for png in plot(sim.output.path, sim.output.path.parent):
+            print(f"plot: {png}")
     return 0
 
 

@@ -148,6 +148,13 @@ class Simulation:
         if self._out is not None:
             self._flush_tables()
             self._set_timing()
+            summaries = {
+                f"summary/{name}": term.summary()
+                for name, term in self.equation.terms.items()
+                if hasattr(term, "summary")
+            }
+            if summaries:
+                self._out.set_attrs(summaries)  # stored as JSON text
             self._out.close()
             self._out = None
         for term in self.equation.terms.values():

@@ -167,6 +167,34 @@ def load_dataset(path: str | os.PathLike[str]) -> ElasticDataset:
     return ElasticDataset(data["h"], data["rho"], data["rho0"], data["dx"], family, group, str(spec), attrs, name)
 
 
+def load_datasets(paths: Sequence[str | os.PathLike[str]]) -> ElasticDataset:
+    """Concatenate several dataset files (e.g. a generated dataset and a monitor's capture file).
+
+    Group ids are offset per file so that groups of different files never merge; all files must share N.
+    """
+    parts = [load_dataset(p) for p in paths]
+    if len(parts) == 1:
+        return parts[0]
+    n = {part.h.shape[1] for part in parts}
+    if len(n) != 1:
+        raise DatasetError(f"datasets {[str(p) for p in paths]} have different profile lengths {sorted(n)}")
+    groups, offset = [], 0
+    for part in parts:
+        groups.append(part.group + offset)
+        offset = int(groups[-1].max()) + 1 if part.group.size else offset
+    return ElasticDataset(
+        h=np.concatenate([p.h for p in parts]),
+        rho=np.concatenate([p.rho for p in parts]),
+        rho0=np.concatenate([p.rho0 for p in parts]),
+        dx=np.concatenate([p.dx for p in parts]),
+        family=np.concatenate([p.family for p in parts]),
+        group=np.concatenate(groups),
+        spec="\n".join(p.spec for p in parts),
+        attrs=dict(parts[0].attrs),
+        path=";".join(p.path for p in parts),
+    )
+
+
 def write_dataset(path: str | os.PathLike[str], ds: ElasticDataset, **attrs: Any) -> None:
     """Write a dataset in the file format above (tests, scripts; ``hybrid dataset`` has its own writer).
 

@@ -34,7 +34,7 @@ import os
 import platform
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +45,7 @@ from torch import Tensor
 from hybrid.core.config import ConfigError, Option, Table, validate
 from hybrid.models.calibration import calibrate, ensemble_error, uncertainty
 from hybrid.models.card import read_card, save_ensemble
-from hybrid.models.data import SPLITS, bootstrap_indices, load_dataset, split_by_group
+from hybrid.models.data import SPLITS, bootstrap_indices, load_datasets, split_by_group
 from hybrid.models.ensemble import ACTIVATIONS, EnsembleCNN1d
 from hybrid.models.features import ELASTIC_CHANNELS, ELASTIC_FEATURES, elastic_features
 
@@ -220,7 +220,7 @@ def _metrics(pred: Tensor, features: Tensor, target: Tensor, family: np.ndarray 
 
 def train_ensemble(
     spec: Mapping[str, Any],
-    data_path: str | os.PathLike[str],
+    data_path: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
     out_dir: str | os.PathLike[str],
     *,
     progress: bool = False,
@@ -230,7 +230,7 @@ def train_ensemble(
 
     Args:
         spec: parsed training spec (validated here against :data:`TRAIN_SPEC`; ``{}`` means all defaults).
-        data_path: dataset HDF5 file (:mod:`hybrid.models.data`).
+        data_path: dataset HDF5 file (:mod:`hybrid.models.data`), or several (concatenated).
         out_dir: model directory to write.
         progress: show a progress bar over epochs (tqdm, on stderr).
         spec_file: file name of the spec, for error messages and the card.
@@ -249,7 +249,8 @@ def train_ensemble(
     device = resolve_device(t_spec["device"])
     seed, k = t_spec["seed"], t_spec["members"]
 
-    ds = load_dataset(data_path)
+    paths = [data_path] if isinstance(data_path, str | os.PathLike) else list(data_path)
+    ds = load_datasets(paths)
     splits = split_by_group(ds.group, t_spec["split"], seed)
     torch.manual_seed(seed)
     member_seeds = [int(s.generate_state(1)[0]) for s in np.random.SeedSequence(seed).spawn(k)]
@@ -313,8 +314,8 @@ def train_ensemble(
         "spec": spec,
         "spec_file": spec_file,
         "data": {
-            "path": str(Path(data_path).resolve()),
-            "sha256": _sha256(Path(data_path)),
+            "path": ";".join(str(Path(p).resolve()) for p in paths),
+            "sha256": ";".join(_sha256(Path(p)) for p in paths),
             "spec": ds.spec,
             "created": str(ds.attrs.get("created", "")),
             "hybrid_version": str(ds.attrs.get("hybrid_version", "")),

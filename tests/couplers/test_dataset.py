@@ -111,6 +111,16 @@ def test_labels_match_direct_fem(tiny: tuple[Path, dict[str, Any]]) -> None:
             np.testing.assert_allclose(d["rho"][i], rho, rtol=1e-8, atol=1e-10 * rho.max(), err_msg=f"{fam} #{i}")
 
 
+def test_label_solvers_agree() -> None:
+    """solver = "direct" and "auto" (direct for random profiles) are identical; "pcg" agrees to ~1e-11."""
+    labels = {}
+    for solver in ("direct", "auto", "pcg"):
+        resolved, _ = resolve_spec(TINY, {"labels.solver": solver, "family.random.batch": 8})
+        labels[solver] = run_task(plan_tasks(resolved)[0])["rho"]
+    np.testing.assert_array_equal(labels["auto"], labels["direct"])
+    np.testing.assert_allclose(labels["pcg"], labels["direct"], rtol=1e-9)
+
+
 def test_nonnegative_thickness(tiny: tuple[Path, dict[str, Any]]) -> None:
     assert tiny[1]["h"].min() >= 0.0
 

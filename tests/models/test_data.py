@@ -88,3 +88,24 @@ def test_bootstrap_indices_seeded() -> None:
     assert np.array_equal(plain, np.tile(np.arange(50), (3, 1)))
     with pytest.raises(ValueError):
         bootstrap_indices(50, 3, [1])
+
+
+def test_load_datasets_concatenates_and_keeps_groups_apart(tmp_path: Path) -> None:
+    from hybrid.models.data import ElasticDataset, load_datasets, write_dataset
+
+    def make(seed: int) -> ElasticDataset:
+        rng = np.random.default_rng(seed)
+        return ElasticDataset(
+            h=rng.random((4, 8)),
+            rho=rng.random((4, 8)),
+            rho0=np.ones(4),
+            dx=np.ones(4),
+            family=np.array(["a"] * 4),
+            group=np.array([0, 0, 1, 1]),
+        )
+
+    write_dataset(tmp_path / "a.h5", make(0))
+    write_dataset(tmp_path / "b.h5", make(1))
+    ds = load_datasets([tmp_path / "a.h5", tmp_path / "b.h5"])
+    assert ds.h.shape == (8, 8)
+    assert list(ds.group) == [0, 0, 1, 1, 2, 2, 3, 3]
