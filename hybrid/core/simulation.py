@@ -29,7 +29,7 @@ import time as _time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -183,14 +183,7 @@ class Simulation:
         if self.output.path is not None:
             if not self.output.path.exists():
                 raise FileNotFoundError(f"restart: output file {self.output.path} to continue does not exist")
-            self._out = OutputFile(
-                self.output.path,
-                case_text=self.case_text,
-                attrs=self._root_attrs(),
-                grid_lengths=tuple(reversed(self.equation.grid.lengths)),
-                grid_shape=self.equation.grid.shape,
-                mode="a",
-            )
+            self._out = self._open_output("a")
             self._out.truncate_after(ck.step, ck.extra.get("table_rows"))
         log.info("restarted from %s at step %d, t=%g", path, ck.step, ck.time)
 
@@ -242,19 +235,23 @@ class Simulation:
         be = self.state.backend
         return {"backend": be.name, "device": be.device, **self.attrs}
 
+    def _open_output(self, mode: Literal["w", "a"]) -> OutputFile:
+        assert self.output.path is not None
+        return OutputFile(
+            self.output.path,
+            case_text=self.case_text,
+            attrs=self._root_attrs(),
+            grid_lengths=tuple(reversed(self.equation.grid.lengths)),  # the writer takes array-axis order
+            grid_shape=self.equation.grid.shape,
+            mode=mode,
+        )
+
     def _ensure_output(self) -> None:
         if self._out is not None or self.output.path is None:
             return
         fresh = self.state.step == 0
         self.output.path.parent.mkdir(parents=True, exist_ok=True)
-        self._out = OutputFile(
-            self.output.path,
-            case_text=self.case_text,
-            attrs=self._root_attrs(),
-            grid_lengths=tuple(reversed(self.equation.grid.lengths)),
-            grid_shape=self.equation.grid.shape,
-            mode="w" if fresh else "a",
-        )
+        self._out = self._open_output("w" if fresh else "a")
         if fresh:
             self._check_finite(self.state)
             self._write_frame()
