@@ -42,7 +42,7 @@ def _case(points: int, provider: str, integrator: str = "imex", dt: float = 0.01
     return {
         "case": {"model": "atg", "name": "bench", "seed": 1},
         "grid": {"length": float(points), "points": points},
-        "initial": {"kind": "random", "mean": 3.0, "amplitude": 1.0, "modes": max(4, points // 5)},
+        "initial": {"kind": "random", "mean": 4.0, "amplitude": 0.5, "modes": max(4, points // 5)},
         "terms": {"elastic": {"provider": provider}},
         "time": {"integrator": integrator, "dt": dt, "steps": 1},
     }

@@ -229,8 +229,40 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _cmd_info(args: argparse.Namespace) -> int:
     from hybrid.core.io import describe_file
 
-    print(describe_file(args.file))
+    path = args.file
+    if path.is_dir() or path.suffix in (".json", ".pt"):
+        print(_describe_weights(path if path.is_dir() else path.parent))
+    else:
+        print(describe_file(path))
     return 0
+
+
+def _describe_weights(directory: Path) -> str:
+    """Summary of an NN ensemble directory (weights.pt + model_card.json)."""
+    from hybrid.models.card import read_card
+
+    card = read_card(directory)
+    arch = card.get("architecture", {})
+    cal = card.get("calibration", {})
+    lines = [
+        f"{directory}: NN ensemble for term {card.get('term')!r} ({card.get('format')})",
+        f"  architecture: {arch}",
+        f"  features: {card.get('features')} {card.get('feature_channels')}; target: {card.get('target')}",
+        f"  data: {card.get('data', {}).get('path')}",
+    ]
+    for split, m in card.get("metrics", {}).items():
+        if isinstance(m, dict) and "rmse" in m:
+            lines.append(
+                f"  {split}: n = {m.get('n')}, RMSE {m['rmse']:.4g} (linear law {m.get('rmse_linear', 0):.4g})"
+            )
+    if cal:
+        t = cal.get("test", {})
+        lines.append(
+            f"  monitor threshold {cal.get('threshold')} for tolerance {cal.get('tolerance')}, confidence "
+            f"{cal.get('confidence')}: test coverage {t.get('coverage')}, accepted {t.get('accept_fraction')}, "
+            f"spearman {t.get('spearman')}"
+        )
+    return "\n".join(lines)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -94,3 +94,11 @@ def test_malformed_toml_names_the_file(tmp_path: Path, capsys: pytest.CaptureFix
     case = _write(tmp_path, TINY + "\n[time\n", "broken.toml")
     assert main(["run", str(case), "--no-progress"]) == 2
     assert "broken.toml" in capsys.readouterr().err
+
+
+def test_info_describes_the_shipped_weights(capsys: pytest.CaptureFixture[str]) -> None:
+    from hybrid.couplers.providers import SHIPPED_WEIGHTS
+
+    assert main(["info", str(SHIPPED_WEIGHTS)]) == 0
+    out = capsys.readouterr().out
+    assert "NN ensemble for term 'elastic'" in out and "monitor threshold" in out
