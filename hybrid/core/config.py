@@ -26,12 +26,12 @@ import copy
 import difflib
 import numbers
 import os
+import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal, TypeAlias, get_args
 
 import tomli_w
-import tomllib
 
 __all__ = [
     "REQUIRED",

@@ -103,7 +103,7 @@ def _hybrid_version() -> str:
 
 def _now_iso() -> str:
     """Return the current UTC time as an ISO 8601 string (seconds precision)."""
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
 
 
 def _to_numpy(value: Any) -> Array:

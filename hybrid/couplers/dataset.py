@@ -994,7 +994,7 @@ def _write(
             for name in PARAM_NAMES:
                 g.create_dataset(name, data=params[name], dtype=np.float64)
             f.attrs["spec"] = dumps_toml(resolved)
-            f.attrs["created"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+            f.attrs["created"] = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
             f.attrs["hybrid_version"] = _hybrid_version()
             f.attrs["hybrid_kind"] = "dataset"
             f.attrs["format_version"] = FORMAT_VERSION

@@ -304,7 +304,7 @@ def train_ensemble(
     )  # fmt: skip
 
     card: dict[str, Any] = {
-        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "term": "elastic",
         "features": m_spec["features"],
         "feature_channels": list(ELASTIC_CHANNELS),

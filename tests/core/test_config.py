@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import pickle
+import tomllib
 from pathlib import Path
 from typing import Any
 
 import pytest
-import tomllib
 
 from hybrid.core.config import (
     REQUIRED,

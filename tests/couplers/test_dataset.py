@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import time
+import tomllib
 from pathlib import Path
 from typing import Any
 
 import h5py
 import numpy as np
 import pytest
-import tomllib
 
 from hybrid.core.config import ConfigError
 from hybrid.couplers.dataset import (

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
+import tomllib
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-import tomllib
 import torch
 
 from hybrid.core.config import ConfigError, describe, dumps_toml, load_toml
