@@ -13,6 +13,7 @@ working directory (default ``<case.name>.h5``).
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -37,9 +38,11 @@ from hybrid.core.config import (
 )
 from hybrid.core.grid import Grid
 from hybrid.core.integrators import INTEGRATORS, make_stepper
-from hybrid.core.registry import MODELS, PROVIDERS, Context, ModelSpec, get_model, get_provider
+from hybrid.core.registry import MODELS, PROVIDERS, Context, ModelSpec, get_model, get_provider, split_options
 from hybrid.core.simulation import OutputSpec, Simulation
 from hybrid.core.state import State
+
+log = logging.getLogger(__name__)
 
 TOP_LEVEL = ("case", "grid", "model", "initial", "terms", "time", "output")
 
@@ -206,15 +209,13 @@ def _drop_options_of_replaced_providers(
     items = overrides.items() if isinstance(overrides, Mapping) else (parse_override(o) for o in overrides)
     for key, value in items:
         parts = key.split(".")
-        if len(parts) != 3 or parts[0] != "terms" or parts[2] != "provider":
+        table = (out.get("terms") or {}).get(parts[1]) if len(parts) == 3 else None
+        if parts[0] != "terms" or parts[-1] != "provider" or not isinstance(table, dict):
             continue
-        term = parts[1]
-        table = (out.get("terms") or {}).get(term)
-        spec = PROVIDERS.get(term, {}).get(str(value))
-        if not isinstance(table, dict) or spec is None:
-            continue
-        kept = {k: v for k, v in table.items() if k == "provider" or k in spec.options.entries}
-        out["terms"] = {**out["terms"], term: kept}
+        kept, dropped = split_options(parts[1], str(value), table)
+        if dropped:
+            log.info("provider %r of %r does not take %s; dropped", value, parts[1], ", ".join(dropped))
+        out["terms"] = {**out["terms"], parts[1]: kept}
     return out
 
 

@@ -133,3 +133,18 @@ def get_provider(term: str, name: str) -> ProviderSpec:
         raise KeyError(
             f"unknown provider {name!r} for term {term!r}; available: {', '.join(sorted(PROVIDERS[term]))}"
         ) from None
+
+
+def split_options(term: str, provider: str, table: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """Split a ``[terms.<term>]`` table into what ``provider`` accepts (with ``provider`` set) and the dropped keys.
+
+    Used when a run switches the provider of a term (``--set terms.elastic.provider=fem``, ``hybrid compare``) so
+    that options of the previous provider (e.g. a monitor's ``tolerance``) do not fail validation. An unknown
+    provider keeps everything (validation then names what is allowed).
+    """
+    spec = PROVIDERS.get(term, {}).get(provider)
+    if spec is None:
+        return {**table, "provider": provider}, []
+    kept = {k: v for k, v in table.items() if k in spec.options.entries}
+    dropped = [k for k in table if k != "provider" and k not in spec.options.entries]
+    return {"provider": provider, **kept}, dropped

@@ -116,22 +116,14 @@ def provider_document(doc: Mapping[str, Any], term: str, provider: str, *, file:
         table["provider"] = provider
         return out
     _register_all()
-    from hybrid.core.registry import PROVIDERS
+    from hybrid.core.registry import split_options
 
     terms = out.setdefault("terms", {})
     if not isinstance(terms, dict):
         raise ConfigError("expected a table", key="terms", file=file)
-    table = dict(terms.get(term) or {})
-    spec = PROVIDERS.get(term, {}).get(provider)
-    if spec is not None:
-        accepted = set(spec.options.entries)
-        dropped = [k for k in table if k != "provider" and k not in accepted]
-        for k in dropped:
-            del table[k]
-        if dropped:
-            log.info("provider %r of %r does not take %s; dropped for this run", provider, term, ", ".join(dropped))
-    # an unknown term/provider is left to the case validation, which names what is allowed
-    table["provider"] = provider
+    table, dropped = split_options(term, provider, terms.get(term) or {})
+    if dropped:
+        log.info("provider %r of %r does not take %s; dropped for this run", provider, term, ", ".join(dropped))
     terms[term] = table
     output = out.setdefault("output", {})
     if isinstance(output, dict):

@@ -450,27 +450,21 @@ def _nearest_by_index(
     return out
 
 
+def _pairs(geo: GrainGeometry, distance: float, same_index: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    ny, nx = geo.components.shape
+    return _close_pairs(
+        geo.index, geo.centre, geo.radius, geo.bstart, geo.by, geo.bx, ny, nx,
+        geo.spacing[0], geo.spacing[1], float(distance), same_index,
+    )  # fmt: skip
+
+
 def same_index_conflicts(geo: GrainGeometry, buffer: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Pairs of grains (g, h), g < h, on the same order parameter that are closer than ``buffer`` [length].
 
     Returns:
         (g, h, distance): int64, int64, float64 arrays of equal length [length].
     """
-    ny, nx = geo.components.shape
-    return _close_pairs(
-        geo.index,
-        geo.centre,
-        geo.radius,
-        geo.bstart,
-        geo.by,
-        geo.bx,
-        ny,
-        nx,
-        geo.spacing[0],
-        geo.spacing[1],
-        float(buffer),
-        True,
-    )
+    return _pairs(geo, buffer, True)
 
 
 def close_pairs(geo: GrainGeometry, reach: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -479,21 +473,7 @@ def close_pairs(geo: GrainGeometry, reach: float) -> tuple[np.ndarray, np.ndarra
     Returns:
         (g, h, distance): int64, int64, float64 arrays of equal length [length].
     """
-    ny, nx = geo.components.shape
-    return _close_pairs(
-        geo.index,
-        geo.centre,
-        geo.radius,
-        geo.bstart,
-        geo.by,
-        geo.bx,
-        ny,
-        nx,
-        geo.spacing[0],
-        geo.spacing[1],
-        float(reach),
-        False,
-    )
+    return _pairs(geo, reach, False)
 
 
 def nearest_by_index(
