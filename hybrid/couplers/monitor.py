@@ -70,7 +70,129 @@ class Capture(Protocol):
     def close(self) -> None: ...
 
 
-class Monitor(TermProvider):
+class MonitorPolicy:
+    """The decision rule, its log and its counters, shared by the term :class:`Monitor` and surrogate steppers.
+
+    A *decision* covers ``span`` steps (1 for a term call, the jump length for a surrogate stepper); hysteresis and
+    audits count decisions.
+
+    Args:
+        threshold: τ in the units of the uncertainty indicator (accept the NN when u <= τ).
+        hysteresis: decisions to stay on DNS after a fallback (0: decide afresh every time).
+        audit_every: call DNS every this many decisions to record the NN's true error (0: never).
+        tolerance, confidence: what τ was calibrated for (reported in the summary).
+    """
+
+    def __init__(
+        self,
+        threshold: float,
+        *,
+        hysteresis: int = 0,
+        audit_every: int = 0,
+        tolerance: float = math.nan,
+        confidence: float = math.nan,
+    ) -> None:
+        self.threshold = float(threshold)
+        self.tolerance = tolerance
+        self.confidence = confidence
+        self.hysteresis = int(hysteresis)
+        self.audit_every = int(audit_every)
+        self.hold_until = -1  # stay on DNS while step < hold_until
+        self.decisions = 0
+        self.nn_calls = 0
+        self.dns_calls = 0
+        self.audits = 0
+        self.audit_errors: list[float] = []
+        self.audit_uncertainties: list[float] = []
+        self._rows: dict[str, list[Any]] = _empty_rows()
+
+    def decide(self, step: int, u: float, span: int = 1) -> tuple[bool, bool]:
+        """(use_dns, audit) for the decision starting at ``step`` with uncertainty ``u``; updates the hysteresis."""
+        confident = u <= self.threshold and math.isfinite(u)
+        use_dns = (not confident) or step < self.hold_until
+        audit = self.audit_every > 0 and (step // span) % self.audit_every == 0
+        if not confident:
+            self.hold_until = step + span * (1 + self.hysteresis)
+        return use_dns, audit
+
+    def record(self, step: int, t: float, u: float, use_dns: bool, audit_error: float = math.nan) -> None:
+        """Count and log one decision (``audit_error``: NaN when no audit)."""
+        self.decisions += 1
+        if use_dns:
+            self.dns_calls += 1
+        else:
+            self.nn_calls += 1
+        if not math.isnan(audit_error):
+            self.audits += 1
+            self.audit_errors.append(audit_error)
+            self.audit_uncertainties.append(u)
+        r = self._rows
+        r["step"].append(step)
+        r["time"].append(t)
+        r["uncertainty"].append(u)
+        r["threshold"].append(self.threshold)
+        r["source"].append("dns" if use_dns else "nn")
+        r["audit_error"].append(audit_error)
+
+    @property
+    def nn_fraction(self) -> float:
+        """Fraction of decisions answered by the NN."""
+        return self.nn_calls / self.decisions if self.decisions else 0.0
+
+    def take_log_rows(self) -> dict[str, np.ndarray]:
+        """Rows logged since the last call (the Simulation appends them to /monitor/<term>)."""
+        rows = self._rows
+        self._rows = _empty_rows()
+        return {
+            "step": np.asarray(rows["step"], dtype=np.int64),
+            "time": np.asarray(rows["time"], dtype=np.float64),
+            "uncertainty": np.asarray(rows["uncertainty"], dtype=np.float64),
+            "threshold": np.asarray(rows["threshold"], dtype=np.float64),
+            "source": np.asarray(rows["source"], dtype=str),
+            "audit_error": np.asarray(rows["audit_error"], dtype=np.float64),
+        }
+
+    def summary(self) -> dict[str, Any]:
+        """Counts and audit statistics of the run so far."""
+        out: dict[str, Any] = {
+            "calls": self.decisions,
+            "nn_calls": self.nn_calls,
+            "dns_calls": self.dns_calls,
+            "nn_fraction": self.nn_fraction,
+            "threshold": self.threshold,
+            "tolerance": self.tolerance,
+            "confidence": self.confidence,
+            "audits": self.audits,
+        }
+        if self.audit_errors:
+            errs = np.asarray(self.audit_errors)
+            out["audit_error_max"] = float(errs.max())
+            out["audit_error_mean"] = float(errs.mean())
+            if math.isfinite(self.tolerance):
+                accepted = np.asarray(self.audit_uncertainties) <= self.threshold
+                if accepted.any():
+                    out["audit_coverage_of_accepted"] = float(np.mean(errs[accepted] <= self.tolerance))
+        return out
+
+    def policy_state(self) -> dict[str, Any]:
+        return {
+            "hold_until": self.hold_until,
+            "decisions": self.decisions,
+            "nn_calls": self.nn_calls,
+            "dns_calls": self.dns_calls,
+            "audits": self.audits,
+        }
+
+    def load_policy_state(self, state: dict[str, Any]) -> None:
+        self.hold_until = int(state["hold_until"])
+        self.nn_calls = int(state["nn_calls"])
+        self.dns_calls = int(state["dns_calls"])
+        self.decisions = int(state.get("decisions", self.nn_calls + self.dns_calls))
+        self.audits = int(state["audits"])
+        self._rows = _empty_rows()
+
+
+class Monitor(MonitorPolicy, TermProvider):
     """A Term that serves ``nn`` answers when their uncertainty is below threshold, else ``dns`` answers.
 
     Args:
@@ -96,131 +218,50 @@ class Monitor(TermProvider):
         tolerance: float = math.nan,
         confidence: float = math.nan,
     ) -> None:
-        super().__init__()
+        TermProvider.__init__(self)
+        MonitorPolicy.__init__(
+            self, threshold, hysteresis=hysteresis, audit_every=audit_every, tolerance=tolerance, confidence=confidence
+        )
         self.name = nn.name
         self.inputs = getattr(nn, "inputs", ())
         self.nn = nn
         self.dns = dns
-        self.threshold = float(threshold)
-        self.tolerance = tolerance
-        self.confidence = confidence
-        self.hysteresis = int(hysteresis)
-        self.audit_every = int(audit_every)
         self.capture = capture
-        self.hold_until = -1  # stay on DNS while state.step < hold_until
-        self.nn_calls = 0
-        self.dns_calls = 0
-        self.audits = 0
-        self.audit_errors: list[float] = []
-        self.audit_uncertainties: list[float] = []
-        self._rows: dict[str, list[Any]] = _empty_rows()
-        self._total_rows = 0
 
     # ------------------------------------------------------------------ the decision
     def evaluate(self, state: State) -> Array:
         pred = self.nn.predict(state)
         u = float(pred.uncertainty)
-        step = state.step
-        confident = u <= self.threshold and math.isfinite(u)
-        use_dns = (not confident) or step < self.hold_until
-        audit = self.audit_every > 0 and step % self.audit_every == 0
+        use_dns, audit = self.decide(state.step, u)
         audit_error = math.nan
         if use_dns or audit:
             dns_value = self.dns(state)
-            self.dns_calls += 1
             if self.capture is not None:
                 self.capture.add(state, dns_value)
             if audit:
                 audit_error = float(self.nn.error(state, pred.mean, dns_value))
-                self.audits += 1
-                self.audit_errors.append(audit_error)
-                self.audit_uncertainties.append(u)
-        if not confident:
-            self.hold_until = step + 1 + self.hysteresis
-        source = "dns" if use_dns else "nn"
-        if not use_dns:
-            self.nn_calls += 1
-        self._log(step, state.time, u, source, audit_error)
+        self.record(state.step, state.time, u, use_dns, audit_error)
         return dns_value if use_dns else pred.mean
 
     # ------------------------------------------------------------------ reporting
-    @property
-    def nn_fraction(self) -> float:
-        """Fraction of calls answered by the NN."""
-        return self.nn_calls / self.calls if self.calls else 0.0
-
-    def _log(self, step: int, t: float, u: float, source: str, audit_error: float) -> None:
-        r = self._rows
-        r["step"].append(step)
-        r["time"].append(t)
-        r["uncertainty"].append(u)
-        r["threshold"].append(self.threshold)
-        r["source"].append(source)
-        r["audit_error"].append(audit_error)
-        self._total_rows += 1
-
-    def take_log_rows(self) -> dict[str, np.ndarray]:
-        """Rows logged since the last call (the Simulation appends them to /monitor/<term>)."""
-        rows = self._rows
-        self._rows = _empty_rows()
-        return {
-            "step": np.asarray(rows["step"], dtype=np.int64),
-            "time": np.asarray(rows["time"], dtype=np.float64),
-            "uncertainty": np.asarray(rows["uncertainty"], dtype=np.float64),
-            "threshold": np.asarray(rows["threshold"], dtype=np.float64),
-            "source": np.asarray(rows["source"], dtype=str),
-            "audit_error": np.asarray(rows["audit_error"], dtype=np.float64),
-        }
-
-    def summary(self) -> dict[str, Any]:
-        """Counts and audit statistics of the run so far."""
-        out: dict[str, Any] = {
-            "calls": self.calls,
-            "nn_calls": self.nn_calls,
-            "dns_calls": self.dns_calls,
-            "nn_fraction": self.nn_fraction,
-            "threshold": self.threshold,
-            "tolerance": self.tolerance,
-            "confidence": self.confidence,
-            "audits": self.audits,
-        }
-        if self.audit_errors:
-            errs = np.asarray(self.audit_errors)
-            out["audit_error_max"] = float(errs.max())
-            out["audit_error_mean"] = float(errs.mean())
-            if math.isfinite(self.tolerance):
-                accepted = np.asarray(self.audit_uncertainties) <= self.threshold
-                if accepted.any():
-                    out["audit_coverage_of_accepted"] = float(np.mean(errs[accepted] <= self.tolerance))
-        return out
-
     def stats(self) -> dict[str, Any]:
-        out = super().stats()
+        out = TermProvider.stats(self)
         out.update(self.summary())
+        out["calls"] = self.calls
         out["nn_seconds"] = getattr(self.nn, "seconds", 0.0)
         out["dns_seconds"] = getattr(self.dns, "seconds", 0.0)
         return out
 
     # ------------------------------------------------------------------ restart
     def state_dict(self) -> dict[str, Any]:
-        return {
-            "hold_until": self.hold_until,
-            "nn_calls": self.nn_calls,
-            "dns_calls": self.dns_calls,
-            "audits": self.audits,
-            "dns": self.dns.state_dict() if hasattr(self.dns, "state_dict") else {},
-        }
+        return {**self.policy_state(), "dns": self.dns.state_dict() if hasattr(self.dns, "state_dict") else {}}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if not state:
             return
-        self.hold_until = int(state["hold_until"])
-        self.nn_calls = int(state["nn_calls"])
-        self.dns_calls = int(state["dns_calls"])
-        self.audits = int(state["audits"])
+        self.load_policy_state(state)
         if hasattr(self.dns, "load_state_dict"):
             self.dns.load_state_dict(state.get("dns", {}))
-        self._rows = _empty_rows()
 
     def close(self) -> None:
         if self.capture is not None:
