@@ -69,9 +69,11 @@ def _parser() -> argparse.ArgumentParser:
 
     ds = sub.add_parser(
         "dataset",
-        help="generate a training dataset by labelling profiles with the DNS",
-        description="Generate a dataset from a spec (TOML) with the DNS provider, in parallel on dask.distributed "
-        "(a LocalCluster by default).",
+        help="generate a training dataset from the DNS (labelled profiles, or trajectories)",
+        description="Generate a dataset from a spec (TOML) with the DNS, in parallel on dask.distributed (a "
+        "LocalCluster by default): profiles labelled by a DNS term provider (e.g. datasets/atg_elastic.toml), or, "
+        "for a spec with a [trajectories] table, frame pairs of DNS runs of a case for whole-model surrogates "
+        "(e.g. datasets/graingrowth_trajectories.toml).",
     )
     ds.add_argument("spec", type=Path, help="dataset spec (TOML), e.g. datasets/atg_elastic.toml")
     ds.add_argument("--out", type=Path, required=True, help="HDF5 file to write")
@@ -93,7 +95,9 @@ def _parser() -> argparse.ArgumentParser:
     tr = sub.add_parser(
         "train",
         help="train an NN ensemble on a dataset",
-        description="Train, evaluate and calibrate an ensemble; writes DIR/weights.pt and DIR/model_card.json.",
+        description="Train, evaluate and calibrate an ensemble; writes DIR/weights.pt and DIR/model_card.json. "
+        "A spec with [model] architecture = 'jump2d' trains a whole-model jump surrogate on a trajectory file "
+        "(e.g. training/graingrowth_surrogate.toml).",
     )
     tr.add_argument("spec", type=Path, help="training spec (TOML), e.g. training/atg_elastic.toml")
     tr.add_argument(
@@ -191,9 +195,12 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 
 
 def _cmd_dataset(args: argparse.Namespace) -> int:
+    from hybrid.core.config import load_toml
     from hybrid.couplers.dataset import generate_dataset
+    from hybrid.couplers.trajectories import generate_trajectories, is_trajectory_spec
 
-    path = generate_dataset(
+    generate = generate_trajectories if is_trajectory_spec(load_toml(args.spec)) else generate_dataset
+    path = generate(
         args.spec,
         args.out,
         workers=args.workers,
@@ -206,11 +213,29 @@ def _cmd_dataset(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from hybrid.core.config import apply_overrides, load_toml
+    from hybrid.core.config import ConfigError, apply_overrides, load_toml
+    from hybrid.models.jump_training import is_jump_spec, train_jump_ensemble
     from hybrid.models.training import train_ensemble
 
     spec = apply_overrides(load_toml(args.spec), args.overrides, file=str(args.spec))
     data = args.data[0] if len(args.data) == 1 else args.data
+    if is_jump_spec(spec):
+        if len(args.data) != 1:
+            raise ConfigError("a jump surrogate trains on one trajectory file", key="--data", file=str(args.spec))
+        card = train_jump_ensemble(spec, data, args.out, progress=not args.no_progress, spec_file=str(args.spec))
+        cal = card["calibration"]
+        print(f"jump ensemble written: {args.out}")
+        for split, m in card.get("metrics", {}).items():
+            print(
+                f"  {split}: window error RMS {m['error_rms']:.4g} (unchanged state: {m['unchanged_error_rms']:.4g}), "
+                f"mean active fraction {m['active_fraction_mean']:.3f}"
+            )
+        test = cal.get("test", {})
+        print(
+            f"  threshold {cal.get('threshold')}: test coverage {test.get('coverage')}, "
+            f"accepted {test.get('accept_fraction')}, spearman {test.get('spearman')}"
+        )
+        return 0
     card = train_ensemble(spec, data, args.out, progress=not args.no_progress, spec_file=str(args.spec))
     cal = card.get("calibration", {})
     test = cal.get("test", {})
