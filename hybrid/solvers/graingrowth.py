@@ -519,6 +519,33 @@ def reassign(eta: np.ndarray, geo: GrainGeometry, nq: int, buffer: float, halo: 
 # ----------------------------------------------------------------------------------------------- the equation
 
 
+TAIL_FLUSH = 1e-100
+"""|η| below this is set to 0 at every tracking check (see :func:`_flush_tails`)."""
+
+
+def _flush_tails(eta: Array) -> Array:
+    """η with |η| < TAIL_FLUSH set to exactly 0 (in place).
+
+    Far from its grains an order parameter decays exponentially; over thousands of steps the far tails sink into
+    subnormal floats, on which every arithmetic operation is ~100× slower (a 128² step went from 0.21 to 1.4 ms by
+    step 12000). Values below 1e-100 carry nothing physical; zeroed every ``reassign_every`` steps, the tails that
+    spread back from 1e-100 in between stay far above the subnormal range (~1e-308).
+    """
+    if isinstance(eta, np.ndarray):
+        if not eta.flags.c_contiguous:
+            eta = np.ascontiguousarray(eta)
+        _flush_numba(eta.reshape(-1), TAIL_FLUSH)
+        return eta
+    return eta.masked_fill_(eta.abs() < TAIL_FLUSH, 0.0)
+
+
+@numba.njit(parallel=True, cache=True)
+def _flush_numba(flat: np.ndarray, tiny: float) -> None:  # pragma: no cover - compiled
+    for i in numba.prange(flat.size):
+        if abs(flat[i]) < tiny:
+            flat[i] = 0.0
+
+
 def _free_refcount() -> int:
     """sys.getrefcount of an array referenced by one local variable only (interpreter-dependent, so measured)."""
     spare = np.empty(0)
@@ -625,9 +652,11 @@ class GrainGrowthEquation:
         """Every ``reassign_every`` steps: track the grain labels and separate same-index grains (deterministic)."""
         if state.step % self.every:
             return state
-        labels, nxt, comp, idx, n = self._track(state)
         be = state.backend
         fields = dict(state.fields)
+        fields["eta"] = _flush_tails(state["eta"])
+        state = State(fields, state.time, state.step, be)
+        labels, nxt, comp, idx, n = self._track(state)
         if self.do_reassign:
             geo = GrainGeometry.from_components(comp, n, idx, self.grid.spacing)
             eta = to_numpy(state["eta"])
