@@ -1,9 +1,11 @@
 """Assembling a Simulation or a term provider from a case file, via the registries.
 
 A case file (TOML) has the fixed top-level tables ``[case] [grid] [model] [initial] [terms.NAME] [time] [output]``
-(DESIGN.md). Validation is schema-driven: the ``[case]`` table is checked first to learn the model, then the whole
-file is checked against the schema assembled from that model's registration (its ``[model]`` keys, initial
-condition kinds and terms) and from the providers registered for each term. Every error names the file, the
+(DESIGN.md) and the optional ``[stepper]`` (whole-model NN surrogate steppers, :mod:`hybrid.couplers.surrogate`;
+default ``provider = "dns"``: the ``[time]`` integrator). Validation is schema-driven: the ``[case]`` table is checked
+first to learn the model, then the whole file is checked against the schema assembled from that model's
+registration (its ``[model]`` keys, initial condition kinds and terms) and from the providers registered for each
+term and for the stepper. Every error names the file, the
 dotted key and what is allowed. The fully resolved case (every default filled in) is what outputs and checkpoints
 store, so a run can be reproduced from its output alone.
 
@@ -44,7 +46,10 @@ from hybrid.core.state import State
 
 log = logging.getLogger(__name__)
 
-TOP_LEVEL = ("case", "grid", "model", "initial", "terms", "time", "output")
+STEPPER_TERM = "stepper"
+"""Pseudo-term of the stepper providers (``[stepper] provider``): "dns" or a registered surrogate."""
+
+TOP_LEVEL = ("case", "grid", "model", "initial", "terms", "time", "output", "stepper")
 
 CASE = Table(
     {
@@ -126,6 +131,7 @@ def case_schema(spec: ModelSpec) -> Table:
             "terms": Table({t: term_schema(t, d) for t, d in spec.terms.items()}),
             "time": TIME,
             "output": OUTPUT,
+            "stepper": term_schema(STEPPER_TERM, "dns"),
         }
     )
 
@@ -185,6 +191,7 @@ def resolve_case(
             raise ConfigError(
                 f"unknown term {name!r}; model {spec.name!r} has {', '.join(spec.terms)}", key="output.terms", file=file
             )
+    _check_windows(resolved, spec, grid, params, case_dir, file)
     c = resolved["case"]
     try:
         backend = Backend(c["backend"], c["device"])
@@ -192,6 +199,38 @@ def resolve_case(
         raise ConfigError(str(err), key="case.device", file=file) from None
     ctx = Context(grid=grid, backend=backend, params=params, seed=c["seed"], case_dir=case_dir, model=spec.name)
     return ResolvedCase(resolved, spec, ctx, file)
+
+
+def _check_windows(
+    resolved: Mapping[str, Any],
+    spec: ModelSpec,
+    grid: Grid,
+    params: Mapping[str, Any],
+    case_dir: Path,
+    file: str | None,
+) -> None:
+    """A surrogate stepper advances windows of ``jump`` steps: steps, frames and checkpoints must fall on them."""
+    from hybrid.couplers.surrogate import jump_of
+
+    table = resolved.get("stepper") or {}
+    if table.get("provider", "dns") == "dns":
+        return
+    ctx = Context(grid=grid, backend=Backend("numpy"), params=params, case_dir=case_dir, model=spec.name)
+    try:
+        jump = jump_of(table, ctx)
+    except ConfigError as err:
+        raise ConfigError(err.message, key=err.key, file=file) from None
+    for key, value in (
+        ("time.steps", resolved["time"]["steps"]),
+        ("output.every", resolved["output"]["every"]),
+        ("output.checkpoint_every", resolved["output"]["checkpoint_every"]),
+    ):
+        if value % jump:
+            raise ConfigError(
+                f"{value} is not a multiple of the surrogate's window of {jump} steps (stepper.weights)",
+                key=key,
+                file=file,
+            )
 
 
 def _drop_options_of_replaced_providers(
@@ -209,6 +248,12 @@ def _drop_options_of_replaced_providers(
     items = overrides.items() if isinstance(overrides, Mapping) else (parse_override(o) for o in overrides)
     for key, value in items:
         parts = key.split(".")
+        if parts == [STEPPER_TERM, "provider"] and isinstance(out.get(STEPPER_TERM), dict):
+            kept, dropped = split_options(STEPPER_TERM, str(value), out[STEPPER_TERM])
+            if dropped:
+                log.info("stepper %r does not take %s; dropped", value, ", ".join(dropped))
+            out[STEPPER_TERM] = kept
+            continue
         table = (out.get("terms") or {}).get(parts[1]) if len(parts) == 3 else None
         if parts[0] != "terms" or parts[-1] != "provider" or not isinstance(table, dict):
             continue
@@ -256,6 +301,9 @@ def build_simulation(rc: ResolvedCase, *, out: str | Path | None = None, progres
     state = State({k: ctx.backend.asarray(v) for k, v in init.items()}, 0.0, 0, ctx.backend)
     t = rc.data["time"]
     stepper = make_stepper(t["integrator"], equation, t["dt"])
+    options = dict(rc.data.get(STEPPER_TERM) or {"provider": "dns"})
+    factory = get_provider(STEPPER_TERM, options.pop("provider")).build(ctx, options)
+    stepper = factory(equation, stepper)
     o = rc.data["output"]
     output = OutputSpec(
         path=Path(o["path"]),

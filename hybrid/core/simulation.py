@@ -17,6 +17,11 @@ Model hooks (optional attributes of the equation):
   table rows ``{table: {column: values}}`` appended to the output (e.g. per-frame statistics);
 - ``default_output_fields``: the fields saved when ``output.fields`` is empty (default: every state field).
 
+Monitor logs: a term provider or the stepper with ``take_log_rows()`` has its decision rows appended to
+``/monitor/<term>`` (``/monitor/stepper`` for a surrogate stepper) at every frame and checkpoint, and its
+``summary()`` stored as the attribute ``summary/<name>`` when the output is closed. A stepper may advance several
+steps per call (``steps_per_call``); the output and checkpoint intervals must then be multiples of it.
+
 Restart: a checkpoint holds the fields (float64, bitwise), the step, the time, the RNG state and the state of the
 stepper and every term provider (warm starts, monitor history), so a restarted run ends bit-identical to an
 uninterrupted one and appends to the same output file.
@@ -150,7 +155,7 @@ class Simulation:
             self._set_timing()
             summaries = {
                 f"summary/{name}": term.summary()
-                for name, term in self.equation.terms.items()
+                for name, term in self._monitored().items()
                 if hasattr(term, "summary")
             }
             if summaries:
@@ -275,9 +280,13 @@ class Simulation:
             self._out.append_rows(table, rows)
         self._flush_tables()
 
+    def _monitored(self) -> dict[str, Any]:
+        """Objects that may log monitor decisions: every term provider, and the stepper as ``"stepper"``."""
+        return {**self.equation.terms, "stepper": self.stepper}
+
     def _flush_tables(self) -> None:
         assert self._out is not None
-        for name, term in self.equation.terms.items():
+        for name, term in self._monitored().items():
             take = getattr(term, "take_log_rows", None)
             if take is not None:
                 rows = take()
@@ -296,7 +305,7 @@ class Simulation:
 
     def _postfix(self) -> str:
         parts = [f"t={self.state.time:.4g}"]
-        for name, term in self.equation.terms.items():
+        for name, term in self._monitored().items():
             frac = getattr(term, "nn_fraction", None)
             if frac is not None:
                 parts.append(f"{name}: nn {100 * frac:.0f}%")

@@ -31,9 +31,9 @@ Switching providers: the ``[terms.<term>]`` table of the case (after ``overrides
 the new provider accepts (``PROVIDERS[term][name].options``); the others are dropped (logged), so a case written
 for one provider can be compared against any other.
 
-The pseudo-term ``stepper`` compares whole-model surrogate steppers: it sets ``stepper.provider`` instead of
-``terms.<term>.provider``. The surrogate-stepper work (couplers/surrogate.py) defines that ``[stepper]`` table;
-until a case has one, ``compare(..., term="stepper")`` raises a ConfigError saying so.
+The pseudo-term ``stepper`` compares whole-model surrogate steppers (:mod:`hybrid.couplers.surrogate`): it sets
+``stepper.provider`` (``dns``, ``nn``, ``monitor``) instead of ``terms.<term>.provider``, keeping the ``[stepper]``
+options the chosen provider accepts; the nn_fraction is then the fraction of windows served by the NN.
 
 Notes on timing: ``wall_seconds`` is ``time.perf_counter`` around ``Simulation.run()`` only (building the
 Simulation, e.g. loading weights, is ``build_seconds``). It includes writing the output and one extra term call
@@ -98,25 +98,21 @@ def provider_document(doc: Mapping[str, Any], term: str, provider: str, *, file:
     """A copy of case document ``doc`` that uses ``provider`` for ``term`` and saves the term at every frame.
 
     Options of ``[terms.<term>]`` that ``provider`` does not accept are dropped. For ``term == "stepper"`` the
-    key ``stepper.provider`` is set instead (the case must have a ``[stepper]`` table).
-
-    Raises:
-        ConfigError: ``term == "stepper"`` and the case has no ``[stepper]`` table.
+    ``[stepper]`` table is treated the same way (and created when missing); the stepper has no values to save.
     """
     out = apply_overrides(doc, {}, file=file)
-    if term == STEPPER_TERM:
-        table = out.get("stepper")
-        if not isinstance(table, dict):
-            raise ConfigError(
-                "`--term stepper` compares whole-model surrogate steppers, chosen by `stepper.provider` in a "
-                "[stepper] table; this case has none (the surrogate stepper defines that table)",
-                key="stepper",
-                file=file,
-            )
-        table["provider"] = provider
-        return out
     _register_all()
     from hybrid.core.registry import split_options
+
+    if term == STEPPER_TERM:
+        table = out.setdefault("stepper", {})
+        if not isinstance(table, dict):
+            raise ConfigError("expected a table", key="stepper", file=file)
+        kept, dropped = split_options(STEPPER_TERM, provider, table)
+        if dropped:
+            log.info("stepper %r does not take %s; dropped for this run", provider, ", ".join(dropped))
+        out["stepper"] = kept
+        return out
 
     terms = out.setdefault("terms", {})
     if not isinstance(terms, dict):

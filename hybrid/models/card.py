@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from hybrid.models.ensemble import EnsembleCNN1d
+from hybrid.models.jump_net import EnsembleJumpNet2d
 
 __all__ = [
     "ARCHITECTURES",
@@ -48,7 +49,7 @@ __all__ = [
 CARD_FORMAT = "hybrid-nn-ensemble/1"
 CARD_FILE = "model_card.json"
 WEIGHTS_FILE = "weights.pt"
-ARCHITECTURES: dict[str, type[EnsembleCNN1d]] = {"EnsembleCNN1d": EnsembleCNN1d}
+ARCHITECTURES: dict[str, type[Any]] = {"EnsembleCNN1d": EnsembleCNN1d, "EnsembleJumpNet2d": EnsembleJumpNet2d}
 """Architecture class name (card ``architecture.class``) -> class, built as ``cls(**config)``."""
 
 

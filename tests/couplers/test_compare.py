@@ -244,7 +244,7 @@ def test_uncertainty_plot_from_synthetic_table(tmp_path: Path) -> None:
 
 
 def test_errors(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="stepper"):
+    with pytest.raises(ConfigError, match=r"no model_card\.json"):  # no surrogate ships for atg
         compare(tiny_case(), "stepper", ("dns", "monitor"), out_dir=tmp_path)
     with pytest.raises(ConfigError, match="no term 'bogus'"):
         compare(tiny_case(), "bogus", ("a", "b"), out_dir=tmp_path)
@@ -257,9 +257,11 @@ def test_errors(tmp_path: Path) -> None:
 
 def test_stepper_hook_sets_stepper_provider() -> None:
     doc = tiny_case()
-    doc["stepper"] = {"provider": "dns", "jump": 10}
-    out = provider_document(doc, "stepper", "monitor")
-    assert out["stepper"] == {"provider": "monitor", "jump": 10}
+    doc["stepper"] = {"provider": "monitor", "weights": "w", "tolerance": 0.1, "bogus": 1}
+    out = provider_document(doc, "stepper", "nn")  # keeps only what `nn` accepts (the rest is logged)
+    assert out["stepper"] == {"provider": "nn", "weights": "w"}
+    assert provider_document(doc, "stepper", "dns")["stepper"] == {"provider": "dns"}
+    assert provider_document(tiny_case(), "stepper", "dns")["stepper"] == {"provider": "dns"}  # created if missing
     assert out["terms"] == doc["terms"] and "terms" not in out["output"]
 
 

@@ -1,0 +1,378 @@
+"""Whole-model NN surrogate steppers: jump ``jump`` DNS steps at once, with DNS fallback per window.
+
+Selected in a case file by the ``[stepper]`` table (the DNS stepper is ``[time] integrator`` and ``dt``)::
+
+    [stepper]
+    provider = "monitor"      # "dns" (default): plain DNS | "nn": always the network | "monitor": below
+    weights = "shipped"       # ensemble directory (weights.pt + model_card.json) or "shipped"
+    tolerance = 0.1           # accepted error of a window (see below), confidence = 0.95, threshold = (calibrated)
+    hysteresis = 0            # windows to stay on DNS after a fallback
+    audit_every = 0           # run the DNS window anyway every this many windows and log the NN's true error
+
+One call of a surrogate stepper advances one *window* of ``jump`` DNS steps (``jump`` and ``dt`` come from the
+model card: the network was trained on pairs of DNS frames ``jump`` steps of that ``dt`` apart):
+
+1. the ensemble (:mod:`hybrid.models.jump_net`) predicts the evolved field after the window with every member and
+   the uncertainty u = ‖std_k Δη‖ / ‖mean_k Δη‖, the ensemble spread relative to the predicted change;
+2. ``monitor``: if u <= τ (calibrated split-conformally on held-out DNS windows for the case's ``tolerance`` and
+   ``confidence``, see :mod:`hybrid.models.calibration`) the NN answer is taken; otherwise the window is re-run
+   with ``jump`` DNS steps (with the model's ``after_step`` hooks between them, exactly as a DNS run does);
+   ``nn``: the NN answer is always taken.
+
+The error of a jump (audits, calibration) is e = ‖η_NN − η_DNS‖ / ‖η_DNS − η_start‖ (L2 over the grid and the
+order parameters), the error relative to the change over the window: independent of the domain size and of Q, and
+1 for a surrogate that changes nothing (:func:`hybrid.models.jump_net.window_error`). Training pairs are DNS
+windows without the ``after_step`` hooks (no index reassignment inside a window, as in an NN jump).
+
+Every window is logged to ``/monitor/stepper`` (step = first step of the window, time, uncertainty, threshold,
+source "nn"/"dns", audit_error), so the output records which windows were NN. Time advances by ``jump`` additions
+of ``dt`` whichever way a window went, so frame times are identical to a DNS run's. The stepper's state (the
+monitor's hysteresis and counters) is checkpointed; decisions depend only on the state, so restarts are exact.
+
+``time.steps``, ``output.every`` and ``output.checkpoint_every`` must be multiples of ``jump`` (checked when the
+case is loaded) so that frames and checkpoints fall on window boundaries.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hybrid.core.config import ConfigError, Option, Table
+from hybrid.core.integrators import Stepper
+from hybrid.core.registry import Context, register_provider
+from hybrid.core.state import State
+from hybrid.couplers.monitor import MonitorPolicy
+
+log = logging.getLogger(__name__)
+
+STEPPER = "stepper"
+"""Pseudo-term under which stepper providers are registered (``PROVIDERS["stepper"]``)."""
+
+SHIPPED_SURROGATES = Path(__file__).resolve().parents[1] / "models" / "weights"
+"""Directory of the shipped ensembles; ``weights = "shipped"`` means ``<this>/<model>_surrogate``."""
+
+StepperFactory = Callable[[Any, Stepper], Stepper]
+"""What a stepper provider builds: (equation, DNS stepper) -> the stepper of the run."""
+
+
+class JumpEnsemble:
+    """A trained jump ensemble bound to a case: predicts one window of the evolved field with its uncertainty.
+
+    Args:
+        ctx: the case context (grid, backend, model parameters).
+        weights: ensemble directory (``model_card.json`` + ``weights.pt``).
+        dt: the case's DNS time step (must equal the card's).
+        options: ``dtype`` (float32), ``device`` (default: the case's torch device, cpu for numpy), ``threads``,
+            ``tile`` and ``activity`` (default: the card's inference settings).
+
+    Raises:
+        ConfigError: the card was trained for another model, field, time step, grid spacing or model parameters.
+    """
+
+    def __init__(self, ctx: Context, weights: Path, dt: float, options: Mapping[str, Any]) -> None:
+        import torch
+
+        from hybrid.models.card import load_ensemble
+
+        device = options.get("device") or (ctx.backend.device if ctx.backend.is_torch else "cpu")
+        self.device = torch.device(device)
+        self.model, self.card = load_ensemble(weights, device=str(self.device))
+        self.weights = weights
+        if self.device.type == "cpu" and options.get("threads"):
+            torch.set_num_threads(int(options["threads"]))  # process-wide torch setting
+        dtype = {"float32": torch.float32, "float64": torch.float64}[options.get("dtype", "float32")]
+        self.model = self.model.to(dtype=dtype).eval()
+        sur = self.card.get("surrogate") or {}
+        self.field = str(sur.get("field", "eta"))
+        self.jump = int(sur.get("jump", 0))
+        inference = self.card.get("inference") or {}
+        self.tile = int(options.get("tile") or inference.get("tile", 32))
+        self.activity = float(options.get("activity") or inference.get("activity", 1e-3))
+        self._check(ctx, sur, dt)
+        self.calibration = self.card.get("calibration") or {}
+        self.seconds = 0.0
+        self.calls = 0
+        self.active_fractions: list[float] = []
+
+    def _check(self, ctx: Context, sur: Mapping[str, Any], dt: float) -> None:
+        where = f"the model card in {self.weights}"
+        if self.jump < 1:
+            raise ConfigError(f"{where} has no surrogate.jump: not a jump surrogate", key="stepper.weights")
+        if sur.get("model") and sur["model"] != ctx.model:
+            raise ConfigError(
+                f"{where} is for model {sur['model']!r}, the case is {ctx.model!r}", key="stepper.weights"
+            )
+        if sur.get("dt") is not None and not math.isclose(float(sur["dt"]), dt, rel_tol=1e-12):
+            raise ConfigError(
+                f"{where} was trained on windows of {self.jump} steps of dt = {sur['dt']}; the case has dt = {dt}",
+                key="time.dt",
+            )
+        spacing = sur.get("spacing")
+        if spacing is not None and not np.allclose(spacing, ctx.grid.spacing, rtol=1e-9):
+            raise ConfigError(
+                f"{where} was trained at grid spacing {spacing}; the case has {list(ctx.grid.spacing)}",
+                key="grid.lengths",
+            )
+        for name, value in (sur.get("params") or {}).items():
+            have = ctx.params.get(name)
+            if have is not None and not math.isclose(float(have), float(value), rel_tol=1e-12):
+                raise ConfigError(
+                    f"{where} was trained with model.{name} = {value}; the case has {have}", key=f"model.{name}"
+                )
+        ny, nx = ctx.grid.shape[::-1] if ctx.grid.ndim == 2 else (1, ctx.grid.shape[0])
+        if ny % self.tile or nx % self.tile:
+            raise ConfigError(
+                f"the grid shape must be a multiple of the inference tile {self.tile} (stepper.tile)", key="grid.shape"
+            )
+
+    def predict(self, state: State) -> tuple[Any, float]:
+        """(η after the window on the state's backend, uncertainty u = relative ensemble spread)."""
+        import time
+
+        import torch
+
+        from hybrid.models.jump_net import jump_members, relative_spread
+
+        t0 = time.perf_counter()
+        field = state[self.field]
+        eta = field if isinstance(field, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(field))
+        pred = jump_members(self.model, eta, tile=self.tile, activity=self.activity)
+        u = relative_spread(pred.spread, pred.mean, eta)
+        out = pred.mean if isinstance(field, torch.Tensor) else pred.mean.numpy()
+        self.seconds += time.perf_counter() - t0
+        self.calls += 1
+        self.active_fractions.append(pred.active_fraction)
+        return state.backend.asarray(out), u
+
+    @staticmethod
+    def error(nn_value: Any, dns_value: Any, start: Any) -> float:
+        """Relative error of an NN window against the DNS window (:func:`hybrid.models.jump_net.window_error`)."""
+        import torch
+
+        from hybrid.core.backend import to_numpy
+        from hybrid.models.jump_net import window_error
+
+        def t(a: Any) -> Any:
+            return torch.from_numpy(np.asarray(to_numpy(a), dtype=np.float64))
+
+        return window_error(t(nn_value), t(dns_value), t(start))
+
+    def calibrated_threshold(self, tolerance: float, confidence: float) -> float:
+        """Spread threshold for (tolerance, confidence) from the card's calibration pairs (-inf: always DNS)."""
+        from hybrid.models.calibration import calibrate_threshold
+
+        cal = self.calibration
+        if "u" not in cal or "e" not in cal:
+            raise ConfigError(
+                f"the model card in {self.weights} has no calibration pairs; give stepper.threshold explicitly",
+                key="stepper.tolerance",
+            )
+        return float(calibrate_threshold(np.asarray(cal["u"]), np.asarray(cal["e"]), tolerance, confidence))
+
+
+class SurrogateStepper(Stepper):
+    """Advances one window of ``jump`` DNS steps per call: the NN jump, or (fallback/audit) the DNS window.
+
+    Args:
+        equation: the model (its ``after_step`` hook runs between the DNS steps of a window).
+        dns: the DNS stepper (one step of dt per call).
+        nn: the jump ensemble.
+        policy: the monitor's decision rule; None: always take the NN answer (provider ``nn``).
+    """
+
+    name = "surrogate"
+
+    def __init__(self, equation: Any, dns: Stepper, nn: JumpEnsemble, policy: MonitorPolicy | None = None) -> None:
+        super().__init__(equation, dns.dt)
+        self.dns = dns
+        self.nn = nn
+        self.policy = policy
+        self.steps_per_call = nn.jump
+        self.nn_windows = 0
+        self.dns_windows = 0
+
+    def advance(self, state: State) -> State:
+        new_field, u = self.nn.predict(state)
+        if self.policy is None:
+            use_dns, audit = False, False
+        else:
+            use_dns, audit = self.policy.decide(state.step, u, self.steps_per_call)
+        audit_error = math.nan
+        if use_dns or audit:
+            dns_state = self.dns_window(state)
+            if audit:
+                audit_error = self.nn.error(new_field, dns_state[self.nn.field], state[self.nn.field])
+        if self.policy is not None:
+            self.policy.record(state.step, state.time, u, use_dns, audit_error)
+        if use_dns:
+            self.dns_windows += 1
+            return dns_state
+        self.nn_windows += 1
+        t = state.time
+        for _ in range(self.steps_per_call):  # the same floating-point sum as the DNS steps
+            t += self.dt
+        fields = dict(state.fields)
+        fields[self.nn.field] = new_field
+        return State(fields, t, state.step + self.steps_per_call, state.backend)
+
+    def dns_window(self, state: State) -> State:
+        """``jump`` DNS steps, with the model's after_step hook between them (the caller applies it after the last)."""
+        post = getattr(self.equation, "after_step", None)
+        for i in range(self.steps_per_call):
+            state = self.dns(state)
+            if post is not None and i < self.steps_per_call - 1:
+                state = post(state)
+        return state
+
+    # -- reporting (the Simulation writes take_log_rows() to /monitor/stepper and summary() as an attribute)
+    @property
+    def nn_fraction(self) -> float:
+        """Fraction of windows answered by the NN."""
+        n = self.nn_windows + self.dns_windows
+        return self.nn_windows / n if n else 0.0
+
+    def take_log_rows(self) -> dict[str, np.ndarray]:
+        return self.policy.take_log_rows() if self.policy is not None else {}
+
+    def summary(self) -> dict[str, Any]:
+        out = self.policy.summary() if self.policy is not None else {}
+        out.update(
+            {
+                "jump": self.steps_per_call,
+                "nn_windows": self.nn_windows,
+                "dns_windows": self.dns_windows,
+                "nn_fraction": self.nn_fraction,
+                "nn_seconds": self.nn.seconds,
+                "dns_seconds": self.dns.seconds,
+                "mean_active_fraction": float(np.mean(self.nn.active_fractions)) if self.nn.active_fractions else 0.0,
+            }
+        )
+        return out
+
+    def stats(self) -> dict[str, Any]:
+        return {**super().stats(), **self.summary()}
+
+    def state_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"nn_windows": self.nn_windows, "dns_windows": self.dns_windows}
+        if self.policy is not None:
+            out["policy"] = self.policy.policy_state()
+        return out
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if not state:
+            return
+        self.nn_windows = int(state["nn_windows"])
+        self.dns_windows = int(state["dns_windows"])
+        if self.policy is not None and "policy" in state:
+            self.policy.load_policy_state(state["policy"])
+
+
+# ------------------------------------------------------------------------------------------------ registration
+
+
+def resolve_surrogate_weights(ctx: Context, weights: str) -> Path:
+    """``"shipped"`` -> the ensemble shipped for the case's model; otherwise a directory relative to the case."""
+    path = SHIPPED_SURROGATES / f"{ctx.model}_surrogate" if weights == "shipped" else ctx.resolve_path(weights)
+    if not (path / "model_card.json").exists():
+        hint = f" (no surrogate ships for model {ctx.model!r}: train one, see README)" if weights == "shipped" else ""
+        raise ConfigError(f"no model_card.json in {path}{hint}", key="stepper.weights")
+    return path
+
+
+NN_OPTIONS = Table(
+    {
+        "weights": Option("str", "shipped", "jump ensemble directory (weights.pt + model_card.json) or 'shipped'"),
+        "dtype": Option("str", "float32", "inference precision", choices=("float32", "float64")),
+        "device": Option("str", None, "torch device for inference (default: the case's device, cpu for numpy)"),
+        "threads": Option("int", 0, "torch CPU threads (process-wide; 0: leave torch's setting)", min=0),
+        "tile": Option("int", None, "inference tile edge [grid points] (default: the card's)", min=1),
+        "activity": Option("float", None, "skip tiles where η varies by less than this (default: the card's)", min=0.0),
+    }
+)
+
+MONITOR_OPTIONS = Table(
+    {
+        **NN_OPTIONS.entries,
+        "tolerance": Option(
+            "float",
+            0.1,
+            "accepted error of a window: ‖η_NN − η_DNS‖ / ‖η_DNS − η_start‖",
+            min=0.0,
+            min_exclusive=True,
+        ),
+        "confidence": Option(
+            "float",
+            0.95,
+            "fraction of accepted NN windows within the tolerance",
+            min=0.0,
+            max=1.0,
+            min_exclusive=True,
+            max_exclusive=True,
+        ),
+        "threshold": Option("float", None, "spread threshold (overrides the calibration)", min=0.0),
+        "hysteresis": Option("int", 0, "windows to stay on DNS after a fallback", min=0),
+        "audit_every": Option(
+            "int", 0, "run the DNS window too every this many windows; log the error (0: never)", min=0
+        ),
+    }
+)
+
+
+@register_provider(STEPPER, "dns", options=Table({}), doc="the DNS stepper of [time] (integrator, dt)")
+def _build_dns(ctx: Context, options: Mapping[str, Any]) -> StepperFactory:
+    return lambda equation, dns: dns
+
+
+@register_provider(STEPPER, "nn", options=NN_OPTIONS, doc="jump ensemble mean for every window (float32 inference)")
+def _build_nn(ctx: Context, options: Mapping[str, Any]) -> StepperFactory:
+    weights = resolve_surrogate_weights(ctx, options.get("weights", "shipped"))
+
+    def build(equation: Any, dns: Stepper) -> Stepper:
+        return SurrogateStepper(equation, dns, JumpEnsemble(ctx, weights, dns.dt, options))
+
+    return build
+
+
+@register_provider(
+    STEPPER,
+    "monitor",
+    options=MONITOR_OPTIONS,
+    doc="jump ensemble; a window whose spread exceeds the calibrated threshold is re-run with DNS",
+)
+def _build_monitor(ctx: Context, options: Mapping[str, Any]) -> StepperFactory:
+    weights = resolve_surrogate_weights(ctx, options.get("weights", "shipped"))
+
+    def build(equation: Any, dns: Stepper) -> Stepper:
+        nn = JumpEnsemble(ctx, weights, dns.dt, options)
+        tol, conf = float(options.get("tolerance", 0.1)), float(options.get("confidence", 0.95))
+        threshold = options.get("threshold")
+        if threshold is None:
+            threshold = nn.calibrated_threshold(tol, conf)
+        log.info("surrogate monitor: jump %d steps, threshold %.4g (tolerance %g, confidence %g)", nn.jump, threshold,
+                 tol, conf)  # fmt: skip
+        policy = MonitorPolicy(
+            float(threshold),
+            hysteresis=int(options.get("hysteresis", 0)),
+            audit_every=int(options.get("audit_every", 0)),
+            tolerance=tol,
+            confidence=conf,
+        )
+        return SurrogateStepper(equation, dns, nn, policy)
+
+    return build
+
+
+def jump_of(factory_options: Mapping[str, Any], ctx: Context) -> int:
+    """Window length [steps] a stepper provider's options imply (1 for ``dns``), read from the model card."""
+    from hybrid.models.card import read_card
+
+    if not factory_options or factory_options.get("provider", "dns") == "dns":
+        return 1
+    card = read_card(resolve_surrogate_weights(ctx, factory_options.get("weights", "shipped")))
+    return int((card.get("surrogate") or {}).get("jump", 1))

@@ -1,0 +1,324 @@
+"""Training a jump-surrogate ensemble on DNS trajectories (``hybrid train SPEC.toml --data TRAJ.h5 --out DIR``).
+
+Data: a trajectory file of ``hybrid dataset`` (:mod:`hybrid.couplers.trajectories`): ``/fields/<field>``
+(R, F, Q, ny, nx) and ``/pairs`` (P, 2), frame pairs ``jump`` DNS steps apart. Trajectories are split whole into
+training, calibration and test sets (the last ``calib_trajectories + test_trajectories`` of the file are held out).
+
+Training (:func:`train_jump_ensemble`), on random crops: each iteration draws ``pairs_per_batch`` training pairs,
+applies a random symmetry of the square (the model is isotropic up to the 5-point stencil), adds Gaussian noise
+of standard deviation ``noise`` to the input η (the target stays the clean DNS frame, so the network also learns to
+pull a perturbed state back: this keeps repeated jumps stable) and cuts ``batch_size`` crops of ``crop``² output
+points (plus the halo) from the (field, tile) pairs that inference would evaluate. Each member k weights each crop
+by a Poisson(1) bootstrap count and minimises its weighted MSE of Δη; Adam with a cosine learning-rate decay.
+
+Calibration: every held-out pair is jumped with the tiled inference of the provider
+(:func:`hybrid.models.jump_net.jump_members`), giving u (spread relative to the predicted change,
+:func:`hybrid.models.jump_net.relative_spread`) and e (error against the DNS frame relative to the DNS change,
+:func:`hybrid.models.jump_net.window_error`); the monitor threshold is calibrated split-conformally on the
+calibration trajectories and evaluated on the test ones (:func:`hybrid.models.calibration.calibrate`). The pairs are
+stored in the card so that the monitor can recalibrate for any tolerance and confidence.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import logging
+import math
+import os
+import time
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.nn import functional as F  # noqa: N812 (the torch convention)
+
+from hybrid.core.config import ConfigError, Option, Table, validate
+from hybrid.models.calibration import calibrate
+from hybrid.models.card import save_ensemble
+from hybrid.models.jump_net import (
+    EnsembleJumpNet2d,
+    _active_tiles,
+    field_inputs,
+    jump_members,
+    relative_spread,
+    window_error,
+)
+
+__all__ = ["JUMP_TRAIN_SPEC", "is_jump_spec", "train_jump_ensemble"]
+
+log = logging.getLogger(__name__)
+
+JUMP_TRAIN_SPEC = Table(
+    {
+        "model": Table(
+            {
+                "architecture": Option("str", "jump2d", "network family", choices=("jump2d",)),
+                "members": Option("int", 5, "ensemble members K (heads on a shared backbone)", min=2),
+                "channels": Option("int", 16, "backbone width", min=1),
+                "dilations": Option("list[int]", [1, 2, 2, 1], "one 3x3 convolution per entry, its dilation", min=1),
+                "head_channels": Option("int", 8, "hidden width of each member's 1x1 head", min=1),
+            }
+        ),
+        "training": Table(
+            {
+                "iterations": Option("int", 3000, "optimiser steps", min=1),
+                "batch_size": Option("int", 32, "crops per step", min=1),
+                "pairs_per_batch": Option("int", 4, "training pairs the crops of one step come from", min=1),
+                "crop": Option("int", 32, "output crop edge [grid points]", min=4),
+                "lr": Option("float", 2e-3, "Adam learning rate (cosine decay to 0)", min=0.0, min_exclusive=True),
+                "noise": Option("float", 0.005, "std of the Gaussian noise added to the input η", min=0.0),
+                "seed": Option("int", 0, "seed of torch and of the sampling", min=0),
+                "calib_trajectories": Option("int", 1, "trajectories held out for calibration", min=1),
+                "test_trajectories": Option("int", 1, "trajectories held out for the test metrics", min=0),
+                "threads": Option("int", None, "torch CPU threads while training (unset: leave as is)", min=1),
+                "device": Option("str", "cpu", "torch device"),
+                "max_minutes": Option("float", None, "stop after this wall time [min]", min=0.0),
+            }
+        ),
+        "calibration": Table(
+            {
+                "tolerance": Option(
+                    "float", 0.1, "accepted relative window error (window_error)", min=0.0, min_exclusive=True
+                ),
+                "confidence": Option(
+                    "float",
+                    0.95,
+                    "fraction of accepted windows within tolerance",
+                    min=0.0,
+                    max=1.0,
+                    min_exclusive=True,
+                    max_exclusive=True,
+                ),
+                "delta": Option(
+                    "float",
+                    None,
+                    "Clopper-Pearson level (unset: split-conformal rule)",
+                    min=0.0,
+                    max=1.0,
+                    min_exclusive=True,
+                    max_exclusive=True,
+                ),
+            }
+        ),
+        "inference": Table(
+            {
+                "tile": Option("int", 32, "tile edge of the sparse inference [grid points]", min=1),
+                "activity": Option("float", 1e-3, "skip tiles where η varies by less than this", min=0.0),
+            }
+        ),
+    },
+    doc="spec of `hybrid train` for a jump surrogate (model.architecture = 'jump2d')",
+)
+
+
+def is_jump_spec(spec: Mapping[str, Any]) -> bool:
+    """True for a training spec of a jump surrogate (``[model] architecture = "jump2d"``)."""
+    model = spec.get("model")
+    return isinstance(model, Mapping) and model.get("architecture") == "jump2d"
+
+
+def _d4(x: torch.Tensor, k: int, flip: bool) -> torch.Tensor:
+    """One of the 8 symmetries of the square on the last two axes."""
+    x = torch.rot90(x, k, dims=(-2, -1))
+    return torch.flip(x, dims=(-1,)) if flip else x
+
+
+def _windows(inputs: torch.Tensor, tile: int, halo: int) -> torch.Tensor:
+    """(Q, C, ny, nx) -> view (Q, C, ty, tx, tile + 2 halo, tile + 2 halo) of the periodically padded array."""
+    padded = F.pad(inputs, (halo, halo, halo, halo), mode="circular")
+    win = tile + 2 * halo
+    return padded.unfold(2, win, tile).unfold(3, win, tile)
+
+
+def _load(path: Path, field: str | None) -> dict[str, Any]:
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        if f.attrs.get("hybrid_kind") != "trajectories":
+            raise ValueError(f"{path}: not a trajectory file of `hybrid dataset` (hybrid_kind = 'trajectories')")
+        names = list(f["fields"])
+        name = field or names[0]
+        return {
+            "field": name,
+            "frames": torch.from_numpy(np.asarray(f["fields"][name], dtype=np.float32)),  # (R, F, Q, ny, nx)
+            "pairs": np.asarray(f["pairs"], dtype=np.int64),
+            "attrs": dict(f.attrs),
+        }
+
+
+def train_jump_ensemble(
+    spec: Mapping[str, Any],
+    data: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    *,
+    progress: bool = False,
+    spec_file: str | None = None,
+) -> dict[str, Any]:
+    """Train, calibrate and save a jump ensemble; returns the model card.
+
+    Args:
+        spec: training spec (:data:`JUMP_TRAIN_SPEC`).
+        data: trajectory file (``hybrid dataset`` of a ``[trajectories]`` spec).
+        out_dir: model directory (``weights.pt`` + ``model_card.json``).
+        progress: tqdm bar over iterations.
+        spec_file: for error messages and the card.
+    """
+    s = validate(dict(spec), JUMP_TRAIN_SPEC, file=spec_file)
+    m, tr, cal, inf = s["model"], s["training"], s["calibration"], s["inference"]
+    path = Path(data)
+    d = _load(path, None)
+    frames, pairs, attrs = d["frames"], d["pairs"], d["attrs"]
+    n_traj = frames.shape[0]
+    held = tr["calib_trajectories"] + tr["test_trajectories"]
+    if held >= n_traj:
+        raise ConfigError(
+            f"{path} has {n_traj} trajectories; {held} held out leaves none for training",
+            key="training.calib_trajectories",
+            file=spec_file,
+        )
+    train_ids = list(range(n_traj - held))
+    cal_ids = list(range(n_traj - held, n_traj - tr["test_trajectories"]))
+    test_ids = list(range(n_traj - tr["test_trajectories"], n_traj))
+    if tr["threads"]:
+        torch.set_num_threads(int(tr["threads"]))
+    torch.manual_seed(tr["seed"])
+    rng = np.random.default_rng(tr["seed"])
+    device = torch.device(tr["device"])
+    model = EnsembleJumpNet2d(m["members"], m["channels"], m["dilations"], m["head_channels"]).to(device)
+    halo, crop, k_members = model.halo, tr["crop"], model.members
+    _, _, q, ny, nx = frames.shape
+    if ny % crop or nx % crop or ny % inf["tile"] or nx % inf["tile"]:
+        raise ConfigError(f"crop and tile must divide the grid ({ny}, {nx})", key="training.crop", file=spec_file)
+    opt = torch.optim.Adam(model.parameters(), lr=tr["lr"])
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=tr["iterations"])
+    bar = _progress_bar(tr["iterations"]) if progress else None
+    t0 = time.perf_counter()
+    losses: list[float] = []
+    per_pair = max(1, tr["batch_size"] // tr["pairs_per_batch"])
+    done = 0
+    for it in range(tr["iterations"]):
+        xs, ys = [], []
+        for _ in range(tr["pairs_per_batch"]):
+            r = int(rng.choice(train_ids))
+            i, j = pairs[rng.integers(len(pairs))]
+            k_rot, flip = int(rng.integers(4)), bool(rng.integers(2))
+            shift = (int(rng.integers(ny)), int(rng.integers(nx)))
+            a = _d4(torch.roll(frames[r, i], shift, dims=(-2, -1)), k_rot, flip).to(device)
+            b = _d4(torch.roll(frames[r, j], shift, dims=(-2, -1)), k_rot, flip).to(device)
+            noisy = a + tr["noise"] * torch.randn_like(a) if tr["noise"] > 0 else a
+            act = _active_tiles(a, crop, halo, inf["activity"]).nonzero()
+            if len(act) == 0:
+                continue
+            sel = act[torch.from_numpy(rng.choice(len(act), size=min(per_pair, len(act)), replace=False))]
+            win = _windows(field_inputs(noisy), crop, halo)
+            xs.append(win[sel[:, 0], :, sel[:, 1], sel[:, 2]])
+            delta = (b - noisy).view(q, ny // crop, crop, nx // crop, crop).permute(0, 1, 3, 2, 4)
+            ys.append(delta[sel[:, 0], sel[:, 1], sel[:, 2]])
+        if not xs:
+            continue
+        x, y = torch.cat(xs), torch.cat(ys)
+        w = torch.from_numpy(rng.poisson(1.0, size=(len(x), k_members)).astype(np.float32)).to(device)
+        out = model(x)  # (B, K, crop, crop)
+        err = (out - y[:, None]).square().mean(dim=(-2, -1))  # (B, K)
+        loss = (err * w).sum() / w.sum().clamp_min(1.0)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        losses.append(float(loss.detach()))
+        done = it + 1
+        if bar is not None:
+            bar.update(1)
+            if it % 20 == 0:
+                bar.set_postfix_str(f"loss {np.mean(losses[-20:]):.3g}", refresh=False)
+        if tr["max_minutes"] and time.perf_counter() - t0 > 60 * tr["max_minutes"]:
+            log.info("stopping after %d iterations (max_minutes)", done)
+            break
+    if bar is not None:
+        bar.close()
+    train_seconds = time.perf_counter() - t0
+    model.eval()
+
+    def evaluate(ids: list[int]) -> dict[str, Any]:
+        u, e, e0, frac = [], [], [], []
+        for r in ids:
+            for i, j in pairs:
+                pred = jump_members(model, frames[r, i], tile=inf["tile"], activity=inf["activity"])
+                u.append(relative_spread(pred.spread, pred.mean, frames[r, i]))
+                e.append(window_error(pred.mean, frames[r, j], frames[r, i]))
+                e0.append(window_error(frames[r, i], frames[r, j], frames[r, i]))
+                frac.append(pred.active_fraction)
+        return {"u": np.asarray(u), "e": np.asarray(e), "e_unchanged": np.asarray(e0), "active": np.asarray(frac)}
+
+    res_cal, res_test = evaluate(cal_ids), evaluate(test_ids)
+    calibration = calibrate(
+        res_cal["u"],
+        res_cal["e"],
+        res_test["u"] if test_ids else res_cal["u"],
+        res_test["e"] if test_ids else res_cal["e"],
+        cal["tolerance"],
+        cal["confidence"],
+        delta=cal["delta"],
+    )
+    calibration["u"] = res_cal["u"].tolist()
+    calibration["e"] = res_cal["e"].tolist()
+    calibration["indicator"] = "u = |std_k(d eta)| / |mean(d eta)| (L2 norms); accept the NN when u <= threshold"
+    case = tomllib.loads(str(attrs.get("case", "")) or "")
+    params = case.get("model", {})
+    grid = case.get("grid", {})
+    lengths, shape = grid.get("lengths"), grid.get("shape")
+    spacing = [lengths[i] / shape[i] for i in range(len(lengths))] if lengths and shape else None
+    metrics = {}
+    for name, res in (("calibration", res_cal), ("test", res_test)):
+        if len(res["e"]):
+            metrics[name] = {
+                "windows": len(res["e"]),
+                "error_rms": float(np.sqrt(np.mean(res["e"] ** 2))),
+                "error_max": float(res["e"].max()),
+                "unchanged_error_rms": float(np.sqrt(np.mean(res["e_unchanged"] ** 2))),
+                "uncertainty_mean": float(res["u"].mean()),
+                "active_fraction_mean": float(res["active"].mean()),
+            }
+    card = {
+        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        "description": "jump surrogate: per-order-parameter CNN ensemble with a shared backbone (jump_net)",
+        "surrogate": {
+            "model": str(attrs.get("model", "")),
+            "field": d["field"],
+            "jump": int(attrs["jump"]),
+            "dt": float(attrs["dt"]),
+            "spacing": spacing,
+            "params": {k: v for k, v in params.items() if k in ("alpha", "beta", "gamma", "kappa", "mobility")},
+        },
+        "inference": {"tile": inf["tile"], "activity": inf["activity"], "dtype": "float32"},
+        "data": {
+            "file": path.name,
+            "trajectories": n_traj,
+            "pairs_per_trajectory": len(pairs),
+            "split": {"train": train_ids, "calibration": cal_ids, "test": test_ids},
+            "spec": str(attrs.get("spec", "")),
+        },
+        "training": {
+            **tr,
+            "spec_file": spec_file,
+            "iterations_done": done,
+            "seconds": train_seconds,
+            "final_loss": float(np.mean(losses[-50:])) if losses else math.nan,
+            "torch": torch.__version__,
+        },
+        "macs_per_point": model.macs_per_point(),
+        "metrics": metrics,
+        "calibration": calibration,
+    }
+    save_ensemble(out_dir, model.cpu(), card)  # type: ignore[arg-type]
+    log.info("jump ensemble written to %s (%d iterations in %.0f s)", out_dir, done, train_seconds)
+    return card
+
+
+def _progress_bar(total: int) -> Any:
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, unit="it", desc="train", dynamic_ncols=True)

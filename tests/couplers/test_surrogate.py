@@ -1,0 +1,242 @@
+"""Whole-model jump surrogate: network symmetries, tiled inference, the monitored stepper, cases and compare."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+import hybrid
+from hybrid.core.config import ConfigError
+from hybrid.core.io import read_output
+from hybrid.couplers.compare import compare
+from hybrid.models.jump_net import EnsembleJumpNet2d, field_inputs, jump_members, relative_spread, window_error
+
+ROOT = Path(__file__).resolve().parents[2]
+TINY_SPEC = ROOT / "datasets" / "graingrowth_trajectories_tiny.toml"
+
+# the tiny trajectories' case: 32² grid, dx = 2, 8 order parameters, dt = 0.25, reassign every 20 steps
+TINY_SETS = {
+    "grid.shape": [32, 32],
+    "grid.lengths": [64.0, 64.0],
+    "initial.grains": 6,
+    "model.order_parameters": 8,
+}
+
+
+def _eta(seed: int = 0, q: int = 6, n: int = 32) -> torch.Tensor:
+    """Smooth random order parameters in [0, 1] (not physical; enough for symmetry checks)."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(q, n, n, generator=g, dtype=torch.float64)
+    for _ in range(3):  # periodic smoothing
+        x = (x + x.roll(1, 1) + x.roll(-1, 1) + x.roll(1, 2) + x.roll(-1, 2)) / 5
+    return (x - x.amin()) / (x.amax() - x.amin())
+
+
+def _model(seed: int = 0) -> EnsembleJumpNet2d:
+    torch.manual_seed(seed)
+    m = EnsembleJumpNet2d(members=3, channels=4, dilations=(1, 2), head_channels=3).double().eval()
+    with torch.no_grad():
+        m.head_out.weight.mul_(10.0)  # a visible output
+    return m
+
+
+def test_permutation_equivariance() -> None:
+    m, eta = _model(), _eta()
+    perm = torch.tensor([3, 0, 5, 1, 4, 2])
+    a = jump_members(m, eta, tile=8, activity=-1.0)
+    b = jump_members(m, eta[perm], tile=8, activity=-1.0)
+    assert torch.allclose(a.mean[perm], b.mean, atol=1e-12)
+    assert torch.allclose(a.spread[perm], b.spread, atol=1e-12)
+
+
+def test_tiled_inference_equals_dense_periodic_evaluation() -> None:
+    m, eta = _model(1), _eta(1)
+    halo = m.halo
+    x = torch.nn.functional.pad(field_inputs(eta), (halo,) * 4, mode="circular")
+    with torch.no_grad():
+        members = m(x)  # (Q, K, n, n): the whole periodic grid in one pass
+    dense = (eta + members.mean(dim=1)).clamp(0.0, 1.0)
+    for tile in (8, 16, 32):
+        tiled = jump_members(m, eta, tile=tile, activity=-1.0)  # every tile evaluated
+        assert tiled.active_fraction == 1.0
+        assert torch.allclose(tiled.mean, dense, atol=1e-12)
+        assert torch.allclose(tiled.spread, members.std(dim=1, unbiased=False), atol=1e-12)
+
+
+def test_uniform_fields_are_skipped_and_kept_exactly() -> None:
+    m = _model(2)
+    eta = torch.zeros(4, 32, 32, dtype=torch.float64)
+    eta[0] = 1.0  # bulk of one grain: nothing varies anywhere
+    eta[1, 0:16, 0:16] = 0.5  # one field varies in the top-left region only
+    pred = jump_members(m, eta, tile=8, activity=1e-3)
+    assert 0 < pred.tiles < pred.total
+    assert torch.equal(pred.mean[0], eta[0]) and torch.equal(pred.mean[2:], eta[2:])
+    assert not bool(pred.active[0].any())
+
+
+def test_window_error_and_spread_are_relative() -> None:
+    a, b = _eta(3), _eta(4)
+    assert window_error(a, b, a) == pytest.approx(1.0)  # "no change" scores 1
+    assert window_error(b, b, a) == 0.0
+    assert window_error(a + 0.5 * (b - a), b, a) == pytest.approx(0.5)
+    assert relative_spread(0.1 * (b - a), b, a) == pytest.approx(0.1)
+
+
+# ------------------------------------------------------------------------------------------- trained tiny ensemble
+
+
+@pytest.fixture(scope="module")
+def tiny_ensemble(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from hybrid.couplers.trajectories import generate_trajectories
+    from hybrid.models.jump_training import train_jump_ensemble
+
+    d = tmp_path_factory.mktemp("surrogate")
+    data = generate_trajectories(TINY_SPEC, d / "traj.h5", workers=0)
+    spec = {
+        "model": {"architecture": "jump2d", "members": 3, "channels": 4, "dilations": [1, 1], "head_channels": 4},
+        "training": {
+            "iterations": 30,
+            "batch_size": 8,
+            "pairs_per_batch": 2,
+            "crop": 16,
+            "seed": 3,
+            "test_trajectories": 0,
+        },
+        "inference": {"tile": 16},
+    }
+    train_jump_ensemble(spec, data, d / "ens")
+    return d / "ens"
+
+
+def _case(weights: Path, provider: str = "monitor", **stepper: object) -> dict:
+    table = {"provider": provider} if provider == "dns" else {"provider": provider, "weights": str(weights), **stepper}
+    return {
+        "case": {"name": "gg_tiny", "model": "graingrowth", "seed": 3},
+        "grid": {"lengths": TINY_SETS["grid.lengths"], "shape": TINY_SETS["grid.shape"]},
+        "model": {"order_parameters": 8, "reassign_every": 20},
+        "initial": {"kind": "voronoi", "grains": 6},
+        "time": {"integrator": "euler", "dt": 0.25, "steps": 200},
+        "stepper": table,
+        "output": {"every": 40, "fields": ["grain", "eta"]},
+    }
+
+
+def test_card_of_a_trained_jump_ensemble(tiny_ensemble: Path) -> None:
+    card = json.loads((tiny_ensemble / "model_card.json").read_text())
+    assert card["architecture"]["class"] == "EnsembleJumpNet2d"
+    sur = card["surrogate"]
+    assert sur["model"] == "graingrowth" and sur["field"] == "eta" and sur["jump"] == 40 and sur["dt"] == 0.25
+    assert sur["spacing"] == [2.0, 2.0] and sur["params"]["kappa"] == 2.0
+    cal = card["calibration"]
+    assert len(cal["u"]) == len(cal["e"]) == 3  # one calibration trajectory of 3 pairs
+    assert all(e >= 0 for e in cal["e"]) and card["data"]["split"] == {"train": [0], "calibration": [1], "test": []}
+
+
+def test_dns_windows_reproduce_the_dns_run_bitwise(tiny_ensemble: Path, tmp_path: Path) -> None:
+    dns = hybrid.load_case(_case(tiny_ensemble, "dns"), out=tmp_path / "dns.h5")
+    dns.run()
+    sur = hybrid.load_case(_case(tiny_ensemble, threshold=0.0, audit_every=2), out=tmp_path / "sur.h5")
+    assert sur.stepper.steps_per_call == 40
+    sur.run()
+    a, b = read_output(tmp_path / "dns.h5"), read_output(tmp_path / "sur.h5")
+    assert np.array_equal(a["time"], b["time"]) and np.array_equal(a["step"], b["step"])
+    assert np.array_equal(a["fields"]["eta"], b["fields"]["eta"])  # every window fell back: exactly the DNS
+    log = b["monitor"]["stepper"]
+    assert log["step"].tolist() == [0, 40, 80, 120, 160]
+    assert set(log["source"].tolist()) == {"dns"}
+    audited = ~np.isnan(log["audit_error"])
+    assert audited.tolist() == [True, False, True, False, True]
+    assert np.all(log["audit_error"][audited] >= 0)
+    with h5py.File(tmp_path / "sur.h5") as f:
+        summary = json.loads(f.attrs["summary/stepper"])
+    assert summary["dns_windows"] == 5 and summary["nn_fraction"] == 0.0 and summary["audits"] == 3
+
+
+def test_nn_windows_and_restart(tiny_ensemble: Path, tmp_path: Path) -> None:
+    import shutil
+
+    case = _case(tiny_ensemble, threshold=math.inf)  # every window from the NN
+    case["output"]["checkpoint_every"] = 80
+    full = hybrid.load_case(case, out=tmp_path / "full.h5")
+    while full.state.step < 80:
+        full.step()
+    shutil.copy(tmp_path / "full.ckpt.h5", tmp_path / "at80.ckpt.h5")
+    full.run()
+    res = read_output(tmp_path / "full.h5")
+    assert set(res["monitor"]["stepper"]["source"].tolist()) == {"nn"}
+    assert full.stepper.nn_fraction == 1.0
+    assert np.all(np.isfinite(res["fields"]["eta"])) and res["fields"]["eta"].min() >= 0.0
+    dns = hybrid.load_case(_case(tiny_ensemble, "dns"), out=tmp_path / "dns.h5")
+    dns.run()
+    assert np.array_equal(res["time"], read_output(tmp_path / "dns.h5")["time"])  # same frame times as DNS
+    # restart from the checkpoint at step 80: the output is cut back to step 80 and ends bit-identical
+    resumed = hybrid.load_case(case, out=tmp_path / "full.h5")  # same case text: same output path
+    resumed.restart_from(tmp_path / "at80.ckpt.h5")
+    assert resumed.stepper.nn_windows == 2
+    resumed.run()
+    again = read_output(tmp_path / "full.h5")
+    assert np.array_equal(again["fields"]["eta"], res["fields"]["eta"])
+    assert again["monitor"]["stepper"]["step"].tolist() == res["monitor"]["stepper"]["step"].tolist()
+
+
+def test_monitor_falls_back_when_the_spread_exceeds_the_threshold(tiny_ensemble: Path) -> None:
+    from hybrid.core.state import State
+
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 8, size=(32, 32))  # one-pixel grains: nothing like a resolved microstructure
+    noise = (labels[None] == np.arange(8)[:, None, None]).astype(np.float64)
+    probe = hybrid.load_case(_case(tiny_ensemble, threshold=1.0))
+    state = State.from_arrays({**probe.state.fields, "eta": noise})
+    nn_eta, u = probe.stepper.nn.predict(state)
+    assert u > 0
+    for threshold, source in ((0.5 * u, "dns"), (2.0 * u, "nn")):
+        sim = hybrid.load_case(_case(tiny_ensemble, threshold=threshold))
+        new = sim.stepper(state)
+        assert new.step == 40 and new.time == 10.0
+        assert sim.stepper.policy.take_log_rows()["source"].tolist() == [source]
+        if source == "nn":
+            assert np.array_equal(new["eta"], nn_eta)
+        else:
+            assert np.array_equal(new["eta"], sim.stepper.dns_window(state)["eta"])
+
+
+def test_case_errors(tiny_ensemble: Path, tmp_path: Path) -> None:
+    case = _case(tiny_ensemble)
+    case["time"]["steps"] = 210
+    with pytest.raises(ConfigError, match=r"multiple of the surrogate's window of 40") as err:
+        hybrid.load_case(case)
+    assert err.value.key == "time.steps"
+    case = _case(tiny_ensemble)
+    case["time"]["dt"] = 0.2
+    case["time"]["steps"] = 200
+    with pytest.raises(ConfigError, match=r"dt = 0\.25") as err:
+        hybrid.load_case(case)
+    assert err.value.key == "time.dt"
+    case = _case(tiny_ensemble)
+    case["model"]["kappa"] = 3.0
+    with pytest.raises(ConfigError, match="kappa"):
+        hybrid.load_case(case)
+    with pytest.raises(ConfigError, match=r"no model_card\.json"):
+        hybrid.load_case(_case(tmp_path / "nowhere"))
+    with pytest.raises(ConfigError, match="bogus"):
+        hybrid.load_case(_case(tiny_ensemble, bogus=1))
+
+
+def test_compare_stepper_dns_vs_monitor(tiny_ensemble: Path, tmp_path: Path) -> None:
+    report = compare(
+        _case(tiny_ensemble, threshold=math.inf), "stepper", ("dns", "monitor"), out_dir=tmp_path, progress=False
+    )
+    assert report["term"] == "stepper" and report["providers"] == ["dns", "monitor"]
+    assert report["nn_fraction"] == {"dns": 0.0, "monitor": 1.0}
+    assert len(report["time"]) == 6
+    for name in ("grain_count", "mean_area"):
+        assert len(report["descriptors"][name]["dns"]) == len(report["descriptors"][name]["monitor"]) == 6
+    assert report["descriptors"]["grain_count"]["dns"][0] == report["descriptors"]["grain_count"]["monitor"][0]
+    assert report["monitor"]["monitor"]["nn"] == 5
+    assert (tmp_path / "report.json").exists()
