@@ -93,7 +93,8 @@ def main(argv: list[str] | None = None) -> int:
         seconds = time.perf_counter() - t0
         results[provider] = (seconds, _descriptors(sim.state, sim.equation))
     ref_s, (ref_n, ref_a) = results["dns"]
-    print(f"\n{'stepper':8}  {'s/window':>9}  {'speed-up':>8}  {'nn share':>8}  {'tiles':>6}  {'grains':>12}  mean area")
+    head = f"{'stepper':8}  {'s/window':>9}  {'speed-up':>8}  {'nn share':>8}  {'tiles':>6}  {'grains':>12}  mean area"
+    print("\n" + head)
     for provider, (seconds, (n, area)) in results.items():
         st: Any = sims[provider].stepper
         share = getattr(st, "nn_fraction", 0.0)

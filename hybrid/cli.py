@@ -222,7 +222,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if is_jump_spec(spec):
         if len(args.data) != 1:
             raise ConfigError("a jump surrogate trains on one trajectory file", key="--data", file=str(args.spec))
-        card = train_jump_ensemble(spec, data, args.out, progress=not args.no_progress, spec_file=str(args.spec))
+        from hybrid.couplers.trajectories import rate_function
+
+        card = train_jump_ensemble(
+            spec, data, args.out, progress=not args.no_progress, spec_file=str(args.spec), rate=rate_function(data)
+        )
         cal = card["calibration"]
         print(f"jump ensemble written: {args.out}")
         for split, m in card.get("metrics", {}).items():

@@ -106,6 +106,12 @@ class MonitorPolicy:
         self.audit_uncertainties: list[float] = []
         self._rows: dict[str, list[Any]] = _empty_rows()
 
+    def can_accept(self, step: int, span: int = 1) -> bool:
+        """False when the decision at ``step`` is DNS whatever the NN says and no audit is due (threshold −inf:
+        no calibrated threshold exists for the tolerance and confidence), so the NN need not be evaluated."""
+        audit = self.audit_every > 0 and (step // span) % self.audit_every == 0
+        return self.threshold > -math.inf or audit
+
     def decide(self, step: int, u: float, span: int = 1) -> tuple[bool, bool]:
         """(use_dns, audit) for the decision starting at ``step`` with uncertainty ``u``; updates the hysteresis."""
         confident = u <= self.threshold and math.isfinite(u)

@@ -61,13 +61,15 @@ import logging
 import os
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+import tomllib
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from hybrid.core.backend import to_numpy
 from hybrid.core.config import (
     REQUIRED,
     ConfigError,
@@ -79,6 +81,7 @@ from hybrid.core.config import (
     parse_override,
     validate,
 )
+from hybrid.core.state import State
 
 logger = logging.getLogger(__name__)
 
@@ -90,6 +93,7 @@ __all__ = [
     "is_trajectory_spec",
     "pair_start_steps",
     "plan_trajectories",
+    "rate_function",
     "read_trajectories",
     "resolve_trajectory_spec",
     "run_trajectory",
@@ -753,3 +757,39 @@ def read_trajectories(path: str | os.PathLike[str]) -> dict[str, Any]:
             data[k] = f[k][()]
         data["attrs"] = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in f.attrs.items()}
     return data
+
+
+def rate_function(path: str | os.PathLike[str], field: str | None = None) -> Callable[[Any], Any]:
+    """dη/dt of the DNS that wrote a trajectory file, as a function of torch tensors (the "rate" feature).
+
+    The model is rebuilt from the file's resolved case (``attrs["case"]``), so the right-hand side is the same
+    kernel and parameters as the DNS of the data.
+
+    Args:
+        path: trajectory file of :func:`generate_trajectories`.
+        field: the evolved field (default: the first of the file).
+
+    Returns:
+        f(x) for a tensor x of the field's shape (any float dtype, on the CPU): the rate as a float32 CPU tensor,
+        computed in float64 on the case's backend.
+    """
+    import h5py
+    import torch
+
+    from hybrid.cases import build_simulation, resolve_case
+
+    with h5py.File(path, "r") as f:
+        if f.attrs.get("hybrid_kind") != HYBRID_KIND:
+            raise ValueError(f"{path} is not a trajectory file (hybrid_kind = {f.attrs.get('hybrid_kind')!r})")
+        case_text = str(f.attrs["case"])
+        name = field or next(iter(f["fields"]))
+    sim = build_simulation(resolve_case(tomllib.loads(case_text)))
+    equation, template = sim.equation, sim.state
+
+    def rate(x: Any) -> Any:
+        fields = dict(template.fields)
+        fields[name] = template.backend.asarray(np.ascontiguousarray(x.detach().cpu().numpy(), dtype=np.float64))
+        out = equation.rhs(State(fields, template.time, template.step, template.backend))[name]
+        return torch.from_numpy(np.asarray(to_numpy(out), dtype=np.float32))
+
+    return rate

@@ -3,11 +3,18 @@
 The network advances order parameters η_q (Q, ny, nx), q = 0..Q−1, by a fixed time jump (``jump`` DNS steps)
 at once. It is applied to every order parameter with the same weights, each seeing
 
-    input channels   [η_q, ψ_q],  ψ_q = Σ_{p≠q} η_p²   (the coupling field of the Fan–Chen free energy)
+    input channels   ``features``, a subset in this order of
+                     "eta":  η_q
+                     "psi":  ψ_q = Σ_{p≠q} η_p²   (the coupling field of the Fan–Chen free energy)
+                     "rate": τ · ∂η_q/∂t, the DNS right-hand side at the start of the window times the window's
+                             time τ = jump·dt (its linear extrapolation; supplied by the caller, who owns the model)
     output           Δη_q^(k) = η_q(t + jump·dt) − η_q(t),  one map per ensemble member k = 1..K
 
 so the prediction is *equivariant under any permutation of the order parameters* (ψ_q is symmetric in the
-others) and, with periodic input, under translations. It also runs on any grid size.
+others, and the rate of η_q depends on the others only through ψ_q) and, with periodic input, under translations.
+It also runs on any grid size. The rate channel carries the local physics (curvature, junction forces) that a
+small receptive field cannot infer from η alone: on the grain-growth trajectories it lowers the held-out window
+error of the same network from 0.42 to 0.25 at equal training (see training/graingrowth_surrogate.toml).
 
 Architecture (:class:`EnsembleJumpNet2d`): a backbone of ``len(dilations)`` 3×3 valid (unpadded) convolutions
 with the given dilations and a GELU after each, shared by all members, then per member a 1×1 head (hidden
@@ -35,7 +42,19 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F  # noqa: N812 (the torch convention)
 
-__all__ = ["EnsembleJumpNet2d", "JumpPrediction", "field_inputs", "jump_members", "relative_spread", "window_error"]
+__all__ = [
+    "FEATURES",
+    "EnsembleJumpNet2d",
+    "JumpPrediction",
+    "field_inputs",
+    "jump_members",
+    "relative_spread",
+    "window_error",
+]
+
+
+FEATURES = ("eta", "psi", "rate")
+"""Input channels a jump network may take (:func:`field_inputs`), in this order."""
 
 
 class EnsembleJumpNet2d(nn.Module):
@@ -46,7 +65,7 @@ class EnsembleJumpNet2d(nn.Module):
         channels: backbone width C.
         dilations: one 3×3 convolution per entry, with that dilation.
         head_channels: hidden width of each member's 1×1 head.
-        inputs: input channels (2: η_q and ψ_q).
+        features: input channels, a subsequence of :data:`FEATURES`.
     """
 
     def __init__(
@@ -55,7 +74,7 @@ class EnsembleJumpNet2d(nn.Module):
         channels: int = 16,
         dilations: Sequence[int] = (1, 2, 2, 1),
         head_channels: int = 8,
-        inputs: int = 2,
+        features: Sequence[str] = ("eta", "psi"),
     ) -> None:
         super().__init__()
         if members < 2:
@@ -66,7 +85,10 @@ class EnsembleJumpNet2d(nn.Module):
         self.channels = int(channels)
         self.dilations = tuple(int(d) for d in dilations)
         self.head_channels = int(head_channels)
-        self.inputs = int(inputs)
+        self.features = tuple(str(f) for f in features)
+        if not self.features or [f for f in FEATURES if f in self.features] != list(self.features):
+            raise ValueError(f"features must be a non-empty subsequence of {list(FEATURES)}, got {list(features)}")
+        self.inputs = len(self.features)
         convs = []
         c_in = self.inputs
         for d in self.dilations:
@@ -84,8 +106,13 @@ class EnsembleJumpNet2d(nn.Module):
         """Receptive-field radius [grid points]: the output is ``halo`` points smaller on each side."""
         return sum(self.dilations)
 
+    @property
+    def needs_rate(self) -> bool:
+        """True when the network takes the DNS rate channel (the caller must supply it)."""
+        return "rate" in self.features
+
     def forward(self, x: Tensor) -> Tensor:
-        """(B, 2, H, W) inputs -> (B, K, H − 2·halo, W − 2·halo) predicted changes Δη, one per member."""
+        """(B, C, H, W) inputs -> (B, K, H − 2·halo, W − 2·halo) predicted changes Δη, one per member."""
         for conv in self.backbone:
             x = F.gelu(conv(x))
         return self.head_out(F.gelu(self.head_hidden(x)))
@@ -97,7 +124,7 @@ class EnsembleJumpNet2d(nn.Module):
             "channels": self.channels,
             "dilations": list(self.dilations),
             "head_channels": self.head_channels,
-            "inputs": self.inputs,
+            "features": list(self.features),
         }
 
     def parameter_count(self) -> int:
@@ -111,11 +138,28 @@ class EnsembleJumpNet2d(nn.Module):
         return first + rest + c * k * h + k * h
 
 
-def field_inputs(eta: Tensor) -> Tensor:
-    """Per-order-parameter inputs: (Q, ny, nx) η -> (Q, 2, ny, nx) [η_q, ψ_q = Σ_{p≠q} η_p²]."""
-    sq = eta * eta
-    psi = sq.sum(dim=0, keepdim=True) - sq
-    return torch.stack((eta, psi), dim=1)
+def field_inputs(eta: Tensor, features: Sequence[str] = ("eta", "psi"), rate: Tensor | None = None) -> Tensor:
+    """Per-order-parameter inputs: (Q, ny, nx) η -> (Q, C, ny, nx), the channels ``features`` (:data:`FEATURES`).
+
+    Args:
+        eta: (Q, ny, nx) order parameters.
+        features: the network's input channels.
+        rate: (Q, ny, nx) τ · ∂η/∂t of the DNS (required when "rate" is a feature), in η's dtype and device.
+    """
+    channels = []
+    for name in features:
+        if name == "eta":
+            channels.append(eta)
+        elif name == "psi":
+            sq = eta * eta
+            channels.append(sq.sum(dim=0, keepdim=True) - sq)
+        elif name == "rate":
+            if rate is None:
+                raise ValueError("this jump network takes the DNS rate channel: pass rate = τ · dη/dt")
+            channels.append(rate.to(dtype=eta.dtype, device=eta.device))
+        else:
+            raise ValueError(f"unknown feature {name!r}; allowed: {list(FEATURES)}")
+    return torch.stack(channels, dim=1)
 
 
 class JumpPrediction:
@@ -154,6 +198,7 @@ def jump_members(
     model: EnsembleJumpNet2d,
     eta: Tensor,
     *,
+    rate: Tensor | None = None,
     tile: int = 32,
     activity: float = 1e-3,
     batch: int = 256,
@@ -163,6 +208,7 @@ def jump_members(
     Args:
         model: the ensemble (its dtype and device are used for inference).
         eta: (Q, ny, nx) order parameters (any float dtype, on any device; converted to the model's).
+        rate: (Q, ny, nx) τ · dη/dt at ``eta`` (τ = jump·dt), for a network with the "rate" feature.
         tile: tile edge [grid points]; ny and nx must be multiples of it.
         activity: a (field, tile) pair is evaluated when max − min of η_q over the tile and its halo exceeds it.
         batch: tiles per forward pass (bounds memory).
@@ -176,7 +222,7 @@ def jump_members(
     p = next(model.parameters())
     halo = model.halo
     x_eta = eta.to(device=p.device, dtype=p.dtype)
-    inputs = field_inputs(x_eta)  # (Q, 2, ny, nx)
+    inputs = field_inputs(x_eta, model.features, rate)  # (Q, C, ny, nx)
     active = _active_tiles(x_eta, tile, halo, activity)  # (Q, ty, tx)
     idx = active.nonzero()  # (A, 3): q, ty, tx
     mean_delta = torch.zeros_like(x_eta)
@@ -188,7 +234,7 @@ def jump_members(
         with torch.inference_mode():
             for start in range(0, len(idx), batch):
                 sel = idx[start : start + batch]
-                xb = windows[sel[:, 0], :, sel[:, 1], sel[:, 2]]  # (B, 2, win, win)
+                xb = windows[sel[:, 0], :, sel[:, 1], sel[:, 2]]  # (B, C, win, win)
                 out = model(xb)  # (B, K, tile, tile)
                 m = out.mean(dim=1)
                 v = out.var(dim=1, unbiased=False)

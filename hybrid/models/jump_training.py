@@ -7,16 +7,20 @@ training, calibration and test sets (the last ``calib_trajectories + test_trajec
 Training (:func:`train_jump_ensemble`), on random crops: each iteration draws ``pairs_per_batch`` training pairs,
 applies a random symmetry of the square (the model is isotropic up to the 5-point stencil), adds Gaussian noise
 of standard deviation ``noise`` to the input η (the target stays the clean DNS frame, so the network also learns to
-pull a perturbed state back: this keeps repeated jumps stable) and cuts ``batch_size`` crops of ``crop``² output
+pull a perturbed state back: this keeps repeated jumps stable; the "rate" channel is computed from the noisy input,
+as inference computes it from whatever state it is given) and cuts ``batch_size`` crops of ``crop``² output
 points (plus the halo) from the (field, tile) pairs that inference would evaluate. Each member k weights each crop
 by a Poisson(1) bootstrap count and minimises its weighted MSE of Δη; Adam with a cosine learning-rate decay.
 
 Calibration: every held-out pair is jumped with the tiled inference of the provider
 (:func:`hybrid.models.jump_net.jump_members`), giving u (spread relative to the predicted change,
 :func:`hybrid.models.jump_net.relative_spread`) and e (error against the DNS frame relative to the DNS change,
-:func:`hybrid.models.jump_net.window_error`); the monitor threshold is calibrated split-conformally on the
-calibration trajectories and evaluated on the test ones (:func:`hybrid.models.calibration.calibrate`). The pairs are
-stored in the card so that the monitor can recalibrate for any tolerance and confidence.
+:func:`hybrid.models.jump_net.window_error`) of the whole window the stepper takes: with ``inference.relax`` = k,
+the NN jump and the DNS frame are both advanced by k explicit Euler steps of the data's DNS (``rate``) before they
+are compared (metrics ``error_rms``; ``jump_error_rms`` is the bare jump's); the monitor threshold is calibrated
+split-conformally on the calibration trajectories and evaluated on the test ones
+(:func:`hybrid.models.calibration.calibrate`). The pairs are stored in the card so that the monitor can recalibrate
+for any tolerance and confidence.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ import math
 import os
 import time
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +64,11 @@ JUMP_TRAIN_SPEC = Table(
                 "channels": Option("int", 16, "backbone width", min=1),
                 "dilations": Option("list[int]", [1, 2, 2, 1], "one 3x3 convolution per entry, its dilation", min=1),
                 "head_channels": Option("int", 8, "hidden width of each member's 1x1 head", min=1),
+                "features": Option(
+                    "list[str]",
+                    ["eta", "psi", "rate"],
+                    "input channels, in this order, from 'eta', 'psi', 'rate' (jump_net.FEATURES)",
+                ),
             }
         ),
         "training": Table(
@@ -107,6 +116,7 @@ JUMP_TRAIN_SPEC = Table(
             {
                 "tile": Option("int", 32, "tile edge of the sparse inference [grid points]", min=1),
                 "activity": Option("float", 1e-3, "skip tiles where η varies by less than this", min=0.0),
+                "relax": Option("int", 0, "DNS steps the stepper takes after each NN jump (couplers/surrogate)", min=0),
             }
         ),
     },
@@ -156,6 +166,7 @@ def train_jump_ensemble(
     *,
     progress: bool = False,
     spec_file: str | None = None,
+    rate: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> dict[str, Any]:
     """Train, calibrate and save a jump ensemble; returns the model card.
 
@@ -165,6 +176,8 @@ def train_jump_ensemble(
         out_dir: model directory (``weights.pt`` + ``model_card.json``).
         progress: tqdm bar over iterations.
         spec_file: for error messages and the card.
+        rate: (Q, ny, nx) η -> dη/dt of the DNS that made the data (float32 tensor), needed for the "rate"
+            feature (the CLI builds it from the file's case: :func:`hybrid.couplers.trajectories.rate_function`).
     """
     s = validate(dict(spec), JUMP_TRAIN_SPEC, file=spec_file)
     m, tr, cal, inf = s["model"], s["training"], s["calibration"], s["inference"]
@@ -187,7 +200,23 @@ def train_jump_ensemble(
     torch.manual_seed(tr["seed"])
     rng = np.random.default_rng(tr["seed"])
     device = torch.device(tr["device"])
-    model = EnsembleJumpNet2d(m["members"], m["channels"], m["dilations"], m["head_channels"]).to(device)
+    try:
+        model = EnsembleJumpNet2d(m["members"], m["channels"], m["dilations"], m["head_channels"], m["features"])
+    except ValueError as err:
+        raise ConfigError(str(err), key="model.features", file=spec_file) from None
+    model = model.to(device)
+    if model.needs_rate and rate is None:
+        raise ConfigError("the 'rate' feature needs the DNS right-hand side of the data", key="model.features")
+    horizon = float(attrs["jump"]) * float(attrs["dt"])
+
+    def inputs_of(eta: torch.Tensor) -> torch.Tensor:
+        r = horizon * rate(eta.cpu()).to(eta.device) if model.needs_rate and rate is not None else None
+        return field_inputs(eta, model.features, r)
+
+    def jump_of(eta: torch.Tensor) -> Any:
+        r = horizon * rate(eta) if model.needs_rate and rate is not None else None
+        return jump_members(model, eta, rate=r, tile=inf["tile"], activity=inf["activity"])
+
     halo, crop, k_members = model.halo, tr["crop"], model.members
     _, _, q, ny, nx = frames.shape
     if ny % crop or nx % crop or ny % inf["tile"] or nx % inf["tile"]:
@@ -213,7 +242,7 @@ def train_jump_ensemble(
             if len(act) == 0:
                 continue
             sel = act[torch.from_numpy(rng.choice(len(act), size=min(per_pair, len(act)), replace=False))]
-            win = _windows(field_inputs(noisy), crop, halo)
+            win = _windows(inputs_of(noisy), crop, halo)
             xs.append(win[sel[:, 0], :, sel[:, 1], sel[:, 2]])
             delta = (b - noisy).view(q, ny // crop, crop, nx // crop, crop).permute(0, 1, 3, 2, 4)
             ys.append(delta[sel[:, 0], sel[:, 1], sel[:, 2]])
@@ -242,16 +271,36 @@ def train_jump_ensemble(
     train_seconds = time.perf_counter() - t0
     model.eval()
 
+    relax, dt = int(inf["relax"]), float(attrs["dt"])
+    if relax and rate is None:
+        raise ConfigError("inference.relax needs the DNS right-hand side of the data", key="inference.relax")
+
+    def relaxed(eta: torch.Tensor) -> torch.Tensor:
+        """``relax`` explicit Euler steps of the data's DNS (the stepper's relaxation after a jump)."""
+        x = eta.double()
+        for _ in range(relax):
+            x = x + dt * rate(x).double()  # type: ignore[misc]
+        return x
+
     def evaluate(ids: list[int]) -> dict[str, Any]:
-        u, e, e0, frac = [], [], [], []
+        u, e, e_jump, e0, frac = [], [], [], [], []
         for r in ids:
             for i, j in pairs:
-                pred = jump_members(model, frames[r, i], tile=inf["tile"], activity=inf["activity"])
-                u.append(relative_spread(pred.spread, pred.mean, frames[r, i]))
-                e.append(window_error(pred.mean, frames[r, j], frames[r, i]))
-                e0.append(window_error(frames[r, i], frames[r, j], frames[r, i]))
+                start, end = frames[r, i], frames[r, j]
+                pred = jump_of(start)
+                u.append(relative_spread(pred.spread, pred.mean, start))
+                e_jump.append(window_error(pred.mean, end, start))
+                # the window the stepper takes: jump + relax steps, against jump + relax DNS steps
+                e.append(window_error(relaxed(pred.mean), relaxed(end), start) if relax else e_jump[-1])
+                e0.append(window_error(start, relaxed(end) if relax else end, start))
                 frac.append(pred.active_fraction)
-        return {"u": np.asarray(u), "e": np.asarray(e), "e_unchanged": np.asarray(e0), "active": np.asarray(frac)}
+        return {
+            "u": np.asarray(u),
+            "e": np.asarray(e),
+            "e_jump": np.asarray(e_jump),
+            "e_unchanged": np.asarray(e0),
+            "active": np.asarray(frac),
+        }
 
     res_cal, res_test = evaluate(cal_ids), evaluate(test_ids)
     calibration = calibrate(
@@ -278,6 +327,7 @@ def train_jump_ensemble(
                 "windows": len(res["e"]),
                 "error_rms": float(np.sqrt(np.mean(res["e"] ** 2))),
                 "error_max": float(res["e"].max()),
+                "jump_error_rms": float(np.sqrt(np.mean(res["e_jump"] ** 2))),
                 "unchanged_error_rms": float(np.sqrt(np.mean(res["e_unchanged"] ** 2))),
                 "uncertainty_mean": float(res["u"].mean()),
                 "active_fraction_mean": float(res["active"].mean()),
@@ -293,7 +343,7 @@ def train_jump_ensemble(
             "spacing": spacing,
             "params": {k: v for k, v in params.items() if k in ("alpha", "beta", "gamma", "kappa", "mobility")},
         },
-        "inference": {"tile": inf["tile"], "activity": inf["activity"], "dtype": "float32"},
+        "inference": {"tile": inf["tile"], "activity": inf["activity"], "relax": inf["relax"], "dtype": "float32"},
         "data": {
             "file": path.name,
             "trajectories": n_traj,

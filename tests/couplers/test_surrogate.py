@@ -14,6 +14,7 @@ import torch
 import hybrid
 from hybrid.core.config import ConfigError
 from hybrid.core.io import read_output
+from hybrid.core.state import State
 from hybrid.couplers.compare import compare
 from hybrid.models.jump_net import EnsembleJumpNet2d, field_inputs, jump_members, relative_spread, window_error
 
@@ -80,6 +81,38 @@ def test_uniform_fields_are_skipped_and_kept_exactly() -> None:
     assert not bool(pred.active[0].any())
 
 
+def test_rate_channel_is_the_supplied_rate_and_is_required() -> None:
+    eta = _eta(5)
+    rate = torch.sin(eta)  # any field: field_inputs passes it through unchanged
+    x = field_inputs(eta, ("eta", "psi", "rate"), rate)
+    assert x.shape == (6, 3, 32, 32) and torch.equal(x[:, 2], rate) and torch.equal(x[:, 0], eta)
+    assert torch.allclose(x[:, 1], (eta**2).sum(0) - eta**2)
+    with pytest.raises(ValueError, match="rate"):
+        field_inputs(eta, ("eta", "psi", "rate"))
+    with pytest.raises(ValueError, match="subsequence"):
+        EnsembleJumpNet2d(features=("psi", "eta"))
+    m = EnsembleJumpNet2d(members=2, channels=3, dilations=(1,), head_channels=2, features=("eta", "rate"))
+    assert m.needs_rate and m.inputs == 2
+    with pytest.raises(ValueError, match="rate"):
+        jump_members(m, eta.float(), tile=8)
+
+
+def test_rate_function_is_the_dns_right_hand_side(tmp_path: Path) -> None:
+    """rate_function rebuilds the data's model: one explicit Euler step of the case is η + dt · rate(η)."""
+    from hybrid.couplers.trajectories import generate_trajectories, rate_function
+
+    data = generate_trajectories(TINY_SPEC, tmp_path / "traj.h5", workers=0)
+    with h5py.File(data) as f:
+        eta = torch.from_numpy(np.asarray(f["fields/eta"][0, 1], dtype=np.float64))
+    rate = rate_function(data)(eta)
+    sim = hybrid.load_case(_case(Path("unused"), "dns"))
+    fields = dict(sim.state.fields)
+    fields["eta"] = eta.numpy().copy()
+    after = np.asarray(sim.stepper(State(fields, 0.0, 0, sim.state.backend))["eta"])  # the case's Euler step
+    assert rate.dtype == torch.float32
+    np.testing.assert_allclose(rate.numpy(), (after - eta.numpy()) / 0.25, rtol=1e-5, atol=1e-6)
+
+
 def test_window_error_and_spread_are_relative() -> None:
     a, b = _eta(3), _eta(4)
     assert window_error(a, b, a) == pytest.approx(1.0)  # "no change" scores 1
@@ -93,7 +126,7 @@ def test_window_error_and_spread_are_relative() -> None:
 
 @pytest.fixture(scope="module")
 def tiny_ensemble(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from hybrid.couplers.trajectories import generate_trajectories
+    from hybrid.couplers.trajectories import generate_trajectories, rate_function
     from hybrid.models.jump_training import train_jump_ensemble
 
     d = tmp_path_factory.mktemp("surrogate")
@@ -110,7 +143,7 @@ def tiny_ensemble(tmp_path_factory: pytest.TempPathFactory) -> Path:
         },
         "inference": {"tile": 16},
     }
-    train_jump_ensemble(spec, data, d / "ens")
+    train_jump_ensemble(spec, data, d / "ens", rate=rate_function(data))
     return d / "ens"
 
 
@@ -183,6 +216,39 @@ def test_nn_windows_and_restart(tiny_ensemble: Path, tmp_path: Path) -> None:
     again = read_output(tmp_path / "full.h5")
     assert np.array_equal(again["fields"]["eta"], res["fields"]["eta"])
     assert again["monitor"]["stepper"]["step"].tolist() == res["monitor"]["stepper"]["step"].tolist()
+
+
+def test_no_qualifying_threshold_runs_the_dns_without_the_network(tiny_ensemble: Path, tmp_path: Path) -> None:
+    """An unattainable tolerance calibrates to threshold −inf: every window is DNS and the NN is never evaluated."""
+    sim = hybrid.load_case(_case(tiny_ensemble, tolerance=1e-9), out=tmp_path / "sur.h5")
+    assert sim.stepper.policy.threshold == -math.inf
+    sim.run()
+    dns = hybrid.load_case(_case(tiny_ensemble, "dns"), out=tmp_path / "dns.h5")
+    dns.run()
+    res = read_output(tmp_path / "sur.h5")
+    assert np.array_equal(res["fields"]["eta"], read_output(tmp_path / "dns.h5")["fields"]["eta"])
+    assert sim.stepper.nn.calls == 0 and sim.stepper.dns_windows == 5
+    log = res["monitor"]["stepper"]
+    assert set(log["source"].tolist()) == {"dns"} and np.all(np.isnan(log["uncertainty"]))
+
+
+def test_relaxation_steps_follow_each_nn_jump(tiny_ensemble: Path) -> None:
+    """relax = 4: a window is the NN jump (40 steps) then 4 DNS steps with the hooks, 44 steps in all."""
+    case = _case(tiny_ensemble, "nn", relax=4)
+    case["time"]["steps"], case["output"]["every"] = 176, 44
+    sim = hybrid.load_case(case)
+    assert sim.stepper.steps_per_call == 44
+    start = sim.state.copy()
+    jumped, _ = sim.stepper.nn.predict(start)
+    expected = State({**start.fields, "eta": jumped}, start.time + 40 * 0.25, 40, start.backend)
+    for _ in range(4):
+        expected = sim.stepper.dns(sim.equation.after_step(expected))
+    got = sim.stepper(start)
+    assert got.step == 44 and got.time == pytest.approx(11.0, abs=1e-12)
+    assert np.array_equal(np.asarray(got["eta"]), np.asarray(expected["eta"]))
+    bad = _case(tiny_ensemble, "nn", relax=4)  # 200 steps, frames every 40: not windows of 44
+    with pytest.raises(ConfigError, match="multiple of the surrogate's window of 44"):
+        hybrid.load_case(bad)
 
 
 def test_monitor_falls_back_when_the_spread_exceeds_the_threshold(tiny_ensemble: Path) -> None:
