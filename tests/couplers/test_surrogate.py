@@ -306,3 +306,18 @@ def test_compare_stepper_dns_vs_monitor(tiny_ensemble: Path, tmp_path: Path) -> 
     assert report["descriptors"]["grain_count"]["dns"][0] == report["descriptors"]["grain_count"]["monitor"][0]
     assert report["monitor"]["monitor"]["nn"] == 5
     assert (tmp_path / "report.json").exists()
+
+
+def test_shipped_hybrid_case_loads_the_shipped_ensemble(tmp_path: Path) -> None:
+    """cases/graingrowth_hybrid.toml with the shipped weights: windows of jump + relax, frames on window ends."""
+    case = ROOT / "cases" / "graingrowth_hybrid.toml"
+    sets = {"grid.shape": [64, 64], "grid.lengths": [128.0, 128.0], "initial.grains": 16, "time.steps": 212}
+    sim = hybrid.load_case(case, overrides={**sets, "stepper.threshold": 1e9}, out=tmp_path / "nn.h5")  # accept all
+    card = sim.stepper.nn.card
+    assert sim.stepper.steps_per_call == card["surrogate"]["jump"] + card["inference"]["relax"] == 106
+    assert sim.stepper.nn.model.needs_rate
+    sim.run()
+    res = read_output(tmp_path / "nn.h5")
+    assert res["step"].tolist() == [0, 212] and set(res["monitor"]["stepper"]["source"].tolist()) == {"nn"}
+    grain = res["fields"]["grain"]
+    assert grain.shape == (2, 64, 64) and 1 < len(np.unique(grain[-1])) <= 16
