@@ -235,21 +235,27 @@ class SurrogateStepper(Stepper):
         else:
             use_dns, audit = self.policy.decide(state.step, u, self.steps_per_call)
         audit_error = math.nan
+        nn_state = self.nn_window(state, new_field) if (not use_dns or audit) else None
         if use_dns or audit:
             dns_state = self.dns_window(state)
-            if audit:
-                audit_error = self.nn.error(new_field, dns_state[self.nn.field], state[self.nn.field])
+            if audit and nn_state is not None:  # the whole NN window (jump + relax) against the DNS window
+                audit_error = self.nn.error(nn_state[self.nn.field], dns_state[self.nn.field], state[self.nn.field])
         if self.policy is not None:
             self.policy.record(state.step, state.time, u, use_dns, audit_error)
         if use_dns:
             self.dns_windows += 1
             return dns_state
         self.nn_windows += 1
+        assert nn_state is not None
+        return nn_state
+
+    def nn_window(self, state: State, jumped: Any) -> State:
+        """The window from an NN jump: ``jumped`` (the field ``jump`` steps on), then ``relax`` DNS steps."""
         t = state.time
         for _ in range(self.nn.jump):  # the same floating-point sum as the DNS steps
             t += self.dt
         fields = dict(state.fields)
-        fields[self.nn.field] = new_field
+        fields[self.nn.field] = jumped
         return self.dns_window(State(fields, t, state.step + self.nn.jump, state.backend), self.nn.relax, first=False)
 
     def dns_window(self, state: State, steps: int | None = None, *, first: bool = True) -> State:

@@ -246,6 +246,15 @@ def test_relaxation_steps_follow_each_nn_jump(tiny_ensemble: Path) -> None:
     got = sim.stepper(start)
     assert got.step == 44 and got.time == pytest.approx(11.0, abs=1e-12)
     assert np.array_equal(np.asarray(got["eta"]), np.asarray(expected["eta"]))
+    # an audit compares this whole window (jump + relax) with 44 DNS steps
+    audited = hybrid.load_case({**case, "stepper": {**case["stepper"], "provider": "monitor", "threshold": 1e9,
+                                                    "audit_every": 1}})  # fmt: skip
+    audited.stepper(start)
+    dns_window = audited.stepper.dns_window(start)
+    err = audited.stepper.policy.audit_errors[0]
+    assert err == pytest.approx(window_error(torch.from_numpy(np.asarray(expected["eta"])),
+                                             torch.from_numpy(np.asarray(dns_window["eta"])),
+                                             torch.from_numpy(np.asarray(start["eta"]))), rel=1e-12)  # fmt: skip
     bad = _case(tiny_ensemble, "nn", relax=4)  # 200 steps, frames every 40: not windows of 44
     with pytest.raises(ConfigError, match="multiple of the surrogate's window of 44"):
         hybrid.load_case(bad)
