@@ -273,21 +273,40 @@ def _describe_weights(directory: Path) -> str:
     card = read_card(directory)
     arch = card.get("architecture", {})
     cal = card.get("calibration", {})
-    lines = [
-        f"{directory}: NN ensemble for term {card.get('term')!r} ({card.get('format')})",
-        f"  architecture: {arch}",
-        f"  features: {card.get('features')} {card.get('feature_channels')}; target: {card.get('target')}",
-        f"  data: {card.get('data', {}).get('path')}",
-    ]
+    sur = card.get("surrogate")
+    if sur:  # a whole-model jump surrogate (hybrid.models.jump_training)
+        data, inf = card.get("data", {}), card.get("inference", {})
+        lines = [
+            f"{directory}: jump surrogate for model {sur.get('model')!r}, field {sur.get('field')!r} "
+            f"({card.get('format')})",
+            f"  architecture: {arch}",
+            f"  window: NN jump of {sur.get('jump')} steps of dt = {sur.get('dt')} + {inf.get('relax', 0)} DNS steps; "
+            f"tile {inf.get('tile')}, spacing {sur.get('spacing')}, params {sur.get('params')}",
+            f"  data: {data.get('file')} ({data.get('trajectories')} trajectories, split {data.get('split')})",
+        ]
+    else:
+        lines = [
+            f"{directory}: NN ensemble for term {card.get('term')!r} ({card.get('format')})",
+            f"  architecture: {arch}",
+            f"  features: {card.get('features')} {card.get('feature_channels')}; target: {card.get('target')}",
+            f"  data: {card.get('data', {}).get('path')}",
+        ]
     for split, m in card.get("metrics", {}).items():
         if isinstance(m, dict) and "rmse" in m:
             lines.append(
                 f"  {split}: n = {m.get('n')}, RMSE {m['rmse']:.4g} (linear law {m.get('rmse_linear', 0):.4g})"
             )
+        elif isinstance(m, dict) and "error_rms" in m:
+            lines.append(
+                f"  {split}: {m.get('windows')} windows, window error RMS {m['error_rms']:.4g} "
+                f"(max {m.get('error_max', 0):.4g}; unchanged state {m.get('unchanged_error_rms', 0):.4g})"
+            )
     if cal:
         t = cal.get("test", {})
+        tau = cal.get("threshold")
+        tau_text = "-inf (none qualifies)" if tau is None else tau
         lines.append(
-            f"  monitor threshold {cal.get('threshold')} for tolerance {cal.get('tolerance')}, confidence "
+            f"  monitor threshold {tau_text} for tolerance {cal.get('tolerance')}, confidence "
             f"{cal.get('confidence')}: test coverage {t.get('coverage')}, accepted {t.get('accept_fraction')}, "
             f"spearman {t.get('spearman')}"
         )

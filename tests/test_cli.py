@@ -102,3 +102,12 @@ def test_info_describes_the_shipped_weights(capsys: pytest.CaptureFixture[str]) 
     assert main(["info", str(SHIPPED_WEIGHTS)]) == 0
     out = capsys.readouterr().out
     assert "NN ensemble for term 'elastic'" in out and "monitor threshold" in out
+
+
+def test_info_describes_the_shipped_jump_surrogate(capsys: pytest.CaptureFixture[str]) -> None:
+    from hybrid.couplers.surrogate import SHIPPED_SURROGATES
+
+    assert main(["info", str(SHIPPED_SURROGATES / "graingrowth_surrogate")]) == 0
+    out = capsys.readouterr().out
+    assert "jump surrogate for model 'graingrowth'" in out and "NN jump of 100 steps" in out
+    assert "window error RMS" in out and "monitor threshold" in out
