@@ -34,12 +34,13 @@ order parameters), the error relative to the change over the window: independent
 1 for a surrogate that changes nothing (:func:`hybrid.models.jump_net.window_error`). Training pairs are DNS
 windows without the ``after_step`` hooks (no index reassignment inside a window, as in an NN jump).
 
-The calibration pairs in the card measure the NN jump alone (the data holds DNS frames ``jump`` steps apart); audits
-compare the whole window (NN jump + relaxation) with ``jump + relax`` DNS steps, i.e. what the run uses.
+Calibration (in training) and audits (in a run) both measure the whole window: NN jump + relaxation against
+``jump + relax`` DNS steps, i.e. what the run uses (training advances the stored DNS frame and the NN jump by the
+``relax`` steps of the data's DNS before comparing them).
 
 Every window is logged to ``/monitor/stepper`` (step = first step of the window, time, uncertainty, threshold,
-source "nn"/"dns", audit_error), so the output records which windows were NN. Time advances by ``jump`` additions
-of ``dt`` whichever way a window went, so frame times are identical to a DNS run's. The stepper's state (the
+source "nn"/"dns", audit_error), so the output records which windows were NN. Time advances by ``jump + relax``
+additions of ``dt`` whichever way a window went, so frame times are identical to a DNS run's. The stepper's state (the
 monitor's hysteresis and counters) is checkpointed; decisions depend only on the state, so restarts are exact.
 
 ``time.steps``, ``output.every`` and ``output.checkpoint_every`` must be multiples of ``jump`` (checked when the
