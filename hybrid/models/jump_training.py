@@ -209,13 +209,15 @@ def train_jump_ensemble(
         raise ConfigError("the 'rate' feature needs the DNS right-hand side of the data", key="model.features")
     horizon = float(attrs["jump"]) * float(attrs["dt"])
 
+    def rate_channel(eta: torch.Tensor) -> torch.Tensor | None:
+        """τ · dη/dt of the data's DNS (None for a network without the rate feature)."""
+        return horizon * rate(eta).to(eta.device) if model.needs_rate and rate is not None else None
+
     def inputs_of(eta: torch.Tensor) -> torch.Tensor:
-        r = horizon * rate(eta.cpu()).to(eta.device) if model.needs_rate and rate is not None else None
-        return field_inputs(eta, model.features, r)
+        return field_inputs(eta, model.features, rate_channel(eta))
 
     def jump_of(eta: torch.Tensor) -> Any:
-        r = horizon * rate(eta) if model.needs_rate and rate is not None else None
-        return jump_members(model, eta, rate=r, tile=inf["tile"], activity=inf["activity"])
+        return jump_members(model, eta, rate=rate_channel(eta), tile=inf["tile"], activity=inf["activity"])
 
     halo, crop, k_members = model.halo, tr["crop"], model.members
     _, _, q, ny, nx = frames.shape
