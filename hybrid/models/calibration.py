@@ -6,6 +6,19 @@ quantity below is in units of rho0):
     uncertainty  u = sqrt( mean_x var_k p_k(x) )                     (RMS ensemble spread; var with ddof = 0)
     error        e = sqrt( mean_x (mean_k p_k(x) - t(x))^2 )          (RMS error of the ensemble mean)
 
+Only the spatial variation of rho drives surface diffusion (the flux is -M d/ds of a chemical potential that
+contains rho; a constant offset of rho moves nothing), and in the ripple stage that variation is ~0.1 rho0 while
+in the island stage it is several rho0. The *modulation* metric therefore measures both quantities on the
+mean-removed prediction, relative to the size of the modulation (``metric = "modulation"``; the default ``"rho0"``
+is the pair above)::
+
+    uncertainty  u_mod = sqrt( mean_x var_k (p_k(x) - <p_k>_x) ) / std_x(mean_k p_k)
+    error        e_mod = sqrt( mean_x ((pbar - <pbar>) - (t - <t>))^2 ) / std_x(t)        (pbar = mean_k p_k)
+
+so e_mod = 0.05 means the driving modulation of rho is wrong by 5% RMS. A ratio with a zero denominator is
++inf (a flat ensemble mean whose members vary, a flat target predicted with a modulation: never accepted),
+and 0 when the numerator is 0 too (everything flat: a constant rho drives nothing, so that answer is exact).
+
 The monitor accepts the NN answer when u <= tau. :func:`calibrate_threshold` picks tau on a held-out
 calibration split so that accepted answers have e > tolerance in at most a fraction 1 - confidence of cases,
 with a finite-sample correction; :func:`evaluate_threshold` reports what that tau achieves on a separate test
@@ -23,12 +36,19 @@ import torch
 from scipy.stats import beta, spearmanr
 
 __all__ = [
+    "METRICS",
     "calibrate",
     "calibrate_threshold",
     "ensemble_error",
     "evaluate_threshold",
+    "metric_pairs",
+    "modulation_error",
+    "modulation_uncertainty",
     "uncertainty",
 ]
+
+METRICS = ("rho0", "modulation")
+"""Names of the (indicator, error) pairs: absolute in units of the target, or relative to the modulation."""
 
 ArrayT = TypeVar("ArrayT", np.ndarray, torch.Tensor)
 
@@ -60,6 +80,68 @@ def ensemble_error(pred: ArrayT, target: ArrayT) -> ArrayT:
     if isinstance(pred, torch.Tensor):
         return (pred.mean(dim=-2) - target).square().mean(dim=-1).sqrt()
     return np.sqrt(np.square(np.mean(pred, axis=-2) - target).mean(axis=-1))
+
+
+def _centred(a: Any) -> Any:
+    """a minus its mean over the last axis (numpy or torch)."""
+    if isinstance(a, torch.Tensor):
+        return a - a.mean(dim=-1, keepdim=True)
+    return a - np.mean(a, axis=-1, keepdims=True)
+
+
+def _rms_ratio(num: Any, den: Any) -> Any:
+    """sqrt(mean_x num^2) / sqrt(mean_x den^2) over the last axis; +inf where the denominator is 0 (0 when
+    both are 0 for the error, where a flat target predicted flat is exact)."""
+    if isinstance(num, torch.Tensor):
+        n, d = num.square().mean(dim=-1).sqrt(), den.square().mean(dim=-1).sqrt()
+        return torch.where(d > 0, n / d.clamp_min(torch.finfo(d.dtype).tiny), torch.where(n > 0, torch.inf, 0.0))
+    n, d = np.sqrt(np.mean(np.square(num), axis=-1)), np.sqrt(np.mean(np.square(den), axis=-1))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(d > 0, n / np.where(d > 0, d, 1.0), np.where(n > 0, np.inf, 0.0))
+
+
+def modulation_uncertainty(pred: ArrayT) -> ArrayT:
+    """Ensemble spread of the mean-removed members relative to the modulation of the ensemble mean.
+
+    Args:
+        pred: (..., K, N) member predictions.
+
+    Returns:
+        (...) u_mod = sqrt(mean_x var_k(p_k - <p_k>_x)) / std_x(mean_k p_k) (dimensionless; +inf for a flat
+        ensemble mean of varying members, 0 when every member is flat).
+    """
+    c = _centred(pred)
+    if isinstance(c, torch.Tensor):
+        spread, mean = c - c.mean(dim=-2, keepdim=True), c.mean(dim=-2)
+        # RMS over x of the per-point standard deviation = sqrt(mean over members and x of spread^2)
+        return _rms_ratio(spread.square().mean(dim=-2).sqrt(), mean)
+    spread, mean = c - np.mean(c, axis=-2, keepdims=True), np.mean(c, axis=-2)
+    return _rms_ratio(np.sqrt(np.mean(np.square(spread), axis=-2)), mean)
+
+
+def modulation_error(pred: ArrayT, target: ArrayT) -> ArrayT:
+    """RMS error of the mean-removed ensemble mean relative to the modulation (spatial std) of the target.
+
+    Args:
+        pred: (..., K, N) member predictions.
+        target: (..., N) true values.
+
+    Returns:
+        (...) e_mod = rms_x((pbar - <pbar>) - (t - <t>)) / std_x(t) (dimensionless; +inf for a flat target
+        that is not predicted flat).
+    """
+    mean = pred.mean(dim=-2) if isinstance(pred, torch.Tensor) else np.mean(pred, axis=-2)
+    return _rms_ratio(_centred(mean) - _centred(target), _centred(target))
+
+
+def metric_pairs(pred: ArrayT, target: ArrayT, metric: str) -> tuple[ArrayT, ArrayT]:
+    """(u, e) of each sample for ``metric`` in :data:`METRICS` (``"rho0"``: :func:`uncertainty`,
+    :func:`ensemble_error`; ``"modulation"``: :func:`modulation_uncertainty`, :func:`modulation_error`)."""
+    if metric == "rho0":
+        return uncertainty(pred), ensemble_error(pred, target)
+    if metric == "modulation":
+        return modulation_uncertainty(pred), modulation_error(pred, target)
+    raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
 
 
 def _as_numpy(a: Any) -> np.ndarray:
@@ -102,7 +184,7 @@ def calibrate_threshold(
         tau (accept when u <= tau), or -inf when no threshold qualifies ("always DNS").
 
     Raises:
-        ValueError: for mismatched shapes, non-finite values, tolerance <= 0, confidence or delta outside
+        ValueError: for mismatched shapes, NaN values, tolerance <= 0, confidence or delta outside
             (0, 1).
     """
     u, e = _as_numpy(u_cal), _as_numpy(e_cal)
@@ -123,7 +205,7 @@ def calibrate_threshold(
         bound = (violations + 1) / (n_acc + 1)
     else:  # exact binomial upper confidence bound (Clopper-Pearson), 1.0 when every sample violates
         bound = np.where(violations < n_acc, beta.ppf(1.0 - delta, violations + 1, n_acc - violations), 1.0)
-    ok = (bound <= 1.0 - confidence) & last_of_tie
+    ok = (bound <= 1.0 - confidence) & last_of_tie & np.isfinite(u_sorted)  # u = +inf is never accepted
     if not np.any(ok):
         return -math.inf
     return float(u_sorted[np.flatnonzero(ok)[-1]])
@@ -146,7 +228,7 @@ def evaluate_threshold(u_test: Any, e_test: Any, tau: float, tolerance: float) -
     """
     u, e = _as_numpy(u_test), _as_numpy(e_test)
     _check(u, e, tolerance)
-    accepted = u <= tau
+    accepted = (u <= tau) & np.isfinite(u)
     n_acc = int(accepted.sum())
     ok = e <= tolerance
     if u.size >= 2 and np.ptp(u) > 0 and np.ptp(e) > 0:
@@ -200,7 +282,7 @@ def calibrate(
 def _check(u: np.ndarray, e: np.ndarray, tolerance: float) -> None:
     if u.shape != e.shape:
         raise ValueError(f"u and e must have the same length, got {u.size} and {e.size}")
-    if not (np.all(np.isfinite(u)) and np.all(np.isfinite(e))):
-        raise ValueError("u and e must be finite")
+    if np.any(np.isnan(u)) or np.any(np.isnan(e)) or np.any(u == -np.inf) or np.any(e < 0):
+        raise ValueError("u and e must not be NaN (u may be +inf: never accepted; e must be >= 0, +inf allowed)")
     if not tolerance > 0:
         raise ValueError(f"tolerance must be > 0, got {tolerance}")

@@ -13,6 +13,9 @@ from hybrid.models.calibration import (
     calibrate_threshold,
     ensemble_error,
     evaluate_threshold,
+    metric_pairs,
+    modulation_error,
+    modulation_uncertainty,
     uncertainty,
 )
 from tests.models import one_torch_thread  # noqa: F401
@@ -37,6 +40,55 @@ def test_indicator_and_error_formulas() -> None:
     np.testing.assert_allclose(uncertainty(torch.from_numpy(pred)).numpy(), u_ref)
     np.testing.assert_allclose(ensemble_error(torch.from_numpy(pred), torch.from_numpy(target)).numpy(), e_ref)
     assert uncertainty(np.ones((2, 5, 7))).tolist() == [0.0, 0.0]
+
+
+def test_modulation_metric_formulas_and_invariances() -> None:
+    rng = np.random.default_rng(3)
+    pred = rng.normal(size=(4, 5, 30))
+    target = rng.normal(size=(4, 30))
+    c = pred - pred.mean(axis=-1, keepdims=True)
+    mean = pred.mean(axis=1)
+    u_ref = np.sqrt(np.mean(np.var(c, axis=1), axis=-1)) / mean.std(axis=-1)
+    tc = target - target.mean(axis=-1, keepdims=True)
+    e_ref = np.sqrt(np.mean((mean - mean.mean(axis=-1, keepdims=True) - tc) ** 2, axis=-1)) / target.std(axis=-1)
+    np.testing.assert_allclose(modulation_uncertainty(pred), u_ref)
+    np.testing.assert_allclose(modulation_error(pred, target), e_ref)
+    np.testing.assert_allclose(modulation_uncertainty(torch.from_numpy(pred)).numpy(), u_ref)
+    np.testing.assert_allclose(modulation_error(torch.from_numpy(pred), torch.from_numpy(target)).numpy(), e_ref)
+    np.testing.assert_allclose(metric_pairs(pred, target, "modulation"), (u_ref, e_ref))
+    np.testing.assert_allclose(metric_pairs(pred, target, "rho0"), (uncertainty(pred), ensemble_error(pred, target)))
+    # constant offsets (per member, per sample) change nothing; a common scale factor cancels
+    offset = rng.normal(size=(4, 5, 1))
+    np.testing.assert_allclose(modulation_uncertainty(pred + offset), u_ref)
+    np.testing.assert_allclose(modulation_error(pred + offset, target - 3.0), e_ref, rtol=1e-12)
+    np.testing.assert_allclose(modulation_error(7.0 * pred, 7.0 * target), e_ref, rtol=1e-12)
+    assert uncertainty(pred + offset)[0] > uncertainty(pred)[0]  # while the rho0 spread counts the offsets
+    # members equal up to offsets: no spread; a flat mean with spread or a flat target predicted with a
+    # modulation: +inf (never trusted); flat everywhere: 0 (a constant rho drives nothing, so it is exact)
+    same = np.broadcast_to(pred[:, :1], pred.shape) + offset
+    np.testing.assert_allclose(modulation_uncertainty(same), 0.0, atol=1e-12)
+    flat = np.ones((2, 5, 7))
+    assert modulation_uncertainty(flat).tolist() == [0.0, 0.0]
+    opposite = np.stack([np.cos(np.arange(7.0)), -np.cos(np.arange(7.0))])[None]  # members cancel in the mean
+    assert modulation_uncertainty(opposite).tolist() == [math.inf]
+    assert modulation_error(flat, np.ones((2, 7))).tolist() == [0.0, 0.0]
+    assert modulation_error(pred[:1], np.ones((1, 30))).tolist() == [math.inf]
+    assert torch.isinf(modulation_uncertainty(torch.from_numpy(opposite)))
+    with pytest.raises(ValueError, match="metric must be one of"):
+        metric_pairs(pred, target, "relative")
+
+
+def test_infinite_indicators_are_never_accepted() -> None:
+    u, e = synthetic(np.random.default_rng(4), 400)
+    u_inf = np.append(u, [math.inf] * 50)
+    e_inf = np.append(e, np.zeros(50))  # even with zero error: nothing is known about an infinite spread
+    tau = calibrate_threshold(u_inf, e_inf, TOL, CONF)
+    assert tau == calibrate_threshold(u, e, TOL, CONF) and math.isfinite(tau)
+    assert calibrate_threshold(np.full(30, math.inf), np.zeros(30), TOL, CONF) == -math.inf
+    res = evaluate_threshold(u_inf, e_inf, math.inf, TOL)
+    assert res["n_accepted"] == 400
+    with pytest.raises(ValueError, match="NaN"):
+        calibrate_threshold(np.array([0.1, math.nan]), np.array([0.0, 0.0]), TOL, CONF)
 
 
 def violations_rule(u: np.ndarray, e: np.ndarray, tau: float) -> float:
