@@ -19,11 +19,21 @@ Output of member k at point x (in units of the target, e.g. rho/rho0)::
 With the elastic features (channel 1 = Lambda h) and the defaults 1 and -4 the baseline is the small-slope law
 rho/rho0 = 1 - 4 Lambda h (PHYSICS.md §1), and the network learns only the nonlinear correction.
 
+With ``linear_channels`` (the input channels that are first order in the profile, e.g. h_dev and Lambda h) the
+correction's value and first-order response at the flat profile (all inputs 0) are subtracted::
+
+    correction_k(x) = c_k(x) - c_k(0) - J_k(0) . x_lin          (J_k(0): forward-mode derivative, torch.func.jvp)
+
+so a flat film gets exactly the baseline and the first-order response is exactly the baseline's (the small-slope
+law), while any function with zero value and gradient at 0 stays representable (c_k = that function). At the
+flat profile the activations are uniform in x, so J_k(0) is a translation-invariant linear map: in inference it
+is applied as a cached transfer function in Fourier space (one rfft per linear channel), in training by jvp.
+
 Architecture of one member (W = ``channels``, r = ``kernel_size // 2``, d_i = dilations cycled)::
 
     z_0 = act(conv_0(s * x))                   C_in -> W, kernel 2r+1, dilation d_0
     z_i = z_{i-1} + act(conv_i(z_{i-1}))       W -> W, i = 1 .. layers-1 (residual)
-    correction = readout(z_{layers-1})          W -> 1, pointwise
+    c = readout(z_{layers-1})                   W -> 1, pointwise (the correction, or c_k above)
 
 ``s`` is a fixed per-input-channel scale (buffer ``input_scale``, set from training-data statistics).
 """
@@ -89,6 +99,8 @@ class EnsembleCNN1d(nn.Module):
         baseline_offset: constant added to the output (1 for rho/rho0).
         readout_init: scale of the random initial readout weights (small: the untrained ensemble predicts
             close to the baseline, with a small member spread).
+        linear_channels: input channels of first order in the profile whose first-order contribution to the
+            correction is removed, together with its value at 0 (empty: off).
         seeds: one integer seed per member for the initial weights (default 0..K-1). Member k of a K-member
             ensemble built with seeds S starts with the same weights as a 1-member ensemble built with
             seeds [S[k]].
@@ -115,6 +127,7 @@ class EnsembleCNN1d(nn.Module):
         baseline_coefficient: float = -4.0,
         baseline_offset: float = 1.0,
         readout_init: float = 0.1,
+        linear_channels: Sequence[int] = (),
         seeds: Sequence[int] | None = None,
     ) -> None:
         super().__init__()
@@ -139,6 +152,12 @@ class EnsembleCNN1d(nn.Module):
         self.baseline_coefficient = float(baseline_coefficient)
         self.baseline_offset = float(baseline_offset)
         self.readout_init = float(readout_init)
+        self.linear_channels = [int(c) for c in linear_channels]
+        if any(not 0 <= c < in_channels for c in self.linear_channels) or len(set(self.linear_channels)) != len(
+            self.linear_channels
+        ):
+            raise ValueError(f"linear_channels must be distinct channels in [0, {in_channels}), got {linear_channels}")
+        self._linear_cache: dict[tuple[Any, ...], tuple[tuple[Any, ...], tuple[Tensor, Tensor]]] = {}
         self._act = ACTIVATIONS[activation]
 
         k, w, r = self.members, self.channels, self.kernel_size // 2
@@ -168,6 +187,7 @@ class EnsembleCNN1d(nn.Module):
             "baseline_coefficient": self.baseline_coefficient,
             "baseline_offset": self.baseline_offset,
             "readout_init": self.readout_init,
+            "linear_channels": list(self.linear_channels),
         }
 
     @property
@@ -277,6 +297,7 @@ class EnsembleCNN1d(nn.Module):
 
     def _apply(self, fn: Any, *args: Any, **kwargs: Any) -> EnsembleCNN1d:
         self._kernel_cache = {}  # .to(), .cuda(), .double() ...
+        self._linear_cache = {}
         return super()._apply(fn, *args, **kwargs)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -299,19 +320,60 @@ class EnsembleCNN1d(nn.Module):
         k, c = self.members, self.in_channels
         x = x.to(self.readout_bias.dtype)
         if x.ndim == 3 and x.shape[1] == c:
-            if x.shape[0] * x.shape[2] * self.channels <= self.matmul_max_size:
-                out = self._forward_shared(x)
-            else:
-                out = self._forward_grouped(x.unsqueeze(1).expand(-1, k, -1, -1))
+            out = self._raw(x)
+            if self.linear_channels:
+                out = out - self._linear_part_shared(x)
             base = x[:, self.baseline_channel].unsqueeze(1) if self.baseline_channel >= 0 else None
         elif x.ndim == 4 and x.shape[1] == k and x.shape[2] == c:
             out = self._forward_grouped(x)
+            if self.linear_channels:
+                out = out - self._linear_part_jvp(self._forward_grouped, x)
             base = x[:, :, self.baseline_channel] if self.baseline_channel >= 0 else None
         else:
             raise ValueError(f"expected input (B, {c}, N) or (B, {k}, {c}, N), got {tuple(x.shape)}")
         if base is not None:
             out = torch.add(out, base, alpha=self.baseline_coefficient)
         return out
+
+    def _raw(self, x: Tensor) -> Tensor:
+        """(B, C_in, N) shared input -> (B, K, N) correction + offset by the faster path for its size."""
+        if x.shape[0] * x.shape[2] * self.channels <= self.matmul_max_size:
+            return self._forward_shared(x)
+        return self._forward_grouped(x.unsqueeze(1).expand(-1, self.members, -1, -1))
+
+    def _linear_tangent(self, x: Tensor) -> Tensor:
+        """x with every channel that is not in ``linear_channels`` set to 0 (the first-order direction)."""
+        mask = torch.zeros(self.in_channels, dtype=x.dtype, device=x.device)
+        mask[self.linear_channels] = 1.0
+        return x * mask[:, None]
+
+    def _linear_part_jvp(self, path: Callable[[Tensor], Tensor], x: Tensor) -> Tensor:
+        """c(0) - offset + J(0) . x_lin by forward-mode AD (differentiable: used in training)."""
+        value, jvp = torch.func.jvp(path, (torch.zeros_like(x),), (self._linear_tangent(x),))
+        return value - self.baseline_offset + jvp
+
+    def _linear_part_shared(self, x: Tensor) -> Tensor:
+        """(B, C_in, N) -> (B, K, N) c(0) - offset + J(0) . x_lin; by jvp while gradients are on, otherwise from
+        a cached transfer function (the impulse response of J(0) on this N, in Fourier space)."""
+        if torch.is_grad_enabled():
+            return self._linear_part_jvp(self._raw, x)
+        n = x.shape[-1]
+        key = (n, x.dtype, x.device, *((t.data_ptr(), t._version) for t in (*self.parameters(), self.input_scale)))
+        hit = self._linear_cache.get(key[:3])
+        if hit is None or hit[0] != key:
+            impulses = torch.zeros(len(self.linear_channels), self.in_channels, n, dtype=x.dtype, device=x.device)
+            for i, ch in enumerate(self.linear_channels):
+                impulses[i, ch, 0] = 1.0
+            value, response = torch.func.jvp(self._raw, (torch.zeros_like(impulses),), (impulses,))
+            # value (L, K, N): c(0), uniform in x; response[i] (K, N): impulse response to channel i
+            hit = (key, (value[0, :, :1] - self.baseline_offset, torch.fft.rfft(response, dim=-1)))
+            if len(self._linear_cache) > 16:
+                self._linear_cache.clear()
+            self._linear_cache[key[:3]] = hit
+        value0, transfer = hit[1]  # (K, 1), (L, K, N//2+1)
+        spectra = torch.fft.rfft(x[:, self.linear_channels], dim=-1)  # (B, L, N//2+1)
+        linear = torch.fft.irfft(torch.einsum("blm,lkm->bkm", spectra, transfer), n=n, dim=-1)
+        return value0 + linear
 
     def _forward_shared(self, x: Tensor) -> Tensor:
         """(B, C_in, N) -> (B, K, N) correction + offset, batched matmuls (see :meth:`forward`)."""

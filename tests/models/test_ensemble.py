@@ -146,3 +146,39 @@ def test_invalid_arguments() -> None:
         EnsembleCNN1d(activation="relu6")
     with pytest.raises(ValueError, match="expected input"):
         make()(torch.zeros(1, 2, 10))
+
+
+def test_exact_linear_response_makes_the_correction_second_order() -> None:
+    """linear_channels: the correction vanishes with its gradient at the flat profile (so the output is the
+    small-slope law to first order); the cached Fourier transfer function (inference) equals jvp (training)."""
+    model = make(linear_channels=[0, 1]).double()
+    x = np.arange(64)
+    shape = np.cos(2 * np.pi * 3 * x / 64) + 0.5 * np.sin(2 * np.pi * 7 * x / 64 + 0.3)
+    dev = []
+    for amp in (1e-3, 1e-2):
+        f = elastic_features(torch.from_numpy(3.0 + amp * shape)[None], 1.0).double()
+        with torch.no_grad():
+            dev.append(float((model(f) - (1.0 - 4.0 * f[:, 1:2])).abs().max()))
+    assert dev[1] / dev[0] == pytest.approx(100.0, rel=0.02)  # O(amplitude^2)
+    flat = elastic_features(torch.full((1, 64), 3.0, dtype=torch.float64), 1.0)
+    with torch.no_grad():
+        torch.testing.assert_close(model(flat), torch.ones(1, 5, 64, dtype=torch.float64), rtol=0, atol=1e-14)
+    plain = make().double()  # the same weights without the subtraction: a first-order error of O(amplitude)
+    plain.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        assert float((plain(f) - (1.0 - 4.0 * f[:, 1:2])).abs().max()) > 100 * dev[1]
+    rough = elastic_features(torch.from_numpy(3.0 + 0.7 * shape)[None], 1.0).double()
+    with torch.no_grad():
+        cached = model(rough)
+    direct = model(rough)  # gradients on: torch.func.jvp
+    torch.testing.assert_close(cached, direct.detach(), rtol=1e-12, atol=1e-12)
+    per_member = rough[:, None].expand(-1, 5, -1, -1)  # training path (grouped convolutions + jvp)
+    torch.testing.assert_close(model(per_member).detach(), cached, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(model.forward_loop(rough).detach(), cached, rtol=1e-12, atol=1e-12)
+    direct.square().mean().backward()  # differentiable through the jvp
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
+    assert EnsembleCNN1d(**model.config()).linear_channels == [0, 1]
+    with pytest.raises(ValueError, match="linear_channels"):
+        make(linear_channels=[0, 0])
+    with pytest.raises(ValueError, match="linear_channels"):
+        make(linear_channels=[3])
