@@ -349,7 +349,7 @@ class EnsembleCNN1d(nn.Module):
 
     def _linear_part_jvp(self, path: Callable[[Tensor], Tensor], x: Tensor) -> Tensor:
         """c(0) - offset + J(0) . x_lin by forward-mode AD (differentiable: used in training)."""
-        value, jvp = torch.func.jvp(path, (torch.zeros_like(x),), (self._linear_tangent(x),))
+        value, jvp = torch.func.jvp(path, (torch.zeros_like(x),), (self._linear_tangent(x),))[:2]
         return value - self.baseline_offset + jvp
 
     def _linear_part_shared(self, x: Tensor) -> Tensor:
@@ -364,7 +364,7 @@ class EnsembleCNN1d(nn.Module):
             impulses = torch.zeros(len(self.linear_channels), self.in_channels, n, dtype=x.dtype, device=x.device)
             for i, ch in enumerate(self.linear_channels):
                 impulses[i, ch, 0] = 1.0
-            value, response = torch.func.jvp(self._raw, (torch.zeros_like(impulses),), (impulses,))
+            value, response = torch.func.jvp(self._raw, (torch.zeros_like(impulses),), (impulses,))[:2]
             # value (L, K, N): c(0), uniform in x; response[i] (K, N): impulse response to channel i
             hit = (key, (value[0, :, :1] - self.baseline_offset, torch.fft.rfft(response, dim=-1)))
             if len(self._linear_cache) > 16:
