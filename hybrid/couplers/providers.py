@@ -44,9 +44,11 @@ def resolve_weights(ctx: Context, weights: str) -> Path:
 class NNElastic(TermProvider):
     """Ensemble-mean elastic energy density; ``predict`` also returns the uncertainty indicator.
 
-    Input h (N,) [nm] on any backend; output ρ (N,) [eV/nm³] float64 on the state's backend/device. The
-    uncertainty u is the RMS over x of the ensemble standard deviation of ρ/ρ0 (dimensionless, ρ0 units), the
-    quantity the monitor's threshold is calibrated on.
+    Input h (N,) [nm] on any backend; output ρ (N,) [eV/nm³] float64 on the state's backend/device. With
+    ``metric = "rho0"`` (default) the uncertainty u is the RMS over x of the ensemble standard deviation of ρ/ρ0
+    (ρ0 units) and :meth:`error` the RMSE of ρ in units of ρ0; with ``"modulation"`` both are measured on the
+    mean-removed ρ relative to its spatial standard deviation (:mod:`hybrid.models.calibration`). The monitor's
+    threshold is calibrated on the same pair.
     """
 
     name = "elastic"
@@ -75,7 +77,9 @@ class NNElastic(TermProvider):
         dtype = {"float32": torch.float32, "float64": torch.float64}[options.get("dtype", "float32")]
         self.model = self.model.to(dtype=dtype).eval()
         self.dtype = dtype
-        self._calibration = self.card.get("calibration", {})
+        self.metric = str(options.get("metric", "rho0"))
+        cal = self.card.get("calibration", {})
+        self._calibration = cal if self.metric == "rho0" else cal.get(self.metric, {})
 
     def _members(self, h: Any) -> Any:
         """ρ_k/ρ0 of every member, torch (K, N) on the model's device."""
@@ -89,10 +93,10 @@ class NNElastic(TermProvider):
             return self.model(elastic_features(t[None, :], self.dx))[0]
 
     def predict(self, state: State) -> EnsemblePrediction:
-        from hybrid.models.calibration import uncertainty
+        from hybrid.models.calibration import modulation_uncertainty, uncertainty
 
         members = self._members(state["h"])
-        u = float(uncertainty(members))
+        u = float(uncertainty(members) if self.metric == "rho0" else modulation_uncertainty(members))
         rho = members.mean(dim=0).double() * self.rho0
         return EnsemblePrediction(state.backend.asarray(rho), u)
 
@@ -100,9 +104,15 @@ class NNElastic(TermProvider):
         return self.predict(state).mean
 
     def error(self, state: State, nn_value: Array, dns_value: Array) -> float:
-        """RMSE of ρ against DNS in units of ρ0 (the monitor's tolerance is stated in the same units)."""
+        """Error of ρ against DNS in the units of the tolerance: RMSE / ρ0 (``metric = "rho0"``) or the relative
+        RMSE of the mean-removed ρ (``"modulation"``)."""
+        from hybrid.models.calibration import modulation_error
+
         be = state.backend
-        diff = be.to_numpy(nn_value) - be.to_numpy(dns_value)
+        nn_np, dns_np = be.to_numpy(nn_value), be.to_numpy(dns_value)
+        if self.metric == "modulation":
+            return float(modulation_error(nn_np[None, :], dns_np))
+        diff = nn_np - dns_np
         return float(np.sqrt(np.mean(diff * diff)) / self.rho0)
 
     def calibrated_threshold(self, tolerance: float, confidence: float) -> float:
@@ -111,13 +121,23 @@ class NNElastic(TermProvider):
 
         cal = self._calibration
         if "u" in cal and "e" in cal:
-            return float(calibrate_threshold(np.asarray(cal["u"]), np.asarray(cal["e"]), tolerance, confidence))
-        if math.isclose(cal.get("tolerance", math.nan), tolerance) and math.isclose(
-            cal.get("confidence", math.nan), confidence
+            u = np.asarray([math.inf if v is None else v for v in cal["u"]], dtype=np.float64)  # JSON null = +inf
+            e = np.asarray([math.inf if v is None else v for v in cal["e"]], dtype=np.float64)
+            return float(calibrate_threshold(u, e, tolerance, confidence))
+        if (
+            self.metric == "rho0"
+            and math.isclose(cal.get("tolerance", math.nan), tolerance)
+            and math.isclose(cal.get("confidence", math.nan), confidence)
         ):
             from hybrid.models.card import card_threshold
 
             return card_threshold(self.card)  # -inf (always DNS) when calibration found no safe threshold
+        if self.metric != "rho0":
+            raise ConfigError(
+                f"the model card in {self.weights} has no calibration pairs for metric {self.metric!r} (retrain it "
+                f"with this version of `hybrid train`); use metric = 'rho0' or give terms.elastic.threshold",
+                key="terms.elastic.metric",
+            )
         raise ConfigError(
             f"the model card in {self.weights} has no calibration pairs to recalibrate for tolerance={tolerance}, "
             f"confidence={confidence}; give terms.elastic.threshold explicitly",
@@ -198,7 +218,15 @@ MONITOR_OPTIONS = Table(
     {
         **NN_OPTIONS.entries,
         "fallback": Option("str", "fem", "DNS provider called when the ensemble is unsure", choices=("fem", "linear")),
-        "tolerance": Option("float", 0.02, "accepted error: RMSE of ρ in units of ρ0", min=0.0, min_exclusive=True),
+        "metric": Option(
+            "str",
+            "rho0",
+            "what tolerance measures: rho0 = RMSE of ρ / ρ0; modulation = RMSE of ρ − ⟨ρ⟩ / std(ρ)",
+            choices=("rho0", "modulation"),
+        ),
+        "tolerance": Option(
+            "float", 0.02, "accepted error, in the units of metric (0.02: 2 % of ρ0)", min=0.0, min_exclusive=True
+        ),
         "confidence": Option(
             "float",
             0.95,
@@ -237,7 +265,9 @@ def _build_monitor(ctx: Context, options: Mapping[str, Any]) -> Monitor:
     capture = None
     if options.get("capture"):
         capture = CaptureFile(Path(options["capture"]), nn.rho0, nn.dx)  # an output: relative to the cwd
-    log.info("monitor on 'elastic': threshold %.4g (tolerance %g, confidence %g)", threshold, tol, conf)
+    log.info(
+        "monitor on 'elastic': threshold %.4g (metric %s, tolerance %g, confidence %g)", threshold, nn.metric, tol, conf
+    )
     return Monitor(
         nn,
         dns,

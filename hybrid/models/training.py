@@ -5,7 +5,9 @@ is :data:`TRAIN_SPEC` (``[model]``, ``[training]``, ``[training.split]``, ``[cal
 
 1. read the dataset (:mod:`hybrid.models.data`), split it by group into train / val / calib / test;
 2. build the K-member network (:class:`~hybrid.models.ensemble.EnsembleCNN1d`), member k initialised from its
-   own seed, ``input_scale`` = 1 / (RMS of each feature channel over the training split);
+   own seed, ``input_scale`` = 1 / (RMS of each feature channel over the training split); with
+   ``model.linear_response = "exact"`` the correction's value and first-order response at the flat film are
+   subtracted (``linear_channels`` = h_dev, lambda_h), so the small-slope law holds exactly to first order;
 3. train all members together in the batched network: each member draws its own mini-batch from its own
    bootstrap resample of the training split (input of shape (B, K, C, N)); the loss is the sum over members
    of each member's MSE of rho/rho0; Adam (L2 ``weight_decay``), cosine or constant learning rate;
@@ -15,7 +17,8 @@ is :data:`TRAIN_SPEC` (``[model]``, ``[training]``, ``[training.split]``, ``[cal
 5. metrics per split and per family (RMSE of the ensemble mean, of the small-slope law and of the members);
 6. split-conformal calibration of the uncertainty threshold on the calib split, evaluated on the test split
    (:mod:`hybrid.models.calibration`); the card keeps the calib split's (u, e) pairs (``calibration.u``,
-   ``calibration.e``) so the threshold can be recomputed for another tolerance or confidence;
+   ``calibration.e``) so the threshold can be recomputed for another tolerance or confidence; the same again
+   for the modulation metric (error of rho - <rho> relative to std(rho)) in ``calibration.modulation``;
 7. the wall time of one provider-style call (features + all members, one profile of the dataset's N);
 8. ``DIR/weights.pt`` + ``DIR/model_card.json`` (:mod:`hybrid.models.card`).
 
@@ -43,7 +46,7 @@ import torch
 from torch import Tensor
 
 from hybrid.core.config import ConfigError, Option, Table, validate
-from hybrid.models.calibration import calibrate, ensemble_error, uncertainty
+from hybrid.models.calibration import calibrate, ensemble_error, metric_pairs, uncertainty
 from hybrid.models.card import read_card, save_ensemble
 from hybrid.models.data import SPLITS, bootstrap_indices, load_datasets, split_by_group
 from hybrid.models.ensemble import ACTIVATIONS, EnsembleCNN1d
@@ -70,6 +73,13 @@ _MODEL = Table(
         "kernel_size": Option("int", 5, "odd kernel size (mirror-symmetric kernels)", min=1),
         "dilations": Option("list[int]", [1, 2, 4, 8, 16], "dilation per layer, cycled", min=1),
         "activation": Option("str", "gelu", "pointwise nonlinearity", choices=tuple(ACTIVATIONS)),
+        "linear_response": Option(
+            "str",
+            "learned",
+            "exact: subtract the correction's value and first-order response at the flat profile, so the small-slope "
+            "law holds exactly to first order; learned: leave it to training",
+            choices=("learned", "exact"),
+        ),
     },
     doc="network architecture",
 )
@@ -107,6 +117,8 @@ _CALIBRATION = Table(
     {
         "tolerance": Option("float", 0.02, "acceptable RMS error of rho/rho0 (0.02 = 2% of rho0)", min=0.0,
                             min_exclusive=True),
+        "modulation_tolerance": Option("float", 0.05, "tolerance of the 'modulation' metric: RMS error of "
+                                       "rho - <rho> relative to std(rho)", min=0.0, min_exclusive=True),
         "confidence": Option("float", 0.95, "fraction of accepted answers within tolerance", min=0.0, max=1.0,
                              min_exclusive=True, max_exclusive=True),
         "delta": Option("float", None, "unset: split-conformal rule (valid on average); set: Clopper-Pearson "
@@ -271,6 +283,9 @@ def train_ensemble(
         baseline_channel=ELASTIC_CHANNELS.index("lambda_h"),
         baseline_coefficient=-4.0,
         baseline_offset=1.0,
+        linear_channels=[ELASTIC_CHANNELS.index(c) for c in ("h_dev", "lambda_h")]
+        if m_spec["linear_response"] == "exact"
+        else [],
         seeds=member_seeds,
     ).to(device)
     with torch.no_grad():
@@ -297,6 +312,21 @@ def train_ensemble(
     # the calibration pairs, so that a user can recalibrate for another tolerance/confidence without data
     calib["u"] = [float(v) for v in u["calib"]]
     calib["e"] = [float(v) for v in e["calib"]]
+    # the same for the modulation metric (error of rho - <rho> relative to std(rho)), selected by a monitor's
+    # `metric = "modulation"`
+    u_mod, e_mod = {}, {}
+    for name in ("calib", "test"):
+        pair = metric_pairs(preds[name], y[name], "modulation")
+        u_mod[name], e_mod[name] = pair[0].cpu().numpy(), pair[1].cpu().numpy()
+    calib["modulation"] = calibrate(
+        u_mod["calib"], e_mod["calib"], u_mod["test"], e_mod["test"], c_spec["modulation_tolerance"],
+        c_spec["confidence"], delta=c_spec["delta"],
+    )  # fmt: skip
+    calib["modulation"]["indicator"] = (
+        "u = sqrt(mean_x var_k(pred_k - <pred_k>_x)) / std_x(mean_k pred_k); accept the NN when u <= threshold"
+    )
+    calib["modulation"]["u"] = [float(v) for v in u_mod["calib"]]
+    calib["modulation"]["e"] = [float(v) for v in e_mod["calib"]]
     logger.info(
         "trained %d members in %.1f s: val RMSE %.4g (linear law %.4g); threshold %.4g, test coverage %s",
         k, time.perf_counter() - t_start, metrics["val"]["rmse"], metrics["val"]["rmse_linear"],

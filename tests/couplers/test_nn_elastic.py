@@ -56,17 +56,54 @@ def test_nn_matches_fem_on_a_ripple_profile() -> None:
     assert np.sqrt(np.mean((rho - fem) ** 2)) / nn.rho0 < 0.02
 
 
-@pytest.mark.parametrize("profile", [_ripple_profile, _island_profile])
-def test_monitored_answer_is_within_tolerance(profile: object) -> None:
-    """What the monitor returns meets the tolerance: the NN where it is confident, the FEM where it is not.
-
-    (The raw ensemble is ~5 % off on the Gaussian islands; its spread exceeds the threshold there.)
-    """
-    h = profile()  # type: ignore[operator]
+def test_monitored_answer_is_within_tolerance() -> None:
+    """What the monitor returns on a ripple-stage film meets the tolerance."""
+    h = _ripple_profile()
     mon = hybrid.load_provider("elastic", "monitor", case=CASE)
     fem = hybrid.load_provider("elastic", "fem", case=CASE)(h)
     rho = mon(h)
     assert np.sqrt(np.mean((rho - fem) ** 2)) / mon.nn.rho0 <= mon.tolerance
+
+
+def _random_islands(count: int, seed: int) -> list[np.ndarray]:
+    """1-4 Gaussian islands (width 5-12 nm, height 1.5-4 nm, periodic) on a 0.3-0.6 nm wetting layer: a shape
+    family that is not in the training data (its islands come from ATG trajectories). ``_island_profile`` is
+    one such draw."""
+    rng = np.random.default_rng(seed)
+    x = np.arange(N) * (L / N)
+    out = []
+    for _ in range(count):
+        h = np.full(N, rng.uniform(0.3, 0.6))
+        for _ in range(int(rng.integers(1, 5))):
+            c, w, a = rng.uniform(0.0, L), rng.uniform(5.0, 12.0), rng.uniform(1.5, 4.0)
+            d = (x - c + L / 2) % L - L / 2
+            h += a * np.exp(-0.5 * (d / w) ** 2)
+        out.append(h)
+    return out
+
+
+@pytest.mark.parametrize(("metric", "tolerance"), [("rho0", 0.02), ("modulation", 0.05)])
+def test_monitor_keeps_the_error_bound_on_unseen_island_shapes(metric: str, tolerance: float) -> None:
+    """On 60 unseen island shapes the monitored answers (NN where confident, FEM elsewhere) exceed the tolerance
+    in at most 1 - confidence of the profiles: the bound a run relies on, kept outside the training
+    distribution. (Conditional on acceptance nothing is promised off-distribution: measured, 10 of 60 are
+    accepted with the rho0 metric, 2 of them above 2 % (max 2.09 %); the hand-made ``_island_profile`` is
+    accepted at 4.0 % (u = 0.0295 against tau = 0.0318).)"""
+    from hybrid.models.calibration import modulation_error
+
+    mon = hybrid.load_provider("elastic", "monitor", case=CASE, metric=metric, tolerance=tolerance)
+    fem = hybrid.load_provider("elastic", "fem", case=CASE)
+    profiles = _random_islands(60, seed=0)
+    violations = 0
+    for h in profiles:
+        rho, ref = mon(h), fem(h)
+        if metric == "rho0":
+            err = float(np.sqrt(np.mean((rho - ref) ** 2)) / mon.nn.rho0)
+        else:
+            err = float(modulation_error(rho[None, :], ref))
+        violations += err > tolerance
+    assert mon.summary()["nn_calls"] > 0  # the ensemble does serve some of them
+    assert violations <= (1 - mon.confidence) * len(profiles)
 
 
 def test_monitor_falls_back_on_out_of_distribution_input() -> None:
@@ -94,3 +131,40 @@ def test_nn_runs_on_a_longer_domain_than_training() -> None:
     rho = nn(h)
     first = 2 * np.mean(rho * np.cos(k * np.arange(256))) / nn.rho0
     assert first == pytest.approx(-4 * 0.05 * k, rel=0.05)  # the small-slope law, PHYSICS.md §1
+
+
+def test_modulation_metric_threshold_error_and_audits() -> None:
+    """metric = "modulation": the threshold comes from the card's modulation pairs, audits log e_mod."""
+    from hybrid.models.calibration import calibrate_threshold, modulation_error
+
+    tight = hybrid.load_provider("elastic", "monitor", case=CASE, metric="modulation", tolerance=0.02)
+    loose = hybrid.load_provider("elastic", "monitor", case=CASE, metric="modulation", tolerance=0.1, audit_every=1)
+    pairs = loose.nn.card["calibration"]["modulation"]
+    u = np.asarray([np.inf if v is None else v for v in pairs["u"]])
+    e = np.asarray([np.inf if v is None else v for v in pairs["e"]])
+    assert loose.threshold == calibrate_threshold(u, e, 0.1, 0.95)
+    assert tight.threshold <= loose.threshold
+    h = _ripple_profile()
+    rho = loose(h)  # audited: the FEM is called and the NN's modulation error logged
+    rows = loose.take_log_rows()
+    fem = hybrid.load_provider("elastic", "fem", case=CASE)(h)
+    mean = loose.nn(h)
+    assert rows["audit_error"][-1] == pytest.approx(float(modulation_error(mean[None, :], fem)), rel=1e-9)
+    if rows["source"][-1] == "nn":
+        np.testing.assert_array_equal(rho, mean)
+    # the spread indicator ignores a common offset of the members: it is relative to the modulation
+    assert 0.0 < rows["uncertainty"][-1] < np.inf
+
+
+def test_modulation_metric_needs_pairs_in_the_card(tmp_path: Path) -> None:
+    import json
+    import shutil
+
+    from hybrid.core.config import ConfigError
+
+    shutil.copytree(SHIPPED_WEIGHTS, tmp_path / "old")
+    card = json.loads((tmp_path / "old" / "model_card.json").read_text())
+    del card["calibration"]["modulation"]
+    (tmp_path / "old" / "model_card.json").write_text(json.dumps(card))
+    with pytest.raises(ConfigError, match=r"terms\.elastic\.metric.*no calibration pairs for metric 'modulation'"):
+        hybrid.load_provider("elastic", "monitor", case=CASE, metric="modulation", weights=str(tmp_path / "old"))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ from hybrid.models.training import TRAIN_SPEC, train_ensemble, validate_spec
 from tests.models import one_torch_thread, synthetic_dataset  # noqa: F401
 
 TINY: dict[str, Any] = {
-    "model": {"channels": 8, "layers": 2, "kernel_size": 3, "dilations": [1, 2]},
+    "model": {"channels": 8, "layers": 2, "kernel_size": 3, "dilations": [1, 2], "linear_response": "exact"},
     "training": {"epochs": 12, "batch_size": 16, "lr": 1e-2, "patience": 12, "seed": 7, "device": "cpu"},
     "calibration": {"tolerance": 0.02},
 }
@@ -38,9 +39,12 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, dict[
 def test_spec_defaults_and_errors() -> None:
     spec = validate_spec({})
     assert spec["training"]["members"] == 5 and spec["calibration"] == {
-        "tolerance": 0.02, "confidence": 0.95, "delta": None
+        "tolerance": 0.02, "modulation_tolerance": 0.05, "confidence": 0.95, "delta": None
     }  # fmt: skip
     assert spec["training"]["split"] == {"train": 0.7, "val": 0.1, "calib": 0.1, "test": 0.1}
+    assert spec["model"]["linear_response"] == "learned"
+    with pytest.raises(ConfigError, match=r"model\.linear_response.*'exact'"):
+        validate_spec({"model": {"linear_response": "fixed"}})
     with pytest.raises(ConfigError, match=r"spec\.toml: key 'training\.split': fractions must sum to 1"):
         validate_spec({"training": {"split": {"train": 0.9}}}, file="spec.toml")
     with pytest.raises(ConfigError, match=r"training\.members"):
@@ -69,6 +73,7 @@ def test_training_learns_and_writes_card(trained: tuple[Path, Path, dict[str, An
     val = card["metrics"]["val"]
     assert val["rmse"] < 0.5 * val["rmse_linear"]  # learned the slope^2 term beyond 1 - 4 Lambda h
     assert set(val["per_family"]) == {"random", "ripple"}
+    assert card["architecture"]["linear_channels"] == [0, 1]  # h_dev, lambda_h: exact small-slope law
     splits = card["data"]["splits"]
     assert sum(s["samples"] for s in splits.values()) == 160 == card["data"]["samples"]
     assert card["data"]["path"] == str(data.resolve()) and card["data"]["spec"] == "# synthetic\n"
@@ -78,6 +83,11 @@ def test_training_learns_and_writes_card(trained: tuple[Path, Path, dict[str, An
     assert cal["threshold"] is None or cal["threshold"] >= 0
     assert len(cal["u"]) == len(cal["e"]) == splits["calib"]["samples"] == cal["n_calibration"]
     assert card_threshold(card) == calibrate_threshold(cal["u"], cal["e"], 0.02, 0.95)  # recomputable
+    mod = cal["modulation"]  # the same for the modulation metric (relative error of rho - <rho>)
+    assert mod["tolerance"] == 0.05 and len(mod["u"]) == len(mod["e"]) == splits["calib"]["samples"]
+    assert "coverage" in mod["test"] and "std_x" in mod["indicator"]
+    tau_mod = -math.inf if mod["threshold"] is None else mod["threshold"]
+    assert tau_mod == calibrate_threshold(mod["u"], mod["e"], 0.05, 0.95)
     assert {"torch", "numpy", "hybrid", "python"} <= set(card["versions"])
     assert card["features"] == "elastic-v1" and card["target"] == "rho/rho0"
     assert card["inference"]["points"] == 32 and card["inference"]["seconds"] > 0
