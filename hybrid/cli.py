@@ -242,16 +242,17 @@ def _cmd_train(args: argparse.Namespace) -> int:
         return 0
     card = train_ensemble(spec, data, args.out, progress=not args.no_progress, spec_file=str(args.spec))
     cal = card.get("calibration", {})
-    test = cal.get("test", {})
     print(f"ensemble written: {args.out}")
     for split, m in card.get("metrics", {}).items():
         if isinstance(m, dict) and "rmse" in m:
             print(f"  {split}: RMSE of rho/rho0 = {m['rmse']:.4g}")
-    if cal:
-        print(
-            f"  threshold {cal.get('threshold')}: test coverage {test.get('coverage')}, "
-            f"accepted {test.get('accept_fraction')}, spearman {test.get('spearman')}"
-        )
+    for metric, c in (("rho0", cal), ("modulation", cal.get("modulation") or {})):
+        if c:
+            test = c.get("test", {})
+            print(
+                f"  threshold ({metric}, tolerance {c.get('tolerance')}) {c.get('threshold')}: test coverage "
+                f"{test.get('coverage')}, accepted {test.get('accept_fraction')}, spearman {test.get('spearman')}"
+            )
     return 0
 
 
@@ -301,13 +302,16 @@ def _describe_weights(directory: Path) -> str:
                 f"  {split}: {m.get('windows')} windows, window error RMS {m['error_rms']:.4g} "
                 f"(max {m.get('error_max', 0):.4g}; unchanged state {m.get('unchanged_error_rms', 0):.4g})"
             )
-    if cal:
-        t = cal.get("test", {})
-        tau = cal.get("threshold")
+    metrics = (("window error", cal),) if sur else (("rho0", cal), ("modulation", cal.get("modulation") or {}))
+    for metric, c in metrics:
+        if not c:
+            continue
+        t = c.get("test", {})
+        tau = c.get("threshold")
         tau_text = "-inf (none qualifies)" if tau is None else tau
         lines.append(
-            f"  monitor threshold {tau_text} for tolerance {cal.get('tolerance')}, confidence "
-            f"{cal.get('confidence')}: test coverage {t.get('coverage')}, accepted {t.get('accept_fraction')}, "
+            f"  monitor threshold {tau_text} for metric {metric}, tolerance {c.get('tolerance')}, confidence "
+            f"{c.get('confidence')}: test coverage {t.get('coverage')}, accepted {t.get('accept_fraction')}, "
             f"spearman {t.get('spearman')}"
         )
     return "\n".join(lines)

@@ -102,6 +102,8 @@ def test_info_describes_the_shipped_weights(capsys: pytest.CaptureFixture[str]) 
     assert main(["info", str(SHIPPED_WEIGHTS)]) == 0
     out = capsys.readouterr().out
     assert "NN ensemble for term 'elastic'" in out and "monitor threshold" in out
+    assert "for metric rho0, tolerance 0.02" in out and "for metric modulation, tolerance 0.05" in out
+    assert "'linear_channels': [0, 1]" in out  # the exact-linear-response ensemble
 
 
 def test_info_describes_the_shipped_jump_surrogate(capsys: pytest.CaptureFixture[str]) -> None:
