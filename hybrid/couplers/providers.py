@@ -149,15 +149,23 @@ class CaptureFile:
     """Appends DNS evaluations (h, ρ) to an HDF5 file in the dataset format (active learning).
 
     Layout as written by ``hybrid dataset``: /h, /rho (S, N), /rho0, /dx (S,), /family (S,) = "captured",
-    /group (S,) = the step index, so ``hybrid train --data`` can consume it directly.
+    /group (S,), so ``hybrid train --data`` can consume it directly.
+
+    Groups: consecutive captures of one run are strongly correlated (the profile barely moves between steps), and
+    ``hybrid train`` splits by group, so one group is a block of ``block_steps`` steps of one run:
+    group = base + step // block_steps, where ``base`` is one more than the largest group already in the file
+    (each run, or restart, appending to a file starts new groups). Correlated neighbours then stay in one split
+    instead of leaking between the training and the calibration/test splits.
     """
 
-    def __init__(self, path: Path, rho0: float, dx: float, spec_text: str = "") -> None:
+    def __init__(self, path: Path, rho0: float, dx: float, spec_text: str = "", block_steps: int = 1000) -> None:
         self.path = Path(path)
         self.rho0 = rho0
         self.dx = dx
         self.spec_text = spec_text
+        self.block_steps = int(block_steps)
         self._file: Any = None
+        self._base = 0
         self.samples = 0
 
     def _open(self, n: int) -> Any:
@@ -175,6 +183,8 @@ class CaptureFile:
                 f.create_dataset("family", (0,), maxshape=(None,), dtype=h5py.string_dtype(), chunks=(256,))
                 f.attrs["spec"] = self.spec_text
                 f.attrs["created"] = _now()
+            groups = f["group"][:]
+            self._base = int(groups.max()) + 1 if groups.size else 0
             self._file = f
         return self._file
 
@@ -189,7 +199,7 @@ class CaptureFile:
         f["rho"][i] = be.to_numpy(dns_value)
         f["rho0"][i] = self.rho0
         f["dx"][i] = self.dx
-        f["group"][i] = state.step
+        f["group"][i] = self._base + state.step // self.block_steps
         f["family"][i] = "captured"
         self.samples += 1
 

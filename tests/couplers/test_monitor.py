@@ -159,9 +159,14 @@ def test_capture_writes_every_dns_evaluation_in_the_dataset_format(tmp_path: Pat
     mon = sim.equation.terms["elastic"]
     with h5py.File(cap) as f:
         assert f["h"].shape == (mon.dns.calls, 32) and f["rho"].shape == (mon.dns.calls, 32)
-        assert list(f["group"][:]) == [0, 10, 20]
+        assert list(f["group"][:]) == [0, 0, 0]  # steps 0, 10, 20: one block of correlated profiles
         assert {s.decode() for s in f["family"][:]} == {"captured"}
         np.testing.assert_allclose(f["rho"][0], mon.dns(f["h"][0]))
+    again = _sim(tmp_path, "again", threshold=0.3, audit_every=10, capture=str(cap))
+    again.run()  # a second run appending to the same file starts a new group
+    again.equation.terms["elastic"].close()
+    with h5py.File(cap) as f:
+        assert list(f["group"][:]) == [0, 0, 0, 1, 1, 1]
 
 
 def test_restart_with_a_monitor_is_exact_and_keeps_the_log(tmp_path: Path) -> None:
