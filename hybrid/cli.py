@@ -224,35 +224,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
             raise ConfigError("a jump surrogate trains on one trajectory file", key="--data", file=str(args.spec))
         from hybrid.couplers.trajectories import rate_function
 
-        card = train_jump_ensemble(
+        train_jump_ensemble(
             spec, data, args.out, progress=not args.no_progress, spec_file=str(args.spec), rate=rate_function(data)
         )
-        cal = card["calibration"]
-        print(f"jump ensemble written: {args.out}")
-        for split, m in card.get("metrics", {}).items():
-            print(
-                f"  {split}: window error RMS {m['error_rms']:.4g} (unchanged state: {m['unchanged_error_rms']:.4g}), "
-                f"mean active fraction {m['active_fraction_mean']:.3f}"
-            )
-        test = cal.get("test", {})
-        print(
-            f"  threshold {cal.get('threshold')}: test coverage {test.get('coverage')}, "
-            f"accepted {test.get('accept_fraction')}, spearman {test.get('spearman')}"
-        )
-        return 0
-    card = train_ensemble(spec, data, args.out, progress=not args.no_progress, spec_file=str(args.spec))
-    cal = card.get("calibration", {})
-    print(f"ensemble written: {args.out}")
-    for split, m in card.get("metrics", {}).items():
-        if isinstance(m, dict) and "rmse" in m:
-            print(f"  {split}: RMSE of rho/rho0 = {m['rmse']:.4g}")
-    for metric, c in (("rho0", cal), ("modulation", cal.get("modulation") or {})):
-        if c:
-            test = c.get("test", {})
-            print(
-                f"  threshold ({metric}, tolerance {c.get('tolerance')}) {c.get('threshold')}: test coverage "
-                f"{test.get('coverage')}, accepted {test.get('accept_fraction')}, spearman {test.get('spearman')}"
-            )
+    else:
+        train_ensemble(spec, data, args.out, progress=not args.no_progress, spec_file=str(args.spec))
+    print(f"written: {_describe_weights(args.out)}")  # the summary `hybrid info DIR` prints
     return 0
 
 

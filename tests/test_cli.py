@@ -113,3 +113,22 @@ def test_info_describes_the_shipped_jump_surrogate(capsys: pytest.CaptureFixture
     out = capsys.readouterr().out
     assert "jump surrogate for model 'graingrowth'" in out and "NN jump of 100 steps" in out
     assert "window error RMS" in out and "monitor threshold" in out
+
+
+def test_train_writes_an_ensemble_and_prints_its_summary(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from hybrid.models.data import write_dataset
+    from tests.models import synthetic_dataset
+
+    data = tmp_path / "tiny.h5"
+    write_dataset(data, synthetic_dataset(samples=80, points=16, group_size=4, seed=2), created="now")
+    spec = _write(
+        tmp_path,
+        '[model]\nchannels = 4\nlayers = 1\nkernel_size = 3\ndilations = [1]\nlinear_response = "exact"\n\n'
+        '[training]\nmembers = 5\nepochs = 2\nbatch_size = 16\ndevice = "cpu"\n',
+        "train.toml",
+    )
+    assert main(["train", str(spec), "--data", str(data), "--out", str(tmp_path / "m"), "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"written: {tmp_path / 'm'}: NN ensemble for term 'elastic'")
+    assert "for metric rho0, tolerance 0.02" in out and "for metric modulation, tolerance 0.05" in out
+    assert (tmp_path / "m" / "weights.pt").is_file()

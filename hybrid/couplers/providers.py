@@ -93,10 +93,10 @@ class NNElastic(TermProvider):
             return self.model(elastic_features(t[None, :], self.dx))[0]
 
     def predict(self, state: State) -> EnsemblePrediction:
-        from hybrid.models.calibration import modulation_uncertainty, uncertainty
+        from hybrid.models.calibration import INDICATORS
 
         members = self._members(state["h"])
-        u = float(uncertainty(members) if self.metric == "rho0" else modulation_uncertainty(members))
+        u = float(INDICATORS[self.metric](members))
         rho = members.mean(dim=0).double() * self.rho0
         return EnsemblePrediction(state.backend.asarray(rho), u)
 
@@ -106,14 +106,11 @@ class NNElastic(TermProvider):
     def error(self, state: State, nn_value: Array, dns_value: Array) -> float:
         """Error of ρ against DNS in the units of the tolerance: RMSE / ρ0 (``metric = "rho0"``) or the relative
         RMSE of the mean-removed ρ (``"modulation"``)."""
-        from hybrid.models.calibration import modulation_error
+        from hybrid.models.calibration import ERRORS
 
         be = state.backend
-        nn_np, dns_np = be.to_numpy(nn_value), be.to_numpy(dns_value)
-        if self.metric == "modulation":
-            return float(modulation_error(nn_np[None, :], dns_np))
-        diff = nn_np - dns_np
-        return float(np.sqrt(np.mean(diff * diff)) / self.rho0)
+        nn_np, dns_np = be.to_numpy(nn_value) / self.rho0, be.to_numpy(dns_value) / self.rho0
+        return float(ERRORS[self.metric](nn_np[None, :], dns_np))  # the answer as a 1-member "ensemble"
 
     def calibrated_threshold(self, tolerance: float, confidence: float) -> float:
         """Spread threshold for (tolerance, confidence), recomputed from the card's calibration pairs."""

@@ -36,6 +36,8 @@ import torch
 from scipy.stats import beta, spearmanr
 
 __all__ = [
+    "ERRORS",
+    "INDICATORS",
     "METRICS",
     "calibrate",
     "calibrate_threshold",
@@ -134,14 +136,17 @@ def modulation_error(pred: ArrayT, target: ArrayT) -> ArrayT:
     return _rms_ratio(_centred(mean) - _centred(target), _centred(target))
 
 
+INDICATORS = {"rho0": uncertainty, "modulation": modulation_uncertainty}
+"""metric -> uncertainty indicator u(pred (..., K, N)) -> (...)."""
+ERRORS = {"rho0": ensemble_error, "modulation": modulation_error}
+"""metric -> error e(pred (..., K, N), target (..., N)) -> (...), in the units of that metric's tolerance."""
+
+
 def metric_pairs(pred: ArrayT, target: ArrayT, metric: str) -> tuple[ArrayT, ArrayT]:
-    """(u, e) of each sample for ``metric`` in :data:`METRICS` (``"rho0"``: :func:`uncertainty`,
-    :func:`ensemble_error`; ``"modulation"``: :func:`modulation_uncertainty`, :func:`modulation_error`)."""
-    if metric == "rho0":
-        return uncertainty(pred), ensemble_error(pred, target)
-    if metric == "modulation":
-        return modulation_uncertainty(pred), modulation_error(pred, target)
-    raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
+    """(u, e) of each sample for ``metric`` in :data:`METRICS` (:data:`INDICATORS`, :data:`ERRORS`)."""
+    if metric not in METRICS:
+        raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
+    return INDICATORS[metric](pred), ERRORS[metric](pred, target)
 
 
 def _as_numpy(a: Any) -> np.ndarray:
@@ -283,6 +288,6 @@ def _check(u: np.ndarray, e: np.ndarray, tolerance: float) -> None:
     if u.shape != e.shape:
         raise ValueError(f"u and e must have the same length, got {u.size} and {e.size}")
     if np.any(np.isnan(u)) or np.any(np.isnan(e)) or np.any(u == -np.inf) or np.any(e < 0):
-        raise ValueError("u and e must not be NaN (u may be +inf: never accepted; e must be >= 0, +inf allowed)")
+        raise ValueError("u must not be NaN or -inf (+inf: never accepted); e must be >= 0 (+inf allowed), not NaN")
     if not tolerance > 0:
         raise ValueError(f"tolerance must be > 0, got {tolerance}")

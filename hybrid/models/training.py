@@ -316,8 +316,7 @@ def train_ensemble(
     # `metric = "modulation"`
     u_mod, e_mod = {}, {}
     for name in ("calib", "test"):
-        pair = metric_pairs(preds[name], y[name], "modulation")
-        u_mod[name], e_mod[name] = pair[0].cpu().numpy(), pair[1].cpu().numpy()
+        u_mod[name], e_mod[name] = (v.cpu().numpy() for v in metric_pairs(preds[name], y[name], "modulation"))
     calib["modulation"] = calibrate(
         u_mod["calib"], e_mod["calib"], u_mod["test"], e_mod["test"], c_spec["modulation_tolerance"],
         c_spec["confidence"], delta=c_spec["delta"],
