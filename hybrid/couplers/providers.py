@@ -178,8 +178,11 @@ class CaptureFile:
                     f.create_dataset(name, (0,), maxshape=(None,), dtype="f8", chunks=(256,))
                 f.create_dataset("group", (0,), maxshape=(None,), dtype="i8", chunks=(256,))
                 f.create_dataset("family", (0,), maxshape=(None,), dtype=h5py.string_dtype(), chunks=(256,))
-                f.attrs["spec"] = self.spec_text
+                f.attrs["spec"] = ""
                 f.attrs["created"] = _now()
+            if self.spec_text:  # provenance of every run that appends (read into the model card by hybrid train)
+                previous = str(f.attrs.get("spec", ""))
+                f.attrs["spec"] = f"{previous}\n{self.spec_text}" if previous else self.spec_text
             groups = f["group"][:]
             self._base = int(groups.max()) + 1 if groups.size else 0
             self._file = f
@@ -204,6 +207,25 @@ class CaptureFile:
         if self._file is not None:
             self._file.close()
             self._file = None
+
+
+def _capture_provenance(ctx: Context, nn: NNElastic, **monitor: Any) -> str:
+    """TOML text saying which run produced a capture: grid, seed, physical parameters and the monitor's ensemble
+    (weights sha256) and settings, so the card of an ensemble refined on the capture names its data."""
+    weights = nn.card.get("weights", {})
+    lines = [
+        f"# captured {_now()} by the elastic monitor of a {ctx.model or 'atg'} run",
+        "[capture]",
+        f"seed = {int(ctx.seed)}",
+        f"length = {float(ctx.grid.lengths[0])!r}",
+        f"points = {int(ctx.grid.points[0])}",
+        f'monitor_weights = "{nn.weights}"',
+        f'monitor_weights_sha256 = "{weights.get("sha256", "")}"',
+        *(f"{k} = {v!r}" if not isinstance(v, str) else f'{k} = "{v}"' for k, v in monitor.items()),
+        "[capture.model]",
+        *(f"{k} = {float(v)!r}" for k, v in ctx.params.items() if isinstance(v, int | float)),
+    ]
+    return "\n".join(lines)
 
 
 def _now() -> str:
@@ -271,7 +293,9 @@ def _build_monitor(ctx: Context, options: Mapping[str, Any]) -> Monitor:
         threshold = nn.calibrated_threshold(tol, conf)
     capture = None
     if options.get("capture"):
-        capture = CaptureFile(Path(options["capture"]), nn.rho0, nn.dx)  # an output: relative to the cwd
+        provenance = _capture_provenance(ctx, nn, metric=nn.metric, tolerance=tol, confidence=conf, threshold=threshold)
+        # an output: relative to the cwd
+        capture = CaptureFile(Path(options["capture"]), nn.rho0, nn.dx, spec_text=provenance)
     log.info(
         "monitor on 'elastic': threshold %.4g (metric %s, tolerance %g, confidence %g)", threshold, nn.metric, tol, conf
     )

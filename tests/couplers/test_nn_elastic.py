@@ -168,3 +168,32 @@ def test_modulation_metric_needs_pairs_in_the_card(tmp_path: Path) -> None:
     (tmp_path / "old" / "model_card.json").write_text(json.dumps(card))
     with pytest.raises(ConfigError, match=r"terms\.elastic\.metric.*no calibration pairs for metric 'modulation'"):
         hybrid.load_provider("elastic", "monitor", case=CASE, metric="modulation", weights=str(tmp_path / "old"))
+
+
+def test_capture_records_which_run_and_ensemble_produced_it(tmp_path: Path) -> None:
+    """A capture file names its run (seed, grid, parameters) and the monitor's ensemble (weights sha256) in the
+    ``spec`` attribute that ``hybrid train`` copies into the model card; an appending run adds its own block."""
+    import h5py
+
+    from hybrid.models.card import read_card
+    from hybrid.models.data import load_dataset
+
+    cap = tmp_path / "cap.h5"
+    for seed in (3, 4):
+        overrides = {
+            "case.seed": seed,
+            "time.end": 0.1,
+            "output.path": str(tmp_path / f"run{seed}.h5"),
+            "terms.elastic.threshold": 0.0,  # every call goes to the FEM and is captured
+            "terms.elastic.capture": str(cap),
+        }
+        hybrid.load_case(CASE, overrides=overrides).run()
+    sha = read_card(SHIPPED_WEIGHTS)["weights"]["sha256"]
+    with h5py.File(cap) as f:
+        spec = str(f.attrs["spec"])
+        assert f["h"].shape == (10, N)
+    assert spec.count("[capture]") == 2
+    assert "seed = 3" in spec and "seed = 4" in spec
+    assert spec.count(f'monitor_weights_sha256 = "{sha}"') == 2
+    assert "misfit = 0.04" in spec
+    assert load_dataset(cap).spec == spec
