@@ -10,6 +10,11 @@ The monitor is itself a Term. Each call it asks the ensemble provider for its me
 - hysteresis: after a fallback, stay on DNS for ``hysteresis`` further steps.
 - audits: every ``audit_every`` steps the DNS is called anyway and the true error of the NN answer is logged
   beside the predicted uncertainty (the data for checking the calibration in production).
+- audit feedback (``tighten_on_audit``): the calibration promises coverage on average over the calibration data, not
+  in every regime a run reaches. When an audit finds an answer the threshold accepts (u ≤ τ) with an error above
+  the tolerance, τ is lowered to u · tolerance / e (the spread at which that answer, if its error scales with the
+  spread, would have met the tolerance) and stays there for the rest of the run (checkpointed; logged per
+  decision in the ``threshold`` column).
 - active learning: with ``capture`` set, every DNS evaluation is appended as a training sample to an HDF5 file in
   the dataset format, which ``hybrid train --data`` consumes to refine the ensemble.
 
@@ -81,6 +86,7 @@ class MonitorPolicy:
         hysteresis: decisions to stay on DNS after a fallback (0: decide afresh every time).
         audit_every: call DNS every this many decisions to record the NN's true error (0: never).
         tolerance, confidence: what τ was calibrated for (reported in the summary).
+        tighten_on_audit: lower τ when an audit finds an accepted answer beyond the tolerance (module docstring).
     """
 
     def __init__(
@@ -91,8 +97,12 @@ class MonitorPolicy:
         audit_every: int = 0,
         tolerance: float = math.nan,
         confidence: float = math.nan,
+        tighten_on_audit: bool = False,
     ) -> None:
         self.threshold = float(threshold)
+        self.calibrated_threshold = self.threshold
+        self.tighten_on_audit = bool(tighten_on_audit)
+        self.tightenings = 0
         self.tolerance = tolerance
         self.confidence = confidence
         self.hysteresis = int(hysteresis)
@@ -132,6 +142,7 @@ class MonitorPolicy:
             self.audits += 1
             self.audit_errors.append(audit_error)
             self.audit_uncertainties.append(u)
+            self._feedback(u, audit_error)
         r = self._rows
         r["step"].append(step)
         r["time"].append(t)
@@ -139,6 +150,19 @@ class MonitorPolicy:
         r["threshold"].append(self.threshold)
         r["source"].append("dns" if use_dns else "nn")
         r["audit_error"].append(audit_error)
+
+    def _feedback(self, u: float, audit_error: float) -> None:
+        """Audit feedback: an accepted answer (u <= τ) beyond the tolerance lowers τ to u · tolerance / e."""
+        if not (self.tighten_on_audit and math.isfinite(self.tolerance) and u <= self.threshold):
+            return
+        if audit_error > self.tolerance:
+            new = u * self.tolerance / audit_error
+            log.warning(
+                "audit: accepted answer with error %.4g > tolerance %g at uncertainty %.4g; threshold %.4g -> %.4g",
+                audit_error, self.tolerance, u, self.threshold, new,
+            )  # fmt: skip
+            self.threshold = new
+            self.tightenings += 1
 
     @property
     def nn_fraction(self) -> float:
@@ -170,6 +194,9 @@ class MonitorPolicy:
             "confidence": self.confidence,
             "audits": self.audits,
         }
+        if self.tighten_on_audit:
+            out["calibrated_threshold"] = self.calibrated_threshold
+            out["tightenings"] = self.tightenings
         if self.audit_errors:
             errs = np.asarray(self.audit_errors)
             out["audit_error_max"] = float(errs.max())
@@ -187,6 +214,8 @@ class MonitorPolicy:
             "nn_calls": self.nn_calls,
             "dns_calls": self.dns_calls,
             "audits": self.audits,
+            "threshold": self.threshold,
+            "tightenings": self.tightenings,
         }
 
     def load_policy_state(self, state: dict[str, Any]) -> None:
@@ -195,6 +224,9 @@ class MonitorPolicy:
         self.dns_calls = int(state["dns_calls"])
         self.decisions = int(state.get("decisions", self.nn_calls + self.dns_calls))
         self.audits = int(state["audits"])
+        if self.tighten_on_audit and "threshold" in state:  # a threshold lowered by audit feedback before the restart
+            self.threshold = min(self.threshold, float(state["threshold"]))
+            self.tightenings = int(state.get("tightenings", 0))
         self._rows = _empty_rows()
 
 
@@ -208,6 +240,7 @@ class Monitor(MonitorPolicy, TermProvider):
         hysteresis: steps to stay on DNS after a fallback (0: decide afresh every step).
         audit_every: call DNS every this many steps to record the NN's true error (0: never).
         capture: optional sink receiving every DNS evaluation.
+        tolerance, confidence, tighten_on_audit: see :class:`MonitorPolicy`.
     """
 
     provider = "monitor"
@@ -223,10 +256,17 @@ class Monitor(MonitorPolicy, TermProvider):
         capture: Capture | None = None,
         tolerance: float = math.nan,
         confidence: float = math.nan,
+        tighten_on_audit: bool = False,
     ) -> None:
         TermProvider.__init__(self)
         MonitorPolicy.__init__(
-            self, threshold, hysteresis=hysteresis, audit_every=audit_every, tolerance=tolerance, confidence=confidence
+            self,
+            threshold,
+            hysteresis=hysteresis,
+            audit_every=audit_every,
+            tolerance=tolerance,
+            confidence=confidence,
+            tighten_on_audit=tighten_on_audit,
         )
         self.name = nn.name
         self.inputs = getattr(nn, "inputs", ())

@@ -269,6 +269,9 @@ MONITOR_OPTIONS = Table(
         "hysteresis": Option("int", 0, "steps to stay on DNS after a fallback", min=0),
         "audit_every": Option("int", 0, "call DNS every this many steps and log the NN's true error (0: never)", min=0),
         "capture": Option("str", None, "HDF5 file collecting every DNS evaluation as a training sample"),
+        "tighten_on_audit": Option(
+            "bool", False, "lower the threshold when an audit finds an accepted answer beyond the tolerance"
+        ),
     }
 )
 
@@ -308,4 +311,5 @@ def _build_monitor(ctx: Context, options: Mapping[str, Any]) -> Monitor:
         capture=capture,
         tolerance=tol,
         confidence=conf,
+        tighten_on_audit=bool(options.get("tighten_on_audit", False)),
     )

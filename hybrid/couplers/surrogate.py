@@ -365,6 +365,9 @@ MONITOR_OPTIONS = Table(
         "audit_every": Option(
             "int", 0, "run the DNS window too every this many windows; log the error (0: never)", min=0
         ),
+        "tighten_on_audit": Option(
+            "bool", False, "lower the threshold when an audit finds an accepted window beyond the tolerance"
+        ),
     }
 )
 
@@ -407,6 +410,7 @@ def _build_monitor(ctx: Context, options: Mapping[str, Any]) -> StepperFactory:
             audit_every=int(options.get("audit_every", 0)),
             tolerance=tol,
             confidence=conf,
+            tighten_on_audit=bool(options.get("tighten_on_audit", False)),
         )
         return SurrogateStepper(equation, dns, nn, policy)
 

@@ -187,3 +187,47 @@ def test_restart_with_a_monitor_is_exact_and_keeps_the_log(tmp_path: Path) -> No
     np.testing.assert_array_equal(out["fields"]["h"], ref["fields"]["h"])
     for col, values in ref["monitor"]["elastic"].items():
         np.testing.assert_array_equal(out["monitor"]["elastic"][col], values)
+
+
+def test_audit_feedback_lowers_the_threshold_after_an_accepted_answer_beyond_the_tolerance() -> None:
+    """Bias 4 % of ρ_linear: every audited answer is ~4 % off (tolerance 2 %) although u = std(h) is below τ.
+    With audit feedback the first audit lowers τ to u · 0.02 / e ≈ u / 2, so the same state then falls back;
+    without it nothing changes. A restored policy keeps the lowered τ."""
+    from hybrid.cases import resolve_case
+
+    ctx = resolve_case(atg_case(points=16, length=16.0)).context
+    h = 3.0 + 0.2 * np.cos(2 * np.pi * np.arange(16) / 16)
+    u = float(np.std(h))
+
+    def monitor(tighten: bool, bias: float = 0.04) -> Monitor:
+        return Monitor(
+            FakeEnsemble(ctx, bias=bias),
+            CountingDNS(ctx),
+            threshold=0.3,
+            audit_every=3,
+            tolerance=0.02,
+            confidence=0.95,
+            tighten_on_audit=tighten,
+        )
+
+    def run(mon: Monitor, steps: range) -> list[str]:
+        for step in steps:
+            mon(State.from_arrays({"h": h}, step=step))
+        return list(mon.take_log_rows()["source"])
+
+    fixed = monitor(tighten=False)
+    assert run(fixed, range(6)) == ["nn"] * 6 and fixed.threshold == 0.3
+
+    tight = monitor(tighten=True)
+    assert run(tight, range(6)) == ["nn"] + ["dns"] * 5  # the audit at step 0 answers with the NN, then τ drops
+    e = tight.audit_errors[0]
+    assert 0.035 < e < 0.045
+    assert tight.threshold == pytest.approx(u * 0.02 / e) and tight.threshold < u
+    assert tight.summary()["tightenings"] == 1 and tight.summary()["calibrated_threshold"] == 0.3
+
+    restored = monitor(tighten=True)
+    restored.load_state_dict(tight.state_dict())
+    assert restored.threshold == tight.threshold and run(restored, range(6, 8)) == ["dns", "dns"]
+
+    within = monitor(tighten=True, bias=0.01)  # audited errors ~1 %: within the tolerance, τ stays
+    assert run(within, range(6)) == ["nn"] * 6 and within.threshold == 0.3
