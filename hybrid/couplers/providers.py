@@ -214,7 +214,7 @@ def _capture_provenance(ctx: Context, nn: NNElastic, **monitor: Any) -> str:
     (weights sha256) and settings, so the card of an ensemble refined on the capture names its data."""
     weights = nn.card.get("weights", {})
     lines = [
-        f"# captured {_now()} by the elastic monitor of a {ctx.model or 'atg'} run",
+        f"# captured {_now()} by the elastic monitor of a run of model {ctx.model or 'atg'}",
         "[capture]",
         f"seed = {int(ctx.seed)}",
         f"length = {float(ctx.grid.lengths[0])!r}",
