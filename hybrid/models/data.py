@@ -223,6 +223,7 @@ def split_by_group(
     group: np.ndarray | Sequence[int],
     fractions: Mapping[str, float],
     seed: int,
+    strata: np.ndarray | Sequence[str] | None = None,
 ) -> dict[str, np.ndarray]:
     """Split samples into named sets so that every group lies entirely in one set.
 
@@ -236,6 +237,12 @@ def split_by_group(
         fractions: set name -> fraction of the samples (>= 0, summing to 1), e.g.
             ``{"train": 0.7, "val": 0.1, "calib": 0.1, "test": 0.1}``; the order of the mapping breaks ties.
         seed: seed of the numpy Generator that orders the groups.
+        strata: optional (S,) label of each sample (e.g. its family; a group's label is that of its first
+            sample). The groups of each stratum are then split separately, with the same fractions and seeds
+            drawn from ``seed`` in the sorted order of the labels, so every set gets the same mix of strata.
+            This keeps the calibration and test sets exchangeable when strata differ in group size and error
+            (e.g. a few large blocks of captured run profiles beside many small batches of random profiles).
+            A stratum with fewer groups than non-empty sets puts its groups in the sets in order of deficit.
 
     Returns:
         set name -> sorted int64 sample indices (the same keys as ``fractions``).
@@ -249,6 +256,8 @@ def split_by_group(
     frac = np.array([float(fractions[k]) for k in names])
     if np.any(frac < 0) or not np.isclose(frac.sum(), 1.0, atol=1e-6):
         raise ValueError(f"split fractions must be >= 0 and sum to 1, got {dict(fractions)}")
+    if strata is not None:
+        return _split_stratified(group, np.asarray(strata), fractions, seed)
     uniq, inverse, sizes = np.unique(group, return_inverse=True, return_counts=True)
     positive = [i for i, f in enumerate(frac) if f > 0]
     if len(uniq) < len(positive):
@@ -269,6 +278,33 @@ def split_by_group(
         count[j] += sizes[g]
     sample_set = assign[inverse]
     return {name: np.flatnonzero(sample_set == j).astype(np.int64) for j, name in enumerate(names)}
+
+
+def _split_stratified(
+    group: np.ndarray, strata: np.ndarray, fractions: Mapping[str, float], seed: int
+) -> dict[str, np.ndarray]:
+    """:func:`split_by_group` within each stratum (a group belongs to the stratum of its first sample)."""
+    if strata.shape != group.shape:
+        raise ValueError(f"strata must have one label per sample, got {strata.shape} for {group.shape}")
+    uniq, first = np.unique(group, return_index=True)
+    group_stratum = dict(zip(uniq.tolist(), strata[first].tolist(), strict=True))
+    sample_stratum = np.array([group_stratum[g] for g in group.tolist()], dtype=object)
+    labels = sorted(set(group_stratum.values()))
+    seeds = np.random.SeedSequence(seed).generate_state(len(labels))
+    out: dict[str, list[np.ndarray]] = {name: [] for name in fractions}
+    positive = sum(1 for f in fractions.values() if float(f) > 0)
+    for label, sub_seed in zip(labels, seeds, strict=True):
+        members = np.flatnonzero(sample_stratum == label)
+        sub_group = group[members]
+        if np.unique(sub_group).size < positive:  # too few groups to fill every set: fill the largest first
+            order = sorted(fractions, key=lambda k: -float(fractions[k]))
+            for name, g in zip(order, np.unique(sub_group), strict=False):
+                out[name].append(members[sub_group == g])
+            continue
+        for name, idx in split_by_group(sub_group, fractions, int(sub_seed)).items():
+            out[name].append(members[idx])
+    return {name: np.sort(np.concatenate(parts)).astype(np.int64) if parts else np.zeros(0, np.int64)
+            for name, parts in out.items()}  # fmt: skip
 
 
 def bootstrap_indices(n: int, members: int, seeds: Sequence[int], *, bootstrap: bool = True) -> np.ndarray:

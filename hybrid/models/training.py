@@ -109,6 +109,12 @@ _TRAINING = Table(
         "max_minutes": Option("float", None, "stop after this wall time [min] (optional)", min=0.0),
         "threads": Option("int", None, "torch CPU threads while training (unset: leave as is)", min=1),
         "split": _SPLIT,
+        "stratify": Option(
+            "str",
+            "none",
+            "'family': split the groups of each data family separately, so every split has the same family mix",
+            choices=("none", "family"),
+        ),
     },
     doc="optimisation",
 )
@@ -263,7 +269,8 @@ def train_ensemble(
 
     paths = [data_path] if isinstance(data_path, str | os.PathLike) else list(data_path)
     ds = load_datasets(paths)
-    splits = split_by_group(ds.group, t_spec["split"], seed)
+    strata = ds.family if t_spec["stratify"] == "family" else None
+    splits = split_by_group(ds.group, t_spec["split"], seed, strata=strata)
     torch.manual_seed(seed)
     member_seeds = [int(s.generate_state(1)[0]) for s in np.random.SeedSequence(seed).spawn(k)]
 

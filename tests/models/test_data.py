@@ -77,6 +77,28 @@ def test_split_edge_cases() -> None:
     assert no_test["test"].size == 0
 
 
+def test_stratified_split_gives_every_set_the_same_family_mix() -> None:
+    """Eight large 'captured' blocks beside 200 small 'random' batches: an unstratified group split leaves
+    some set with a very different captured share; the stratified one splits each family by itself."""
+    group = np.concatenate([np.repeat(np.arange(8), 250), np.repeat(np.arange(8, 208), 10)])
+    family = np.array(["captured"] * 2000 + ["random"] * 2000)
+    splits = split_by_group(group, FRACTIONS, seed=0, strata=family)
+    assert np.array_equal(np.sort(np.concatenate(list(splits.values()))), np.arange(group.size))
+    for idx in splits.values():
+        assert np.unique(family[idx]).tolist() == ["captured", "random"]  # both families in every set
+        assert all(np.unique(family[group == g]).size == 1 for g in np.unique(group[idx]))
+    random_share = {k: np.mean(family[v] == "random") for k, v in splits.items()}
+    n_random = {k: int(np.sum(family[v] == "random")) for k, v in splits.items()}
+    assert n_random == {"train": 1400, "val": 200, "calib": 200, "test": 200}  # 70/10/10/10 of the batches
+    assert min(random_share.values()) > 0.3  # captured blocks are coarse (250), but no set is all one family
+    again = split_by_group(group, FRACTIONS, seed=0, strata=family)
+    assert all(np.array_equal(again[k], splits[k]) for k in FRACTIONS)
+    # a stratum with fewer groups than sets fills the largest sets first
+    tiny = split_by_group(np.array([0, 1, 2, 3, 4, 4]), FRACTIONS, seed=0, strata=np.array(["a"] * 4 + ["b"] * 2))
+    assert {4, 5} <= set(tiny["train"].tolist())  # stratum b: one group, in train
+    assert all(np.sum(v < 4) == 1 for v in tiny.values())  # stratum a: four groups, one per set
+
+
 def test_bootstrap_indices_seeded() -> None:
     seeds = [5, 6, 7]
     boot = bootstrap_indices(50, 3, seeds)
