@@ -210,8 +210,8 @@ class CaptureFile:
 
 
 def _capture_provenance(ctx: Context, nn: NNElastic, **monitor: Any) -> str:
-    """TOML text saying which run produced a capture: grid, seed, physical parameters and the monitor's ensemble
-    (weights sha256) and settings, so the card of an ensemble refined on the capture names its data."""
+    """A TOML block saying which run produced a capture (one block per appending run): grid, seed, parameters,
+    the monitor's ensemble (weights sha256) and settings, so the card of an ensemble refined on it names its data."""
     weights = nn.card.get("weights", {})
     lines = [
         f"# captured {_now()} by the elastic monitor of a run of model {ctx.model or 'atg'}",
