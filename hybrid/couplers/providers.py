@@ -12,6 +12,7 @@ predicts ρ/ρ0, so changing E, ν or the misfit rescales ρ exactly and any pro
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 from collections.abc import Mapping
@@ -219,9 +220,9 @@ def _capture_provenance(ctx: Context, nn: NNElastic, **monitor: Any) -> str:
         f"seed = {int(ctx.seed)}",
         f"length = {float(ctx.grid.lengths[0])!r}",
         f"points = {int(ctx.grid.points[0])}",
-        f'monitor_weights = "{nn.weights}"',
-        f'monitor_weights_sha256 = "{weights.get("sha256", "")}"',
-        *(f"{k} = {v!r}" if not isinstance(v, str) else f'{k} = "{v}"' for k, v in monitor.items()),
+        f"monitor_weights = {json.dumps(str(nn.weights))}",  # a JSON string is a valid TOML basic string
+        f"monitor_weights_sha256 = {json.dumps(str(weights.get('sha256', '')))}",
+        *(f"{k} = {json.dumps(v) if isinstance(v, str) else repr(float(v))}" for k, v in monitor.items()),
         "[capture.model]",
         *(f"{k} = {float(v)!r}" for k, v in ctx.params.items() if isinstance(v, int | float)),
     ]

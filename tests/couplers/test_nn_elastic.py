@@ -197,3 +197,7 @@ def test_capture_records_which_run_and_ensemble_produced_it(tmp_path: Path) -> N
     assert spec.count(f'monitor_weights_sha256 = "{sha}"') == 2
     assert "misfit = 0.04" in spec
     assert load_dataset(cap).spec == spec
+    import tomllib
+
+    block = tomllib.loads(spec.split("\n# captured")[0])  # each run's block is valid TOML
+    assert block["capture"]["seed"] == 3 and block["capture"]["threshold"] == 0.0
