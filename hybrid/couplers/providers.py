@@ -153,18 +153,28 @@ class CaptureFile:
     ``hybrid train`` splits by group, so one group is a block of ``block_steps`` steps of one run:
     group = base + step // block_steps, where ``base`` is one more than the largest group already in the file
     (each run, or restart, appending to a file starts new groups). Correlated neighbours then stay in one split
-    instead of leaking between the training and the calibration/test splits.
+    instead of leaking between the training and the calibration/test splits. ``block_steps = 0`` makes the whole
+    run one group: the unit that is exchangeable between runs of different seeds, which calibration needs.
+
+    Thinning: ``every = m`` keeps the 1st, (m+1)th, ... DNS evaluation of the run (neighbours add little but
+    training time); ``samples`` counts the kept ones, ``seen`` all of them.
     """
 
-    def __init__(self, path: Path, rho0: float, dx: float, spec_text: str = "", block_steps: int = 1000) -> None:
+    def __init__(
+        self, path: Path, rho0: float, dx: float, spec_text: str = "", block_steps: int = 1000, every: int = 1
+    ) -> None:
+        if block_steps < 0 or every < 1:
+            raise ValueError(f"capture needs block_steps >= 0 and every >= 1, got {block_steps}, {every}")
         self.path = Path(path)
         self.rho0 = rho0
         self.dx = dx
         self.spec_text = spec_text
         self.block_steps = int(block_steps)
+        self.every = int(every)
         self._file: Any = None
         self._base = 0
         self.samples = 0
+        self.seen = 0
 
     def _open(self, n: int) -> Any:
         import h5py
@@ -190,6 +200,9 @@ class CaptureFile:
         return self._file
 
     def add(self, state: State, dns_value: Array) -> None:
+        self.seen += 1
+        if (self.seen - 1) % self.every:
+            return
         be = state.backend
         h = np.asarray(be.to_numpy(state["h"]), dtype=np.float64)
         f = self._open(h.shape[0])
@@ -200,7 +213,7 @@ class CaptureFile:
         f["rho"][i] = be.to_numpy(dns_value)
         f["rho0"][i] = self.rho0
         f["dx"][i] = self.dx
-        f["group"][i] = self._base + state.step // self.block_steps
+        f["group"][i] = self._base + (state.step // self.block_steps if self.block_steps else 0)
         f["family"][i] = "captured"
         self.samples += 1
 
@@ -222,7 +235,7 @@ def _capture_provenance(ctx: Context, nn: NNElastic, **monitor: Any) -> str:
         f"points = {int(ctx.grid.points[0])}",
         f"monitor_weights = {json.dumps(str(nn.weights))}",  # a JSON string is a valid TOML basic string
         f"monitor_weights_sha256 = {json.dumps(str(weights.get('sha256', '')))}",
-        *(f"{k} = {json.dumps(v) if isinstance(v, str) else repr(float(v))}" for k, v in monitor.items()),
+        *(f"{k} = {json.dumps(v) if isinstance(v, str | int) else repr(float(v))}" for k, v in monitor.items()),
         "[capture.model]",
         *(f"{k} = {float(v)!r}" for k, v in ctx.params.items() if isinstance(v, int | float)),
     ]
@@ -270,6 +283,10 @@ MONITOR_OPTIONS = Table(
         "hysteresis": Option("int", 0, "steps to stay on DNS after a fallback", min=0),
         "audit_every": Option("int", 0, "call DNS every this many steps and log the NN's true error (0: never)", min=0),
         "capture": Option("str", None, "HDF5 file collecting every DNS evaluation as a training sample"),
+        "capture_every": Option("int", 1, "keep every this many DNS evaluations in the capture file", min=1),
+        "capture_block": Option(
+            "int", 1000, "steps per capture group (train splits by group; 0: the whole run is one group)", min=0
+        ),
         "tighten_on_audit": Option(
             "bool", False, "lower the threshold when an audit finds an accepted answer beyond the tolerance"
         ),
@@ -297,9 +314,21 @@ def _build_monitor(ctx: Context, options: Mapping[str, Any]) -> Monitor:
         threshold = nn.calibrated_threshold(tol, conf)
     capture = None
     if options.get("capture"):
-        provenance = _capture_provenance(ctx, nn, metric=nn.metric, tolerance=tol, confidence=conf, threshold=threshold)
+        every, block = int(options.get("capture_every", 1)), int(options.get("capture_block", 1000))
+        provenance = _capture_provenance(
+            ctx,
+            nn,
+            metric=nn.metric,
+            tolerance=tol,
+            confidence=conf,
+            threshold=threshold,
+            capture_every=every,
+            capture_block=block,
+        )
         # an output: relative to the cwd
-        capture = CaptureFile(Path(options["capture"]), nn.rho0, nn.dx, spec_text=provenance)
+        capture = CaptureFile(
+            Path(options["capture"]), nn.rho0, nn.dx, spec_text=provenance, block_steps=block, every=every
+        )
     log.info(
         "monitor on 'elastic': threshold %.4g (metric %s, tolerance %g, confidence %g)", threshold, nn.metric, tol, conf
     )

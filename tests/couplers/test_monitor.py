@@ -169,6 +169,25 @@ def test_capture_writes_every_dns_evaluation_in_the_dataset_format(tmp_path: Pat
         assert list(f["group"][:]) == [0, 0, 0, 1, 1, 1]
 
 
+def test_capture_thins_and_makes_one_group_per_run_when_asked(tmp_path: Path) -> None:
+    """every = 3 keeps DNS evaluations 1, 4, 7, ...; block_steps = 0 puts a whole run (any step) in one group,
+    and the next run appending to the file gets the next group."""
+    path = tmp_path / "thin.h5"
+    for run in range(2):
+        cap = CaptureFile(path, 2.0, 1.0, block_steps=0, every=3)
+        for step in range(0, 7000, 1000):  # 7 evaluations, steps far apart (different 1000-step blocks)
+            h = np.full(8, float(run * 100 + step // 1000))
+            cap.add(State.from_arrays({"h": h}, step=step), 2.0 * h)
+        cap.close()
+        assert (cap.seen, cap.samples) == (7, 3)
+    with h5py.File(path) as f:
+        np.testing.assert_array_equal(f["h"][:, 0], [0, 3, 6, 100, 103, 106])
+        np.testing.assert_array_equal(f["rho"][:, 0], 2.0 * f["h"][:, 0])
+        np.testing.assert_array_equal(f["group"][:], [0, 0, 0, 1, 1, 1])
+    with pytest.raises(ValueError, match="every >= 1"):
+        CaptureFile(path, 2.0, 1.0, every=0)
+
+
 def test_restart_with_a_monitor_is_exact_and_keeps_the_log(tmp_path: Path) -> None:
     # threshold between the uncertainties met during the run so that both sources occur
     full = _sim(tmp_path, "full", steps=40, threshold=0.1414, hysteresis=2, audit_every=7)

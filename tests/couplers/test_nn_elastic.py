@@ -186,12 +186,15 @@ def test_capture_records_which_run_and_ensemble_produced_it(tmp_path: Path) -> N
             "output.path": str(tmp_path / f"run{seed}.h5"),
             "terms.elastic.threshold": 0.0,  # every call goes to the FEM and is captured
             "terms.elastic.capture": str(cap),
+            "terms.elastic.capture_every": 2,  # 5 FEM calls per run: keeps calls 1, 3, 5
+            "terms.elastic.capture_block": 0,  # one group per run
         }
         hybrid.load_case(CASE, overrides=overrides).run()
     sha = read_card(SHIPPED_WEIGHTS)["weights"]["sha256"]
     with h5py.File(cap) as f:
         spec = str(f.attrs["spec"])
-        assert f["h"].shape == (10, N)
+        assert f["h"].shape == (6, N)
+        np.testing.assert_array_equal(f["group"][:], [0, 0, 0, 1, 1, 1])
     assert spec.count("[capture]") == 2
     assert "seed = 3" in spec and "seed = 4" in spec
     assert spec.count(f'monitor_weights_sha256 = "{sha}"') == 2
@@ -201,3 +204,4 @@ def test_capture_records_which_run_and_ensemble_produced_it(tmp_path: Path) -> N
 
     block = tomllib.loads(spec.split("\n# captured")[0])  # each run's block is valid TOML
     assert block["capture"]["seed"] == 3 and block["capture"]["threshold"] == 0.0
+    assert block["capture"]["capture_every"] == 2 and block["capture"]["capture_block"] == 0
