@@ -289,8 +289,13 @@ def _describe_weights(directory: Path) -> str:
         lines.append(
             f"  monitor threshold {tau_text} for metric {metric}, tolerance {c.get('tolerance')}, confidence "
             f"{c.get('confidence')}: test coverage {t.get('coverage')}, accepted {t.get('accept_fraction')}, "
-            f"spearman {t.get('spearman')}"
+            f"spearman {t.get('spearman')}" + (" (calibrated in every family)" if "strata" in c else "")
         )
+        for family, r in (c.get("test_by_stratum") or {}).items():
+            lines.append(
+                f"    test {family}: n = {r.get('n')}, accepted {r.get('accept_fraction')}, "
+                f"coverage {r.get('coverage')}"
+            )
     return "\n".join(lines)
 
 

@@ -121,7 +121,8 @@ class NNElastic(TermProvider):
         if "u" in cal and "e" in cal:
             u = np.asarray([math.inf if v is None else v for v in cal["u"]], dtype=np.float64)  # JSON null = +inf
             e = np.asarray([math.inf if v is None else v for v in cal["e"]], dtype=np.float64)
-            return float(calibrate_threshold(u, e, tolerance, confidence))
+            strata = cal.get("strata")  # group-conditional calibration: the same rule as in training
+            return float(calibrate_threshold(u, e, tolerance, confidence, strata=strata))
         if (
             self.metric == "rho0"
             and math.isclose(cal.get("tolerance", math.nan), tolerance)

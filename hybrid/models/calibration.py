@@ -156,9 +156,22 @@ def _as_numpy(a: Any) -> np.ndarray:
 
 
 def calibrate_threshold(
-    u_cal: Any, e_cal: Any, tolerance: float, confidence: float, *, delta: float | None = None
+    u_cal: Any,
+    e_cal: Any,
+    tolerance: float,
+    confidence: float,
+    *,
+    delta: float | None = None,
+    strata: Any = None,
 ) -> float:
     """Largest uncertainty threshold whose accepted calibration samples meet the tolerance often enough.
+
+    With ``strata`` (one label per calibration sample, e.g. its data family) the rule below must hold within
+    every stratum separately and tau is the smallest of the per-stratum thresholds (Mondrian, or
+    group-conditional, conformal calibration). A pooled threshold only promises the coverage for the pooled
+    mix: when one stratum holds most samples with small errors (e.g. the captured profiles of a run) it can
+    accept other kinds of profiles far beyond the tolerance. The per-stratum rule promises the coverage for
+    each kind of profile seen in calibration, at the cost of a smaller tau.
 
     Accepting the samples with u <= tau, let n_acc be their number and v the number among them with
     e > tolerance (violations); alpha = 1 - confidence. tau qualifies when
@@ -184,9 +197,11 @@ def calibrate_threshold(
         confidence: required fraction of accepted samples within tolerance, in (0, 1).
         delta: None for the split-conformal rule, else the allowed probability (0, 1) that the calibrated
             threshold's violation rate exceeds 1 - confidence.
+        strata: optional (n,) labels; None pools all samples.
 
     Returns:
-        tau (accept when u <= tau), or -inf when no threshold qualifies ("always DNS").
+        tau (accept when u <= tau), or -inf when no threshold qualifies ("always DNS"; with strata: in some
+        stratum).
 
     Raises:
         ValueError: for mismatched shapes, NaN values, tolerance <= 0, confidence or delta outside
@@ -194,6 +209,15 @@ def calibrate_threshold(
     """
     u, e = _as_numpy(u_cal), _as_numpy(e_cal)
     _check(u, e, tolerance)
+    if strata is not None:
+        labels = np.asarray(strata)
+        if labels.shape != u.shape:
+            raise ValueError(f"strata must have one label per sample, got {labels.shape} for {u.shape}")
+        taus = [
+            calibrate_threshold(u[labels == s], e[labels == s], tolerance, confidence, delta=delta)
+            for s in np.unique(labels)
+        ]
+        return min(taus, default=-math.inf)
     if not 0.0 < confidence < 1.0:
         raise ValueError(f"confidence must lie in (0, 1), got {confidence}")
     if delta is not None and not 0.0 < delta < 1.0:
@@ -260,20 +284,30 @@ def calibrate(
     confidence: float,
     *,
     delta: float | None = None,
+    strata_cal: Any = None,
+    strata_test: Any = None,
 ) -> dict[str, Any]:
     """Calibrate tau on one split (:func:`calibrate_threshold`) and evaluate it on that and on a test split.
+
+    With ``strata_cal`` the threshold is group-conditional (the rule holds in each stratum, e.g. data family);
+    the labels are kept (``strata``) so that the monitor recalibrates by the same rule, and with ``strata_test``
+    the test evaluation is also reported per stratum (``test_by_stratum``).
 
     Returns:
         ``{"threshold": tau (-inf: always DNS), "method", "tolerance", "confidence", "delta",
         "n_calibration", "indicator", "calibration": evaluate_threshold(cal), "test":
-        evaluate_threshold(test)}`` (the card's ``calibration`` entry).
+        evaluate_threshold(test)}`` (the card's ``calibration`` entry), plus ``strata`` and
+        ``test_by_stratum`` when stratified.
     """
-    tau = calibrate_threshold(u_cal, e_cal, tolerance, confidence, delta=delta)
-    return {
-        "threshold": tau,
-        "method": "split-conformal (v+1)/(n_acc+1) <= 1-confidence"
+    tau = calibrate_threshold(u_cal, e_cal, tolerance, confidence, delta=delta, strata=strata_cal)
+    rule = (
+        "split-conformal (v+1)/(n_acc+1) <= 1-confidence"
         if delta is None
-        else "Clopper-Pearson upper bound at level 1-delta <= 1-confidence",
+        else "Clopper-Pearson upper bound at level 1-delta <= 1-confidence"
+    )
+    out = {
+        "threshold": tau,
+        "method": rule if strata_cal is None else f"{rule}, in every stratum (group-conditional)",
         "indicator": "u = sqrt(mean_x var_k(pred_k)) (ddof 0); accept the NN when u <= threshold",
         "tolerance": float(tolerance),
         "confidence": float(confidence),
@@ -282,6 +316,14 @@ def calibrate(
         "calibration": evaluate_threshold(u_cal, e_cal, tau, tolerance),
         "test": evaluate_threshold(u_test, e_test, tau, tolerance),
     }
+    if strata_cal is not None:
+        out["strata"] = [str(v) for v in np.asarray(strata_cal)]
+    if strata_test is not None:
+        u_t, e_t, s_t = _as_numpy(u_test), _as_numpy(e_test), np.asarray(strata_test)
+        out["test_by_stratum"] = {
+            str(s): evaluate_threshold(u_t[s_t == s], e_t[s_t == s], tau, tolerance) for s in np.unique(s_t)
+        }
+    return out
 
 
 def _check(u: np.ndarray, e: np.ndarray, tolerance: float) -> None:

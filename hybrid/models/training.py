@@ -19,6 +19,9 @@ is :data:`TRAIN_SPEC` (``[model]``, ``[training]``, ``[training.split]``, ``[cal
    (:mod:`hybrid.models.calibration`); the card keeps the calib split's (u, e) pairs (``calibration.u``,
    ``calibration.e``) so the threshold can be recomputed for another tolerance or confidence; the same again
    for the modulation metric (error of rho - <rho> relative to std(rho)) in ``calibration.modulation``;
+   ``[calibration] conditional = "family"`` makes the rule hold in every data family of the calib split
+   (group-conditional; the card then keeps each pair's family in ``calibration.strata``), and the test
+   evaluation is always reported per family too (``calibration.test_by_stratum``);
 7. the wall time of one provider-style call (features + all members, one profile of the dataset's N);
 8. ``DIR/weights.pt`` + ``DIR/model_card.json`` (:mod:`hybrid.models.card`).
 
@@ -130,6 +133,9 @@ _CALIBRATION = Table(
         "delta": Option("float", None, "unset: split-conformal rule (valid on average); set: Clopper-Pearson "
                         "bound, violated with probability <= delta", min=0.0, max=1.0, min_exclusive=True,
                         max_exclusive=True),
+        "conditional": Option("str", "none", "'family': the coverage must hold within every data family of the "
+                              "calib split (group-conditional conformal; the smallest per-family threshold)",
+                              choices=("none", "family")),
     },
     doc="monitor threshold calibration",
 )  # fmt: skip
@@ -312,9 +318,12 @@ def train_ensemble(
     metrics = {name: _metrics(preds[name], x[name], y[name], ds.family[splits[name]]) for name in SPLITS}
     u = {name: uncertainty(preds[name]).cpu().numpy() for name in SPLITS}
     e = {name: ensemble_error(preds[name], y[name]).cpu().numpy() for name in SPLITS}
+    fam = {name: ds.family[splits[name]] for name in ("calib", "test")}
+    conditional = {"strata_cal": fam["calib"] if c_spec["conditional"] == "family" else None,
+                   "strata_test": fam["test"]}  # fmt: skip
     calib = calibrate(
         u["calib"], e["calib"], u["test"], e["test"], c_spec["tolerance"], c_spec["confidence"],
-        delta=c_spec["delta"],
+        delta=c_spec["delta"], **conditional,
     )  # fmt: skip
     # the calibration pairs, so that a user can recalibrate for another tolerance/confidence without data
     calib["u"] = [float(v) for v in u["calib"]]
@@ -326,7 +335,7 @@ def train_ensemble(
         u_mod[name], e_mod[name] = (v.cpu().numpy() for v in metric_pairs(preds[name], y[name], "modulation"))
     calib["modulation"] = calibrate(
         u_mod["calib"], e_mod["calib"], u_mod["test"], e_mod["test"], c_spec["modulation_tolerance"],
-        c_spec["confidence"], delta=c_spec["delta"],
+        c_spec["confidence"], delta=c_spec["delta"], **conditional,
     )  # fmt: skip
     calib["modulation"]["indicator"] = (
         "u = sqrt(mean_x var_k(pred_k - <pred_k>_x)) / std_x(mean_k pred_k); accept the NN when u <= threshold"

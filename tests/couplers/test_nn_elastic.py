@@ -86,24 +86,29 @@ def _random_islands(count: int, seed: int) -> list[np.ndarray]:
 def test_monitor_keeps_the_error_bound_on_unseen_island_shapes(metric: str, tolerance: float) -> None:
     """On 60 unseen island shapes the monitored answers (NN where confident, FEM elsewhere) exceed the tolerance
     in at most 1 - confidence of the profiles: the bound a run relies on, kept outside the training
-    distribution. (Conditional on acceptance nothing is promised off-distribution: measured, 10 of 60 are
-    accepted with the rho0 metric, 2 of them above 2 % (max 2.09 %); the hand-made ``_island_profile`` is
-    accepted at 4.0 % (u = 0.0295 against tau = 0.0318).)"""
+    distribution. Non-vacuous: either the ensemble answers some of them (and its accepted answers are checked) or
+    it alone would break the bound (and the fallback is what keeps it). Measured with the shipped ensemble:
+    README, "Training data and the shipped ensemble"."""
     from hybrid.models.calibration import modulation_error
 
     mon = hybrid.load_provider("elastic", "monitor", case=CASE, metric=metric, tolerance=tolerance)
+    nn = hybrid.load_provider("elastic", "nn", case=CASE)
     fem = hybrid.load_provider("elastic", "fem", case=CASE)
-    profiles = _random_islands(60, seed=0)
-    violations = 0
-    for h in profiles:
-        rho, ref = mon(h), fem(h)
+
+    def error(rho: np.ndarray, ref: np.ndarray) -> float:
         if metric == "rho0":
-            err = float(np.sqrt(np.mean((rho - ref) ** 2)) / mon.nn.rho0)
-        else:
-            err = float(modulation_error(rho[None, :], ref))
-        violations += err > tolerance
-    assert mon.summary()["nn_calls"] > 0  # the ensemble does serve some of them
-    assert violations <= (1 - mon.confidence) * len(profiles)
+            return float(np.sqrt(np.mean((rho - ref) ** 2)) / mon.nn.rho0)
+        return float(modulation_error(rho[None, :], ref))
+
+    profiles = _random_islands(60, seed=0)
+    allowed = (1 - mon.confidence) * len(profiles)
+    violations = nn_violations = 0
+    for h in profiles:
+        ref = fem(h)
+        violations += error(mon(h), ref) > tolerance
+        nn_violations += error(nn(h), ref) > tolerance
+    assert mon.summary()["nn_calls"] > 0 or nn_violations > allowed
+    assert violations <= allowed
 
 
 def test_monitor_falls_back_on_out_of_distribution_input() -> None:
@@ -122,6 +127,19 @@ def test_monitor_threshold_follows_the_stated_tolerance() -> None:
     loose = hybrid.load_provider("elastic", "monitor", case=CASE, tolerance=0.05)
     tight = hybrid.load_provider("elastic", "monitor", case=CASE, tolerance=0.01)
     assert tight.threshold <= loose.threshold
+
+
+def test_monitor_recalibrates_by_the_cards_rule() -> None:
+    """From the card's calibration pairs (and, for a group-conditional card, their families) the monitor
+    recomputes exactly the threshold that training calibrated, for both metrics."""
+    from hybrid.models.card import read_card
+
+    cal = read_card(SHIPPED_WEIGHTS)["calibration"]
+    for metric, entry in (("rho0", cal), ("modulation", cal["modulation"])):
+        mon = hybrid.load_provider(
+            "elastic", "monitor", case=CASE, metric=metric, tolerance=entry["tolerance"], confidence=entry["confidence"]
+        )
+        assert mon.threshold == entry["threshold"], metric
 
 
 def test_nn_runs_on_a_longer_domain_than_training() -> None:
