@@ -2,8 +2,9 @@
 # Active learning for the elastic ensemble on the shipped case (PHYSICS.md §1, cases/atg_film.toml): a base
 # ensemble trained on the FEM-labelled dataset (round 0), then two capture -> retrain rounds.
 #
-#   bash training/atg_elastic_active_learning.sh [WORK_DIR]     # default WORK_DIR = data; about 1 h on 2 cores
-#   hybrid run cases/atg_film.toml --set terms.elastic.weights=$PWD/data/round2    # use the refined ensemble
+#   bash training/atg_elastic_active_learning.sh [WORK_DIR]     # default WORK_DIR = data; about 75 min on 2 cores
+#
+# WORK_DIR/round2 is the shipped ensemble (hybrid/models/weights/atg_elastic; its model card names every file).
 #
 # Round r runs the case with the monitor on ensemble r-1 for several seeds the shipped case does not use (7),
 # capturing every 10th FEM evaluation (fallbacks and audits) of each run into its own file, and retrains on the

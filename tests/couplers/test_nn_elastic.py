@@ -82,7 +82,10 @@ def _random_islands(count: int, seed: int) -> list[np.ndarray]:
     return out
 
 
-@pytest.mark.parametrize(("metric", "tolerance"), [("rho0", 0.02), ("modulation", 0.05)])
+# The modulation metric (tolerance 0.05) is not checked here: with the shipped per-family calibration its monitor
+# hands all 60 shapes to the FEM while the ensemble alone stays within the bound (2 of 60 beyond), so the check
+# would be vacuous.
+@pytest.mark.parametrize(("metric", "tolerance"), [("rho0", 0.02)])
 def test_monitor_keeps_the_error_bound_on_unseen_island_shapes(metric: str, tolerance: float) -> None:
     """On 60 unseen island shapes the monitored answers (NN where confident, FEM elsewhere) exceed the tolerance
     in at most 1 - confidence of the profiles: the bound a run relies on, kept outside the training
@@ -160,7 +163,7 @@ def test_modulation_metric_threshold_error_and_audits() -> None:
     pairs = loose.nn.card["calibration"]["modulation"]
     u = np.asarray([np.inf if v is None else v for v in pairs["u"]])
     e = np.asarray([np.inf if v is None else v for v in pairs["e"]])
-    assert loose.threshold == calibrate_threshold(u, e, 0.1, 0.95)
+    assert loose.threshold == calibrate_threshold(u, e, 0.1, 0.95, strata=pairs.get("strata"))
     assert tight.threshold <= loose.threshold
     h = _ripple_profile()
     rho = loose(h)  # audited: the FEM is called and the NN's modulation error logged

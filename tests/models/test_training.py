@@ -39,7 +39,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, dict[
 def test_spec_defaults_and_errors() -> None:
     spec = validate_spec({})
     assert spec["training"]["members"] == 5 and spec["calibration"] == {
-        "tolerance": 0.02, "modulation_tolerance": 0.05, "confidence": 0.95, "delta": None
+        "tolerance": 0.02, "modulation_tolerance": 0.05, "confidence": 0.95, "delta": None, "conditional": "none"
     }  # fmt: skip
     assert spec["training"]["split"] == {"train": 0.7, "val": 0.1, "calib": 0.1, "test": 0.1}
     assert spec["model"]["linear_response"] == "learned"
@@ -83,6 +83,7 @@ def test_training_learns_and_writes_card(trained: tuple[Path, Path, dict[str, An
     assert cal["threshold"] is None or cal["threshold"] >= 0
     assert len(cal["u"]) == len(cal["e"]) == splits["calib"]["samples"] == cal["n_calibration"]
     assert card_threshold(card) == calibrate_threshold(cal["u"], cal["e"], 0.02, 0.95)  # recomputable
+    assert "strata" not in cal and set(cal["test_by_stratum"]) <= {"random", "ripple"}  # pooled rule, per-family test
     mod = cal["modulation"]  # the same for the modulation metric (relative error of rho - <rho>)
     assert mod["tolerance"] == 0.05 and len(mod["u"]) == len(mod["e"]) == splits["calib"]["samples"]
     assert "coverage" in mod["test"] and "std_x" in mod["indicator"]
