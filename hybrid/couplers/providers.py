@@ -158,7 +158,8 @@ class CaptureFile:
     run one group: the unit that is exchangeable between runs of different seeds, which calibration needs.
 
     Thinning: ``every = m`` keeps the 1st, (m+1)th, ... DNS evaluation of the run (neighbours add little but
-    training time); ``samples`` counts the kept ones, ``seen`` all of them.
+    training time), counted from the start of the run or of a restart (which starts new groups anyway);
+    ``samples`` counts the kept ones, ``seen`` all of them.
     """
 
     def __init__(

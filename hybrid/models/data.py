@@ -242,7 +242,8 @@ def split_by_group(
             drawn from ``seed`` in the sorted order of the labels, so every set gets the same mix of strata.
             This keeps the calibration and test sets exchangeable when strata differ in group size and error
             (e.g. a few large blocks of captured run profiles beside many small batches of random profiles).
-            A stratum with fewer groups than non-empty sets puts its groups in the sets in order of deficit.
+            A stratum with fewer groups than non-empty sets puts them one each into the sets with the largest
+            fractions.
 
     Returns:
         set name -> sorted int64 sample indices (the same keys as ``fractions``).
