@@ -81,6 +81,7 @@ class NNElastic(TermProvider):
         self.metric = str(options.get("metric", "rho0"))
         cal = self.card.get("calibration", {})
         self._calibration = cal if self.metric == "rho0" else cal.get(self.metric, {})
+        self._plan: Any = None  # InferencePlan for the grid size of the last call
 
     def _members(self, h: Any) -> Any:
         """ρ_k/ρ0 of every member, torch (K, N) on the model's device."""
@@ -88,10 +89,15 @@ class NNElastic(TermProvider):
 
         from hybrid.models.features import elastic_features
 
+        from hybrid.models.ensemble import InferencePlan
+
         t = h if isinstance(h, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(h))
         t = t.to(device=self.device, dtype=self.dtype)
+        n = t.shape[-1]
+        if self._plan is None or self._plan.n != n:
+            self._plan = InferencePlan(self.model, n)  # the weights never change in a run: freeze them once
         with torch.inference_mode():
-            return self.model(elastic_features(t[None, :], self.dx))[0]
+            return self._plan(elastic_features(t[None, :], self.dx))[0]
 
     def predict(self, state: State) -> EnsemblePrediction:
         from hybrid.models.calibration import INDICATORS

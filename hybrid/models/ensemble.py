@@ -48,7 +48,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional
 
-__all__ = ["ACTIVATIONS", "EnsembleCNN1d", "circular_pad"]
+__all__ = ["ACTIVATIONS", "EnsembleCNN1d", "InferencePlan", "circular_pad"]
 
 ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
     "gelu": functional.gelu,
@@ -361,12 +361,7 @@ class EnsembleCNN1d(nn.Module):
         key = (n, x.dtype, x.device, *((t.data_ptr(), t._version) for t in (*self.parameters(), self.input_scale)))
         hit = self._linear_cache.get(key[:3])
         if hit is None or hit[0] != key:
-            impulses = torch.zeros(len(self.linear_channels), self.in_channels, n, dtype=x.dtype, device=x.device)
-            for i, ch in enumerate(self.linear_channels):
-                impulses[i, ch, 0] = 1.0
-            value, response = torch.func.jvp(self._raw, (torch.zeros_like(impulses),), (impulses,))[:2]
-            # value (L, K, N): c(0), uniform in x; response[i] (K, N): impulse response to channel i
-            hit = (key, (value[0, :, :1] - self.baseline_offset, torch.fft.rfft(response, dim=-1)))
+            hit = (key, self._linear_transfer(n, x.dtype, x.device))
             if len(self._linear_cache) > 16:
                 self._linear_cache.clear()
             self._linear_cache[key[:3]] = hit
@@ -375,20 +370,24 @@ class EnsembleCNN1d(nn.Module):
         linear = torch.fft.irfft(torch.einsum("blm,lkm->bkm", spectra, transfer), n=n, dim=-1)
         return value0 + linear
 
+    @torch.no_grad()
+    def _linear_transfer(self, n: int, dtype: torch.dtype, device: torch.device) -> tuple[Tensor, Tensor]:
+        """(c(0) - offset (K, 1), rfft of J(0)'s impulse response to each linear channel (L, K, N//2+1)) on N points."""
+        impulses = torch.zeros(len(self.linear_channels), self.in_channels, n, dtype=dtype, device=device)
+        for i, ch in enumerate(self.linear_channels):
+            impulses[i, ch, 0] = 1.0
+        value, response = torch.func.jvp(self._raw, (torch.zeros_like(impulses),), (impulses,))[:2]
+        # value (L, K, N): c(0), uniform in x; response[i] (K, N): impulse response to channel i
+        return value[0, :, :1] - self.baseline_offset, torch.fft.rfft(response, dim=-1)
+
     def _forward_shared(self, x: Tensor) -> Tensor:
         """(B, C_in, N) -> (B, K, N) correction + offset, batched matmuls (see :meth:`forward`)."""
-        b, _, n = x.shape
-        k, w, r, ks = self.members, self.channels, self.kernel_size // 2, self.kernel_size
-        p = self._prepared("bmm")
-        d = self._dilation(0)
-        cols = _im2col(circular_pad(x.transpose(0, 1), r * d), ks, d, n)  # (C_in ks, B N)
-        z = self._act(torch.addmm(p[1], p[0], cols)).view(k, w, b, n)
-        for i in range(1, self.layers):
-            d = self._dilation(i)
-            cols = _im2col(circular_pad(z, r * d), ks, d, n)  # (K, W ks, B N)
-            z = z + self._act(torch.baddbmm(p[2 * i + 1], p[2 * i], cols)).view(k, w, b, n)
-        out = torch.baddbmm(p[-1], p[-2], z.view(k, w, b * n))  # (K, 1, B N)
-        return out.view(k, b, n).transpose(0, 1)
+        return _shared_matmul_forward(
+            x, self._prepared("bmm"), self.members, self.kernel_size, self._dilations_of_layers(), self._act
+        )
+
+    def _dilations_of_layers(self) -> list[int]:
+        return [self._dilation(i) for i in range(self.layers)]
 
     def _forward_grouped(self, x: Tensor) -> Tensor:
         """(B, K, C_in, N) -> (B, K, N) correction + offset, grouped convolutions (groups = K)."""
@@ -400,6 +399,89 @@ class EnsembleCNN1d(nn.Module):
             y = self._act(functional.conv1d(circular_pad(z, r * d), kernel, bias, dilation=d, groups=k))
             z = y if i == 0 else z + y
         return functional.conv1d(z, self.readout_weight, readout_bias, groups=k)
+
+
+class InferencePlan:
+    """Inference of an :class:`EnsembleCNN1d` on inputs shared by all members, with the weights frozen.
+
+    The elastic monitor calls the ensemble once per time step on one profile of fixed length N. At N ~ 100
+    such a call is a few hundred microseconds, most of it per-operation overhead, so this plan does once what
+    :meth:`EnsembleCNN1d.forward` checks or builds on every call: the batched-matmul weights, the linear
+    part's transfer function (folded into one (K, L, M) array) and the dispatch on input shape and size. It
+    evaluates the same operations in the same order as ``forward`` on a shared input, so the result equals
+    ``model(x)`` to float rounding (tested); inputs too large for the matmul path
+    (``B N W > model.matmul_max_size``) go to ``model(x)``.
+
+    The plan is a snapshot: later changes to the model's weights do not reach it (except through the inputs
+    handed to ``model(x)``); build a new plan.
+
+    Args:
+        model: the ensemble (its dtype and device are the plan's).
+        n: profile length N the plan is built for.
+
+    Shapes:
+        ``plan(x)``: x (B, C_in, N) -> (B, K, N), like ``model(x)``; call it with gradients off.
+    """
+
+    def __init__(self, model: EnsembleCNN1d, n: int) -> None:
+        with torch.no_grad():
+            dtype, device = model.readout_bias.dtype, model.readout_bias.device
+            self.model = model
+            self.n = int(n)
+            self.weights = [t.detach() for t in model._build("bmm")]
+            self.members, self.kernel_size = model.members, model.kernel_size
+            self.dilations = model._dilations_of_layers()
+            self.act = model._act
+            self.dtype = dtype
+            self.linear_channels = list(model.linear_channels)
+            self.value0: Tensor | None = None
+            self.transfer: Tensor | None = None
+            if self.linear_channels:
+                value0, transfer = model._linear_transfer(self.n, dtype, device)
+                self.value0, self.transfer = value0, transfer.permute(1, 0, 2).contiguous()  # (K, 1), (K, L, M)
+            self.baseline_channel = model.baseline_channel
+            self.baseline_coefficient = model.baseline_coefficient
+            self.max_size = model.matmul_max_size
+
+    def __call__(self, x: Tensor) -> Tensor:
+        b, c, n = x.shape
+        if n != self.n or c != self.model.in_channels:
+            raise ValueError(f"plan built for input (B, {self.model.in_channels}, {self.n}), got {tuple(x.shape)}")
+        x = x.to(self.dtype)
+        if b * n * self.model.channels > self.max_size:
+            return self.model(x)
+        out = _shared_matmul_forward(x, self.weights, self.members, self.kernel_size, self.dilations, self.act)
+        if self.value0 is not None and self.transfer is not None:
+            spectra = torch.fft.rfft(x[:, self.linear_channels], dim=-1)  # (B, L, M)
+            linear = torch.fft.irfft((spectra[:, None] * self.transfer).sum(2), n=n, dim=-1)  # (B, K, N)
+            out = out - (self.value0 + linear)
+        if self.baseline_channel >= 0:
+            out = torch.add(out, x[:, self.baseline_channel].unsqueeze(1), alpha=self.baseline_coefficient)
+        return out
+
+
+def _shared_matmul_forward(
+    x: Tensor,
+    p: Sequence[Tensor],
+    members: int,
+    kernel_size: int,
+    dilations: Sequence[int],
+    act: Callable[[Tensor], Tensor],
+) -> Tensor:
+    """(B, C_in, N) shared input -> (B, K, N) correction + offset with the ``"bmm"`` weights ``p`` of
+    :meth:`EnsembleCNN1d._prepared`: per layer one im2col and one (batched) matmul over the K members."""
+    b, _, n = x.shape
+    k, r = members, kernel_size // 2
+    w = p[1].shape[0] // k
+    d = dilations[0]
+    cols = _im2col(circular_pad(x.transpose(0, 1), r * d), kernel_size, d, n)  # (C_in ks, B N)
+    z = act(torch.addmm(p[1], p[0], cols)).view(k, w, b, n)
+    for i in range(1, len(dilations)):
+        d = dilations[i]
+        cols = _im2col(circular_pad(z, r * d), kernel_size, d, n)  # (K, W ks, B N)
+        z = z + act(torch.baddbmm(p[2 * i + 1], p[2 * i], cols)).view(k, w, b, n)
+    out = torch.baddbmm(p[-1], p[-2], z.view(k, w, b * n))  # (K, 1, B N)
+    return out.view(k, b, n).transpose(0, 1)
 
 
 def _im2col(zp: Tensor, kernel_size: int, dilation: int, n: int) -> Tensor:

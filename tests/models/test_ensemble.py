@@ -1,4 +1,5 @@
-"""EnsembleCNN1d: batched pass == loop over members, symmetries, any N, seeding, member state."""
+"""EnsembleCNN1d: batched pass == loop over members, frozen inference plan == forward, symmetries, any N, seeding,
+member state."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from hybrid.models.ensemble import EnsembleCNN1d, circular_pad
+from hybrid.models.ensemble import EnsembleCNN1d, InferencePlan, circular_pad
 from hybrid.models.features import elastic_features
 from tests.models import one_torch_thread, random_profiles  # noqa: F401
 
@@ -55,6 +56,23 @@ def test_matmul_path_equals_grouped_convolution(features: torch.Tensor, kernel_s
     x = features.clone().requires_grad_(True)
     model(x).sum().backward()  # the matmul path is differentiable too
     assert x.grad is not None and torch.isfinite(x.grad).all()
+
+
+@pytest.mark.parametrize("linear_channels", [[], [0, 1]])
+def test_inference_plan_equals_forward_and_is_a_snapshot(features: torch.Tensor, linear_channels: list[int]) -> None:
+    model = make(linear_channels=linear_channels, dilations=[1, 2, 5])
+    with torch.no_grad():
+        model.input_scale.copy_(torch.tensor([0.3, 2.0, 5.0]))
+        plan = InferencePlan(model, features.shape[-1])
+        ref = model(features)
+        torch.testing.assert_close(plan(features), ref, rtol=1e-6, atol=1e-6)
+        torch.testing.assert_close(plan(features[:1]), ref[:1], rtol=1e-6, atol=1e-6)
+        model.matmul_max_size = 0  # too large for the matmul path: the plan hands the input to forward
+        torch.testing.assert_close(InferencePlan(model, features.shape[-1])(features), ref, rtol=1e-6, atol=1e-6)
+        model.readout_bias.add_(1.0)  # a later change of the weights does not reach a built plan
+        torch.testing.assert_close(plan(features), ref, rtol=1e-6, atol=1e-6)
+    with pytest.raises(ValueError, match=r"plan built for input \(B, 3, 40\)"):
+        plan(features[..., :20])
 
 
 def test_members_differ_and_baseline_is_linear_law(features: torch.Tensor) -> None:
