@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -276,7 +277,11 @@ class Monitor(MonitorPolicy, TermProvider):
 
     # ------------------------------------------------------------------ the decision
     def evaluate(self, state: State) -> Array:
+        t0 = time.perf_counter()
         pred = self.nn.predict(state)
+        if isinstance(self.nn, TermProvider):  # predict bypasses the provider's own call counter and timer
+            self.nn.seconds += time.perf_counter() - t0
+            self.nn.calls += 1
         u = float(pred.uncertainty)
         use_dns, audit = self.decide(state.step, u)
         audit_error = math.nan

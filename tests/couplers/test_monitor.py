@@ -18,6 +18,7 @@ from hybrid.cases import load_case
 from hybrid.core.io import read_output
 from hybrid.core.registry import PROVIDERS, Context, register_provider
 from hybrid.core.state import State
+from hybrid.core.terms import TermProvider
 from hybrid.couplers.monitor import EnsemblePrediction, Monitor
 from hybrid.couplers.providers import CaptureFile
 from hybrid.solvers.atg import LinearElastic
@@ -105,6 +106,32 @@ def test_decisions_follow_the_threshold(tmp_path: Path) -> None:
     assert list(rows["source"]) == ["dns"] * 30
     np.testing.assert_array_equal(rows["step"], np.arange(30))
     assert np.all(rows["threshold"] == 0.1) and np.all(rows["uncertainty"] > 0.1)
+
+
+def test_stats_split_the_time_between_the_ensemble_and_the_dns() -> None:
+    from hybrid.cases import resolve_case
+
+    ctx = resolve_case(atg_case(points=16, length=16.0)).context
+    nn = NNProviderLike(ctx)
+    mon = Monitor(nn, CountingDNS(ctx), threshold=0.3, audit_every=4)
+    h = 3.0 + 0.01 * np.cos(2 * np.pi * np.arange(16) / 16)
+    for step in range(8):
+        mon(State.from_arrays({"h": h}, step=step))
+    stats = mon.stats()
+    # the ensemble is asked at every call (also before an audit), the DNS at the two audits (steps 0 and 4)
+    assert nn.calls == 8 and mon.dns.calls == 2
+    assert stats["nn_seconds"] > 0.0 and stats["dns_seconds"] > 0.0
+    assert stats["nn_seconds"] + stats["dns_seconds"] <= stats["seconds"]
+
+
+class NNProviderLike(TermProvider, FakeEnsemble):
+    """FakeEnsemble as a TermProvider, like the shipped ``nn`` provider (which counts its own calls and time)."""
+
+    provider = "fake-nn"
+
+    def __init__(self, ctx: Context) -> None:
+        TermProvider.__init__(self)
+        FakeEnsemble.__init__(self, ctx)
 
 
 def test_nn_answer_and_dns_answer_are_what_is_returned() -> None:
