@@ -87,9 +87,8 @@ class NNElastic(TermProvider):
         """ρ_k/ρ0 of every member, torch (K, N) on the model's device."""
         import torch
 
-        from hybrid.models.features import elastic_features
-
         from hybrid.models.ensemble import InferencePlan
+        from hybrid.models.features import elastic_features
 
         t = h if isinstance(h, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(h))
         t = t.to(device=self.device, dtype=self.dtype)
