@@ -6,7 +6,7 @@ import argparse
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 # numba's default OpenMP layer spins idle threads, which stalls parallel kernels on a loaded or shared machine;
@@ -158,7 +158,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _model_plot(sim: object) -> object:
+def _model_plot(sim: object) -> Callable[[Path, Path], list[Path]] | None:
     from hybrid.core.registry import MODELS
 
     model = getattr(sim, "attrs", {}).get("model")

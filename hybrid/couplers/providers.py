@@ -61,6 +61,7 @@ class NNElastic(TermProvider):
         import torch
 
         from hybrid.models.card import load_ensemble
+        from hybrid.models.ensemble import EnsembleCNN1d
         from hybrid.solvers.elasticity import misfit_energy_density
 
         super().__init__()
@@ -70,7 +71,7 @@ class NNElastic(TermProvider):
         self.weights = resolve_weights(ctx, options.get("weights", "shipped"))
         device = options.get("device") or (ctx.backend.device if ctx.backend.is_torch else "cpu")
         self.device = torch.device(device)
-        self.model, self.card = load_ensemble(self.weights, device=str(self.device))
+        self.model, self.card = load_ensemble(self.weights, device=str(self.device), expect=EnsembleCNN1d)
         if self.device.type == "cpu" and options.get("threads"):
             # batch-1 inference of a small network is dominated by per-op overhead: extra threads only add
             # synchronisation (and stall badly on a busy machine). This is torch's process-wide setting.

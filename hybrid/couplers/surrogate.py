@@ -94,10 +94,11 @@ class JumpEnsemble:
         import torch
 
         from hybrid.models.card import load_ensemble
+        from hybrid.models.jump_net import EnsembleJumpNet2d
 
         device = options.get("device") or (ctx.backend.device if ctx.backend.is_torch else "cpu")
         self.device = torch.device(device)
-        self.model, self.card = load_ensemble(weights, device=str(self.device))
+        self.model, self.card = load_ensemble(weights, device=str(self.device), expect=EnsembleJumpNet2d)
         self.weights = weights
         if self.device.type == "cpu" and options.get("threads"):
             torch.set_num_threads(int(options["threads"]))  # process-wide torch setting

@@ -441,7 +441,8 @@ def _set_threads(threads: int | None) -> int | None:
     import numba
 
     previous = int(numba.get_num_threads())
-    numba.set_num_threads(max(1, min(int(threads), int(numba.config.NUMBA_NUM_THREADS))))
+    available = int(numba.config.NUMBA_NUM_THREADS)  # type: ignore[attr-defined]
+    numba.set_num_threads(max(1, min(int(threads), available)))
     return previous
 
 

@@ -26,10 +26,11 @@ import math
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, overload
 
 import numpy as np
 import torch
+from torch import nn
 
 from hybrid.models.ensemble import EnsembleCNN1d
 from hybrid.models.jump_net import EnsembleJumpNet2d
@@ -119,15 +120,36 @@ def read_card(path: str | os.PathLike[str]) -> dict[str, Any]:
     return card
 
 
+ModelT = TypeVar("ModelT", bound=nn.Module)
+
+
+@overload
 def load_ensemble(
-    path: str | os.PathLike[str], device: str | torch.device = "cpu", *, check_hash: bool = True
-) -> tuple[EnsembleCNN1d, dict[str, Any]]:
+    path: str | os.PathLike[str], device: str | torch.device = ..., *, check_hash: bool = ..., expect: None = ...
+) -> tuple[nn.Module, dict[str, Any]]: ...
+
+
+@overload
+def load_ensemble(
+    path: str | os.PathLike[str], device: str | torch.device = ..., *, check_hash: bool = ..., expect: type[ModelT]
+) -> tuple[ModelT, dict[str, Any]]: ...
+
+
+def load_ensemble(
+    path: str | os.PathLike[str],
+    device: str | torch.device = "cpu",
+    *,
+    check_hash: bool = True,
+    expect: type[nn.Module] | None = None,
+) -> tuple[nn.Module, dict[str, Any]]:
     """Rebuild an ensemble from its card and weights (``torch.load(weights_only=True)``), in eval mode.
 
     Args:
         path: the model directory or its ``model_card.json``.
         device: where to put the network.
         check_hash: compare the weights file with the sha256 recorded in the card.
+        expect: the architecture class the caller needs (e.g. :class:`EnsembleCNN1d` for the elastic term); a
+            card of another class is refused with a :class:`ModelCardError` that names both.
 
     Returns:
         (model, card).
@@ -143,6 +165,11 @@ def load_ensemble(
     cls_name = arch.pop("class", None)
     if cls_name not in ARCHITECTURES:
         raise ModelCardError(f"{card_path}: unknown architecture class {cls_name!r} (known: {sorted(ARCHITECTURES)})")
+    if expect is not None and not issubclass(ARCHITECTURES[cls_name], expect):
+        raise ModelCardError(
+            f"{card_path}: the card's architecture is {cls_name}, but this use needs the architecture "
+            f"{expect.__name__} (is this the model directory of another term or stepper?)"
+        )
     try:
         model = ARCHITECTURES[cls_name](**arch)
     except (TypeError, ValueError) as err:

@@ -97,6 +97,7 @@ class EnsembleJumpNet2d(nn.Module):
         self.backbone = nn.ModuleList(convs)
         self.head_hidden = nn.Conv2d(self.channels, self.members * self.head_channels, 1)
         self.head_out = nn.Conv2d(self.members * self.head_channels, self.members, 1, groups=self.members)
+        assert self.head_out.bias is not None  # Conv2d's default bias=True
         nn.init.zeros_(self.head_out.bias)
         with torch.no_grad():  # start near "no change": small output weights
             self.head_out.weight.mul_(0.1)

@@ -557,8 +557,8 @@ class FilmElasticitySolver:
         self._element = elem
         locs = elem.doflocs  # (9, 2) reference [0, 1]^2
         off = np.rint(2 * locs).astype(int)  # lattice offsets of the local nodes
-        ec, er = np.meshgrid(np.arange(ncol), np.arange(nrow), indexing="ij")
-        ec, er = ec.ravel(), er.ravel()
+        ec_grid, er_grid = np.meshgrid(np.arange(ncol), np.arange(nrow), indexing="ij")
+        ec, er = ec_grid.ravel(), er_grid.ravel()
         ii = (2 * ec[:, None] + off[None, :, 0]) % nx
         jj = 2 * er[:, None] + off[None, :, 1]
         self._elem_nodes = jj * nx + ii  # (nel, 9) lattice node ids

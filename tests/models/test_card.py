@@ -49,6 +49,18 @@ def test_roundtrip_identical_outputs(saved: tuple[Path, EnsembleCNN1d]) -> None:
     assert card_threshold({"calibration": {"threshold": 0.01}}) == 0.01
 
 
+def test_a_card_of_another_architecture_is_refused_by_name(saved: tuple[Path, EnsembleCNN1d]) -> None:
+    from hybrid.models.jump_net import EnsembleJumpNet2d
+
+    path, _ = saved
+    model, _ = load_ensemble(path, expect=EnsembleCNN1d)
+    assert isinstance(model, EnsembleCNN1d)
+    with pytest.raises(
+        ModelCardError, match=r"architecture is EnsembleCNN1d, but this use needs the architecture EnsembleJumpNet2d"
+    ):
+        load_ensemble(path, expect=EnsembleJumpNet2d)
+
+
 def test_missing_files_are_named(saved: tuple[Path, EnsembleCNN1d], tmp_path: Path) -> None:
     path, _ = saved
     with pytest.raises(FileNotFoundError, match="nowhere"):
