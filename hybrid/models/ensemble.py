@@ -409,9 +409,9 @@ class InferencePlan:
     The elastic monitor calls the ensemble once per time step on one profile of fixed length N. At N ~ 100
     such a call is a few hundred microseconds, most of it per-operation overhead, so this plan does once what
     :meth:`EnsembleCNN1d.forward` checks or builds on every call: the batched-matmul weights, the linear
-    part's transfer function (folded into one (K, L, M) array) and the dispatch on input shape and size. It
-    evaluates the same operations in the same order as ``forward`` on a shared input, so the result equals
-    ``model(x)`` to float rounding (tested); inputs too large for the matmul path
+    part's transfer function and the dispatch on input shape and size. It evaluates the same operations in the
+    same order as ``forward`` on a shared input, so the result equals ``model(x)`` bit for bit (tested: a run
+    and its captures do not depend on which of the two served it); inputs too large for the matmul path
     (``B N W > model.matmul_max_size``) go to ``model(x)``.
 
     The plan is a snapshot: later changes to the model's weights do not reach it (except through the inputs
@@ -440,7 +440,7 @@ class InferencePlan:
             self.transfer: Tensor | None = None
             if self.linear_channels:
                 value0, transfer = model._linear_transfer(self.n, dtype, device)
-                self.value0, self.transfer = value0, transfer.permute(1, 0, 2).contiguous()  # (K, 1), (K, L, M)
+                self.value0, self.transfer = value0, transfer  # (K, 1), (L, K, N//2+1)
             self.baseline_channel = model.baseline_channel
             self.baseline_coefficient = model.baseline_coefficient
             self.max_size = model.matmul_max_size
@@ -454,8 +454,8 @@ class InferencePlan:
             return self.model(x)
         out = _shared_matmul_forward(x, self.weights, self.members, self.kernel_size, self.dilations, self.act)
         if self.value0 is not None and self.transfer is not None:
-            spectra = torch.fft.rfft(x[:, self.linear_channels], dim=-1)  # (B, L, M)
-            linear = torch.fft.irfft((spectra[:, None] * self.transfer).sum(2), n=n, dim=-1)  # (B, K, N)
+            spectra = torch.fft.rfft(x[:, self.linear_channels], dim=-1)  # (B, L, N//2+1)
+            linear = torch.fft.irfft(torch.einsum("blm,lkm->bkm", spectra, self.transfer), n=n, dim=-1)
             out = out - (self.value0 + linear)
         if self.baseline_channel >= 0:
             out = torch.add(out, x[:, self.baseline_channel].unsqueeze(1), alpha=self.baseline_coefficient)
