@@ -2,6 +2,9 @@
 
 Run: ``python benchmarks/bench_elastic.py [--points 100 256 512 1024] [--calls 30]``. Never run in CI.
 
+Sections: the providers per call (fem, linear, nn); the shipped ensemble through ``model(x)`` against the frozen
+``InferencePlan`` the nn provider uses (interleaved call by call, so both see the same machine load); one step.
+
 Each provider is timed side by side in one run on the same evolving profile: a random rough profile on L = N nm
 (dx = 1 nm) that changes by ~1e-3 nm between calls, as in a simulation (so the FEM's warm-started solver is
 measured in the regime it is used in). Times are medians over ``--calls`` calls after one warm-up call; the
@@ -79,6 +82,38 @@ def bench_providers(points: list[int], calls: int) -> None:
         print(f"{n:>6} " + " ".join(cells) + " " + " ".join(ratios))
 
 
+def bench_plan(points: list[int], calls: int) -> None:
+    """The shipped ensemble on one shared profile: ``model(x)`` (cache checks and dispatch on every call) against
+    the frozen :class:`~hybrid.models.ensemble.InferencePlan` the ``nn`` provider uses, interleaved call by call."""
+    import torch
+
+    from hybrid.couplers.providers import SHIPPED_WEIGHTS
+    from hybrid.models.card import load_ensemble
+    from hybrid.models.ensemble import EnsembleCNN1d, InferencePlan
+    from hybrid.models.features import elastic_features
+
+    if not (SHIPPED_WEIGHTS / "model_card.json").exists():
+        return
+    model, _ = load_ensemble(SHIPPED_WEIGHTS, expect=EnsembleCNN1d)
+    print(f"\nshipped ensemble, seconds per evaluation (median of {calls}, interleaved); ratio = forward / plan")
+    print(f"{'N':>6} {'forward':>12} {'plan':>12} {'ratio':>12}")
+    for n in points:
+        rc = resolve_case(_case(n, "linear"))
+        h = torch.from_numpy(rc.spec.initial_state(rc.context, rc.data["initial"])["h"]).float()
+        x = elastic_features(h[None], 1.0)
+        plan = InferencePlan(model, n)
+        times: dict[str, list[float]] = {"forward": [], "plan": []}
+        with torch.inference_mode():
+            model(x), plan(x)  # warm-up
+            for _ in range(calls):
+                for name, fn in (("forward", model), ("plan", plan)):
+                    t0 = time.perf_counter()
+                    fn(x)
+                    times[name].append(time.perf_counter() - t0)
+        f, q = statistics.median(times["forward"]), statistics.median(times["plan"])
+        print(f"{n:>6} {f:12.3e} {q:12.3e} {f / q:12.2f}")
+
+
 def bench_steps(points: list[int], calls: int) -> None:
     print(f"\none step of the ATG model with the linear provider, seconds per step (median of {calls})")
     print(f"{'N':>6} {'euler':>12} {'imex':>12} {'imex/euler':>12}")
@@ -100,6 +135,7 @@ def main() -> None:
     args = p.parse_args()
     print("machine:", _machine())
     bench_providers(args.points, args.calls)
+    bench_plan(args.points, args.calls * 10)
     bench_steps(args.points, args.calls)
 
 
