@@ -1,9 +1,10 @@
 """Grain growth, DNS vs the jump surrogate over the same simulated time (issue #4's hybrid target).
 
-Run: ``python benchmarks/bench_surrogate.py [--size 512] [--start 2000] [--windows 10] [--device cpu]`` (never in
-CI). Builds ``cases/graingrowth_hybrid.toml`` (at ``--size``² with the shipped grain density) three ways from the same
-state — the DNS at step ``--start`` of the shipped DNS case — and advances each by ``--windows`` windows of ``jump``
-DNS steps, with the model's tracking/reassignment hooks as in ``hybrid run`` (no output file):
+Run: ``python benchmarks/bench_surrogate.py [--size 512] [--start 2000] [--windows 10] [--device cpu]
+[--backend numpy]`` (never in CI). Builds ``cases/graingrowth_hybrid.toml`` (at ``--size``² with the shipped grain
+density) three ways from the same state — the DNS at step ``--start`` of the shipped DNS case — and advances each
+by ``--windows`` windows of ``jump`` DNS steps, with the model's tracking/reassignment hooks as in ``hybrid run``
+(no output file):
 
 - ``dns``: the case's DNS stepper (fused numba explicit Euler, dt = 0.25: the fastest stable setting, see
   benchmarks/bench_graingrowth.py);
@@ -12,7 +13,9 @@ DNS steps, with the model's tracking/reassignment hooks as in ``hybrid run`` (no
 
 Prints seconds per window, the speed-up over the DNS, the NN's share of windows, the mean fraction of
 (order parameter, tile) pairs the tiled inference evaluated, and the grain count and mean grain area at the end
-relative to the DNS. ``--device cuda`` runs the network on a GPU (the DNS stays numba on the CPU, as shipped).
+relative to the DNS. ``--device cuda`` runs the network on a GPU; the DNS stays numba on the CPU (as shipped)
+unless ``--backend torch``, which runs every stepper's DNS with the torch kernel on ``--device``: the same-device
+comparison issue #4 asks for on a GPU (``--backend torch --device cuda``).
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ os.environ.setdefault("NUMBA_THREADING_LAYER", "workqueue")
 CASE = Path(__file__).resolve().parents[1] / "cases" / "graingrowth_hybrid.toml"
 
 
-def _overrides(size: int, provider: str, device: str) -> dict[str, Any]:
+def _overrides(size: int, provider: str, device: str, backend: str) -> dict[str, Any]:
     grains = round(1000 * (size / 512) ** 2)
     out: dict[str, Any] = {
         "grid.shape": [size, size],
@@ -39,6 +42,9 @@ def _overrides(size: int, provider: str, device: str) -> dict[str, Any]:
         "initial.grains": grains,
         "stepper.provider": provider,
     }
+    if backend == "torch":  # the DNS (and the state) on the network's device
+        out["case.backend"] = "torch"
+        out["case.device"] = device
     if provider != "dns":
         out["stepper.device"] = device
         out["stepper.threads"] = os.cpu_count() or 1
@@ -64,13 +70,23 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--start", type=int, default=2000, help="DNS steps before the comparison (default 2000)")
     ap.add_argument("--windows", type=int, default=10, help="windows compared (default 10)")
     ap.add_argument("--device", default="cpu", help="torch device of the network (default cpu)")
+    ap.add_argument(
+        "--backend",
+        choices=("numpy", "torch"),
+        default="numpy",
+        help="array backend of the DNS: numpy (fused numba on the CPU, the default and fastest on CPUs) or torch "
+        "(the torch kernel on --device)",
+    )
     args = ap.parse_args(argv)
 
     print(f"machine: {platform.platform()}, {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}")
-    print(f"versions: torch {torch.__version__}, numpy {np.__version__}; network device {args.device}")
+    print(
+        f"versions: torch {torch.__version__}, numpy {np.__version__}; "
+        f"network device {args.device}, DNS backend {args.backend}"
+    )
     sims = {}
     for provider in ("dns", "nn", "monitor"):
-        sim = hybrid.load_case(CASE, overrides=_overrides(args.size, provider, args.device))
+        sim = hybrid.load_case(CASE, overrides=_overrides(args.size, provider, args.device, args.backend))
         sim.output = OutputSpec(path=None, checkpoint_every=None)
         sims[provider] = sim
     jump = sims["nn"].stepper.steps_per_call
