@@ -1,6 +1,8 @@
 """Cost of the ATG elastic term per call (fem, linear, nn ensemble when shipped) and of one IMEX vs one explicit step.
 
-Run: ``python benchmarks/bench_elastic.py [--points 100 256 512 1024] [--calls 30]``. Never run in CI.
+Run: ``python benchmarks/bench_elastic.py [--points 100 256 512 1024] [--calls 30] [--device cpu]``. Never run
+in CI. ``--device cuda`` runs the ensemble (``nn`` and the plan section) on a GPU; the FEM and the stepper stay on
+the CPU as in a run, so the ``nn`` figure includes the host-device copies of the profile and of ρ.
 
 Sections: the providers per call (fem, linear, nn); the shipped ensemble through ``model(x)`` against the frozen
 ``InferencePlan`` the nn provider uses (interleaved call by call, so both see the same machine load); one step.
@@ -41,12 +43,17 @@ def _machine() -> str:
     )
 
 
-def _case(points: int, provider: str, integrator: str = "imex", dt: float = 0.01) -> dict[str, Any]:
+def _case(
+    points: int, provider: str, integrator: str = "imex", dt: float = 0.01, device: str | None = None
+) -> dict[str, Any]:
+    elastic: dict[str, Any] = {"provider": provider}
+    if device is not None and provider == "nn":
+        elastic["device"] = device
     return {
         "case": {"model": "atg", "name": "bench", "seed": 1},
         "grid": {"length": float(points), "points": points},
         "initial": {"kind": "random", "mean": 4.0, "amplitude": 0.5, "modes": max(4, points // 5)},
-        "terms": {"elastic": {"provider": provider}},
+        "terms": {"elastic": elastic},
         "time": {"integrator": integrator, "dt": dt, "steps": 1},
     }
 
@@ -61,9 +68,9 @@ def _median_time(fn: Callable[[int], Any], calls: int) -> float:
     return statistics.median(times)
 
 
-def bench_providers(points: list[int], calls: int) -> None:
+def bench_providers(points: list[int], calls: int, device: str = "cpu") -> None:
     names = [n for n in ("fem", "linear", "nn") if n in PROVIDERS.get("elastic", {})]
-    print(f"\nelastic term, seconds per call (median of {calls}); ratio = fem / provider")
+    print(f"\nelastic term, seconds per call (median of {calls}; nn on {device}); ratio = fem / provider")
     print(f"{'N':>6} " + " ".join(f"{n:>12}" for n in names) + " " + " ".join(f"{'fem/' + n:>12}" for n in names[1:]))
     for n in points:
         rc = resolve_case(_case(n, "linear"))
@@ -72,7 +79,7 @@ def bench_providers(points: list[int], calls: int) -> None:
         row = {}
         for name in names:
             try:
-                term = build_provider(resolve_case(_case(n, name)), "elastic")
+                term = build_provider(resolve_case(_case(n, name, device=device)), "elastic")
             except Exception as err:  # e.g. no shipped weights yet
                 print(f"  ({name}: {err})")
                 continue
@@ -82,9 +89,10 @@ def bench_providers(points: list[int], calls: int) -> None:
         print(f"{n:>6} " + " ".join(cells) + " " + " ".join(ratios))
 
 
-def bench_plan(points: list[int], calls: int) -> None:
+def bench_plan(points: list[int], calls: int, device: str = "cpu") -> None:
     """The shipped ensemble on one shared profile: ``model(x)`` (cache checks and dispatch on every call) against
-    the frozen :class:`~hybrid.models.ensemble.InferencePlan` the ``nn`` provider uses, interleaved call by call."""
+    the frozen :class:`~hybrid.models.ensemble.InferencePlan` the ``nn`` provider uses, interleaved call by call.
+    On a GPU each call is timed to its completion (``torch.cuda.synchronize``), the input staying on the device."""
     import torch
 
     from hybrid.couplers.providers import SHIPPED_WEIGHTS
@@ -94,21 +102,28 @@ def bench_plan(points: list[int], calls: int) -> None:
 
     if not (SHIPPED_WEIGHTS / "model_card.json").exists():
         return
-    model, _ = load_ensemble(SHIPPED_WEIGHTS, expect=EnsembleCNN1d)
-    print(f"\nshipped ensemble, seconds per evaluation (median of {calls}, interleaved); ratio = forward / plan")
+    model, _ = load_ensemble(SHIPPED_WEIGHTS, device=device, expect=EnsembleCNN1d)
+    dev = torch.device(device)
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+    print(
+        f"\nshipped ensemble on {device}, seconds per evaluation (median of {calls}, interleaved); "
+        "ratio = forward / plan"
+    )
     print(f"{'N':>6} {'forward':>12} {'plan':>12} {'ratio':>12}")
     for n in points:
         rc = resolve_case(_case(n, "linear"))
         h = torch.from_numpy(rc.spec.initial_state(rc.context, rc.data["initial"])["h"]).float()
-        x = elastic_features(h[None], 1.0)
+        x = elastic_features(h[None], 1.0).to(dev)
         plan = InferencePlan(model, n)
         times: dict[str, list[float]] = {"forward": [], "plan": []}
         with torch.inference_mode():
             model(x), plan(x)  # warm-up
+            sync()
             for _ in range(calls):
                 for name, fn in (("forward", model), ("plan", plan)):
                     t0 = time.perf_counter()
                     fn(x)
+                    sync()
                     times[name].append(time.perf_counter() - t0)
         f, q = statistics.median(times["forward"]), statistics.median(times["plan"])
         print(f"{n:>6} {f:12.3e} {q:12.3e} {f / q:12.2f}")
@@ -132,10 +147,15 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--points", type=int, nargs="+", default=[100, 256, 512, 1024])
     p.add_argument("--calls", type=int, default=30)
+    p.add_argument("--device", default="cpu", help="torch device of the ensemble (default cpu; e.g. cuda)")
     args = p.parse_args()
     print("machine:", _machine())
-    bench_providers(args.points, args.calls)
-    bench_plan(args.points, args.calls * 10)
+    if args.device != "cpu":
+        import torch
+
+        print("ensemble device:", args.device, torch.cuda.get_device_name(args.device) if "cuda" in args.device else "")
+    bench_providers(args.points, args.calls, args.device)
+    bench_plan(args.points, args.calls * 10, args.device)
     bench_steps(args.points, args.calls)
 
 

@@ -1,7 +1,7 @@
 """Grain-growth DNS speed: fused numba step vs memory bandwidth, IMEX, torch, tracking, and py-pde.
 
-Run: ``python benchmarks/bench_graingrowth.py [--size 512] [--q 12] [--repeat 30]`` (never in CI). Prints the
-machine, the versions and a table. Measured in one run, on one machine:
+Run: ``python benchmarks/bench_graingrowth.py [--size 512] [--q 12] [--repeat 30] [--device cpu]`` (never in
+CI). Prints the machine, the versions and a table. Measured in one run, on one machine:
 
 - ``numpy copy``: ``np.copyto`` of a (Q, ny, nx) float64 array into a preallocated one, the reference bandwidth;
 - ``numba explicit step``: the fused one-pass Euler step (``GrainGrowthEquation.explicit_step``), with the byte
@@ -10,6 +10,8 @@ machine, the versions and a table. Measured in one run, on one machine:
 - ``numba rhs + euler add``: the generic path (tendency, then η + dt·R), for comparison;
 - ``imex step``: the core IMEX stepper (fused numba tendency + one real FFT pair per order parameter);
 - ``torch cpu``: the torch explicit step and IMEX step on the CPU (float64, torch's own thread pool);
+- with ``--device cuda``: the torch explicit and IMEX steps on the GPU against a device-to-device copy of the same
+  bytes (``Tensor.copy_``) on that GPU, each call timed to completion (``torch.cuda.synchronize``);
 - ``tracking``: the ``after_step`` hook (labels + reassignment check) per call, and per step at reassign_every;
 - single-field Allen–Cahn ∂c/∂t = κ∇²c + c − c³ (Q = 1, the same equation as py-pde's ``AllenCahnPDE`` with
   ``interface_width`` = κ) on the same periodic grid with explicit Euler at the same dt: our fused kernel vs py-pde's
@@ -88,9 +90,9 @@ def _versions() -> str:
     return ", ".join(out)
 
 
-def _case(size: int, q: int, integrator: str, backend: str = "numpy") -> dict[str, Any]:
+def _case(size: int, q: int, integrator: str, backend: str = "numpy", device: str = "cpu") -> dict[str, Any]:
     return {
-        "case": {"name": "bench", "model": "graingrowth", "seed": 1, "backend": backend},
+        "case": {"name": "bench", "model": "graingrowth", "seed": 1, "backend": backend, "device": device},
         "grid": {"lengths": [2.0 * size, 2.0 * size], "shape": [size, size]},
         "model": {"order_parameters": q},
         "initial": {"kind": "voronoi", "grains": max(4, (size * size) // 262)},
@@ -98,11 +100,57 @@ def _case(size: int, q: int, integrator: str, backend: str = "numpy") -> dict[st
     }
 
 
+def _device_rows(n: int, q: int, device: str, rep: int) -> list[tuple[str, tuple[float, float], str]]:
+    """The torch explicit and IMEX steps on ``device`` against a copy of the same bytes on that device."""
+    import torch
+
+    sync = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
+
+    def synced(fn: Callable[[], Any]) -> Callable[[], None]:
+        def run() -> None:
+            fn()
+            sync()
+
+        return run
+
+    dsim = load_case(_case(n, q, "euler", backend="torch", device=device))
+    dsim.output.path = None
+    deq: Any = dsim.equation
+    eta = dsim.state["eta"]
+    nbytes = 2 * eta.numel() * eta.element_size()
+    dst = torch.empty_like(eta)
+    t_copy = _time(synced(lambda: dst.copy_(eta)), rep)
+    ds = [dsim.state]
+
+    def step() -> None:
+        ds[0] = ds[0].replace(deq.explicit_step(ds[0], 0.25), 0.25)
+
+    t_step = _time(synced(step), rep)
+    dimex = IMEXEuler(deq, 0.25)
+    di = [dsim.state]
+
+    def imex_step() -> None:
+        di[0] = dimex(di[0])
+
+    t_imex = _time(synced(imex_step), rep)
+    gbs = nbytes / t_step[0] / 1e9
+    return [
+        (f"torch {device} copy (read + write eta)", t_copy, f"{nbytes / t_copy[0] / 1e9:.2f} GB/s"),
+        (
+            f"torch {device} explicit step",
+            t_step,
+            f"{gbs:.2f} GB/s = {t_copy[0] / t_step[0]:.2f} (best {t_copy[1] / t_step[1]:.2f}) of the {device} copy",
+        ),
+        (f"torch {device} imex step", t_imex, f"{t_imex[0] / t_step[0]:.1f}x the {device} explicit step"),
+    ]
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size", type=int, default=512, help="grid points per side (default 512)")
     ap.add_argument("--q", type=int, default=12, help="order parameters Q (default 12, as the shipped case)")
     ap.add_argument("--repeat", type=int, default=30, help="timed repetitions (median)")
+    ap.add_argument("--device", default="cpu", help="also time the torch kernels on this device (e.g. cuda)")
     args = ap.parse_args(argv)
     n, q, rep = args.size, args.q, args.repeat
     print(f"machine: {_machine()}")
@@ -200,6 +248,9 @@ def main(argv: list[str] | None = None) -> int:
 
     t_timex = _time(torch_imex, few)
     rows.append(("torch cpu imex step", t_timex, f"{t_timex[0] / t_imex[0]:.2f}x the numpy imex step"))
+
+    if args.device != "cpu":
+        rows += _device_rows(n, q, args.device, rep)
 
     # -- single-field Allen–Cahn vs py-pde (same equation, grid, dt, steps)
     kappa, dt, steps = 2.0, 0.25, 200

@@ -226,3 +226,26 @@ def test_capture_records_which_run_and_ensemble_produced_it(tmp_path: Path) -> N
     block = tomllib.loads(spec.split("\n# captured")[0])  # each run's block is valid TOML
     assert block["capture"]["seed"] == 3 and block["capture"]["threshold"] == 0.0
     assert block["capture"]["capture_every"] == 2 and block["capture"]["capture_block"] == 0
+
+
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs a CUDA device")
+def test_nn_and_monitor_on_cuda_agree_with_the_cpu() -> None:
+    """The ensemble on a GPU (``device = "cuda"``) gives the CPU's answer and uncertainty up to float32 rounding.
+
+    Tolerance 1e-4 ρ0: both run float32 (relative rounding ~1e-7 per operation, a few hundred accumulations per
+    output point through five layers and the FFT of the linear part), different kernels summing in different orders;
+    it is 200 times below the monitor's tolerance of 2e-2 ρ0, so the monitor's decisions cannot hinge on the device
+    except for an uncertainty within 1e-4 of the threshold."""
+    profiles = [_ripple_profile(), _island_profile(), *_random_islands(5, seed=3)]
+    cpu = hybrid.load_provider("elastic", "nn", case=CASE, device="cpu")
+    gpu = hybrid.load_provider("elastic", "nn", case=CASE, device="cuda")
+    for h in profiles:
+        a, b = cpu(h), gpu(h)
+        assert b.dtype == np.float64 and isinstance(b, np.ndarray)
+        assert np.max(np.abs(a - b)) / cpu.rho0 < 1e-4
+    mon_cpu = hybrid.load_provider("elastic", "monitor", case=CASE, device="cpu", hysteresis=0)
+    mon_gpu = hybrid.load_provider("elastic", "monitor", case=CASE, device="cuda", hysteresis=0)
+    for h in profiles:
+        mon_cpu(h), mon_gpu(h)
+    u_cpu, u_gpu = mon_cpu.take_log_rows()["uncertainty"], mon_gpu.take_log_rows()["uncertainty"]
+    np.testing.assert_allclose(u_gpu, u_cpu, rtol=0, atol=1e-4)

@@ -81,6 +81,20 @@ def test_uniform_fields_are_skipped_and_kept_exactly() -> None:
     assert not bool(pred.active[0].any())
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_tiled_inference_on_cuda_equals_the_cpu() -> None:
+    """The jump ensemble on a GPU, in float64, gives the CPU's jump and spread (1e-10: float64 convolutions summed
+    in another order, a few hundred terms per output), with the same tiles skipped."""
+    m, eta = _model(3), _eta(3)
+    eta[:2, :24, :24] = 0.0  # a region where some fields are uniform, so the activity test matters
+    cpu = jump_members(m, eta, tile=8, activity=1e-3)
+    gpu = jump_members(m.to("cuda"), eta.to("cuda"), tile=8, activity=1e-3)
+    assert gpu.mean.device.type == "cuda" and gpu.tiles == cpu.tiles
+    assert torch.equal(gpu.active.cpu(), cpu.active)
+    assert torch.allclose(gpu.mean.cpu(), cpu.mean, rtol=0, atol=1e-10)
+    assert torch.allclose(gpu.spread.cpu(), cpu.spread, rtol=0, atol=1e-10)
+
+
 def test_rate_channel_is_the_supplied_rate_and_is_required() -> None:
     eta = _eta(5)
     rate = torch.sin(eta)  # any field: field_inputs passes it through unchanged
