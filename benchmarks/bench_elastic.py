@@ -1,8 +1,9 @@
 """Cost of the ATG elastic term per call (fem, linear, nn ensemble when shipped) and of one IMEX vs one explicit step.
 
 Run: ``python benchmarks/bench_elastic.py [--points 100 256 512 1024] [--calls 30] [--device cpu]``. Never run
-in CI. ``--device cuda`` runs the ensemble (``nn`` and the plan section) on a GPU; the FEM and the stepper stay on
-the CPU as in a run, so the ``nn`` figure includes the host-device copies of the profile and of ρ.
+in CI. ``--device cuda`` runs the ensemble (``nn``, ``nn-graph`` = ``nn`` with ``cuda_graph = true``, and the plan
+section) on a GPU; the FEM and the stepper stay on the CPU as in a run, so the ``nn`` figures include the
+host-device copies of the profile and of ρ.
 
 Sections: the providers per call (fem, linear, nn); the shipped ensemble through ``model(x)`` against the frozen
 ``InferencePlan`` the nn provider uses (interleaved call by call, so both see the same machine load); one step.
@@ -47,7 +48,9 @@ def _case(
     points: int, provider: str, integrator: str = "imex", dt: float = 0.01, device: str | None = None
 ) -> dict[str, Any]:
     elastic: dict[str, Any] = {"provider": provider}
-    if device is not None and provider == "nn":
+    if provider == "nn-graph":  # the nn provider replaying each call as one CUDA graph
+        elastic = {"provider": "nn", "cuda_graph": True}
+    if device is not None and elastic["provider"] == "nn":
         elastic["device"] = device
     return {
         "case": {"model": "atg", "name": "bench", "seed": 1},
@@ -70,6 +73,8 @@ def _median_time(fn: Callable[[int], Any], calls: int) -> float:
 
 def bench_providers(points: list[int], calls: int, device: str = "cpu") -> None:
     names = [n for n in ("fem", "linear", "nn") if n in PROVIDERS.get("elastic", {})]
+    if "nn" in names and device.startswith("cuda"):
+        names.append("nn-graph")
     print(f"\nelastic term, seconds per call (median of {calls}; nn on {device}); ratio = fem / provider")
     print(f"{'N':>6} " + " ".join(f"{n:>12}" for n in names) + " " + " ".join(f"{'fem/' + n:>12}" for n in names[1:]))
     for n in points:

@@ -83,29 +83,66 @@ class NNElastic(TermProvider):
         cal = self.card.get("calibration", {})
         self._calibration = cal if self.metric == "rho0" else cal.get(self.metric, {})
         self._plan: Any = None  # InferencePlan for the grid size of the last call
+        self._dx_t = torch.tensor(self.dx, dtype=dtype, device=self.device)  # on the device: no copy per call
+        self.cuda_graph = bool(options.get("cuda_graph", False))
+        if self.cuda_graph and self.device.type != "cuda":
+            raise ConfigError(
+                f"cuda_graph = true needs the ensemble on a CUDA device (device = 'cuda' or 'cuda:N'), "
+                f"but it runs on {str(self.device)!r}",
+                key="terms.elastic.cuda_graph",
+            )
+        self._graph: Any = None  # CudaGraphCall of _outputs for the grid size of the last call
+
+    def _device_profile(self, h: Any) -> Any:
+        """h (N,) as a torch tensor of the inference dtype on the model's device."""
+        import torch
+
+        t = h if isinstance(h, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(h))
+        return t.to(device=self.device, dtype=self.dtype)
+
+    def _outputs(self, t: Any) -> tuple[Any, Any, Any]:
+        """(members ρ_k/ρ0 (K, N), ensemble-mean ρ (N,) float64 [eV/nm³], uncertainty u ()) of the device profile
+        t (N,), all torch on the model's device. Free of host-device synchronisation, so a CUDA graph can hold
+        it; call with gradients off and the plan built for N."""
+        from hybrid.models.calibration import INDICATORS
+        from hybrid.models.features import elastic_features
+
+        members = self._plan(elastic_features(t[None, :], self._dx_t))[0]
+        return members, members.mean(dim=0).double() * self.rho0, INDICATORS[self.metric](members)
+
+    def _ensure_plan(self, n: int) -> None:
+        from hybrid.models.ensemble import InferencePlan
+
+        if self._plan is None or self._plan.n != n:
+            self._plan = InferencePlan(self.model, n)  # the weights never change in a run: freeze them once
 
     def _members(self, h: Any) -> Any:
         """ρ_k/ρ0 of every member, torch (K, N) on the model's device."""
         import torch
 
-        from hybrid.models.ensemble import InferencePlan
-        from hybrid.models.features import elastic_features
-
-        t = h if isinstance(h, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(h))
-        t = t.to(device=self.device, dtype=self.dtype)
-        n = t.shape[-1]
-        if self._plan is None or self._plan.n != n:
-            self._plan = InferencePlan(self.model, n)  # the weights never change in a run: freeze them once
+        t = self._device_profile(h)
+        self._ensure_plan(t.shape[-1])
         with torch.inference_mode():
-            return self._plan(elastic_features(t[None, :], self.dx))[0]
+            return self._outputs(t)[0]
 
     def predict(self, state: State) -> EnsemblePrediction:
-        from hybrid.models.calibration import INDICATORS
+        import torch
 
-        members = self._members(state["h"])
-        u = float(INDICATORS[self.metric](members))
-        rho = members.mean(dim=0).double() * self.rho0
-        return EnsemblePrediction(state.backend.asarray(rho), u)
+        t = self._device_profile(state["h"])
+        self._ensure_plan(t.shape[-1])
+        if self.cuda_graph:
+            from hybrid.models.ensemble import CudaGraphCall
+
+            if self._graph is None or self._graph.shape != tuple(t.shape):
+                with torch.no_grad():
+                    self._graph = CudaGraphCall(self._outputs, t)
+            _, rho, u = self._graph(t)
+            if state.backend.is_torch:
+                rho = rho.clone()  # the graph's output buffer is overwritten by the next call (numpy: copied below)
+        else:
+            with torch.inference_mode():
+                _, rho, u = self._outputs(t)
+        return EnsemblePrediction(state.backend.asarray(rho), float(u))
 
     def evaluate(self, state: State) -> Array:
         return self.predict(state).mean
@@ -262,6 +299,9 @@ NN_OPTIONS = Table(
         "dtype": Option("str", "float32", "inference precision", choices=("float32", "float64")),
         "device": Option("str", None, "torch device for inference (default: the case's device, cpu for numpy)"),
         "threads": Option("int", 1, "torch CPU threads (process-wide; 0: leave torch's setting)", min=0),
+        "cuda_graph": Option(
+            "bool", False, "replay each call as one CUDA graph (needs a CUDA device; cuts per-kernel launch cost)"
+        ),
     }
 )
 

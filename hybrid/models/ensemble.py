@@ -48,7 +48,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional
 
-__all__ = ["ACTIVATIONS", "EnsembleCNN1d", "InferencePlan", "circular_pad"]
+__all__ = ["ACTIVATIONS", "CudaGraphCall", "EnsembleCNN1d", "InferencePlan", "circular_pad"]
 
 ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
     "gelu": functional.gelu,
@@ -460,6 +460,47 @@ class InferencePlan:
         if self.baseline_channel >= 0:
             out = torch.add(out, x[:, self.baseline_channel].unsqueeze(1), alpha=self.baseline_coefficient)
         return out
+
+
+class CudaGraphCall:
+    """``fn`` on one CUDA device, recorded once as a CUDA graph and replayed on every call.
+
+    A batch-1 call of a small network is a few dozen short kernels; on a GPU their launch overhead, not their
+    work, sets the time. A graph launches them all at once. ``fn`` must take one tensor and return tensors (or a
+    tuple of them) without host-device synchronisation (no ``.item()``, no tensors made from host data, no
+    data-dependent shapes); it is run three times on a side stream first, so that caches (FFT plans, the
+    inference plan's buffers) exist before the recording. Call with gradients off.
+
+    Args:
+        fn: the function to record.
+        example: an input of the shape, dtype and device every later call has.
+
+    Shapes:
+        ``call(x)``: x like ``example`` (any device or dtype: it is copied into the graph's input buffer) ->
+        ``fn``'s outputs. They are the graph's own buffers, overwritten by the next call: copy what you keep.
+    """
+
+    def __init__(self, fn: Callable[[Tensor], Any], example: Tensor) -> None:
+        if example.device.type != "cuda":
+            raise ValueError(f"a CUDA graph needs a CUDA tensor, got one on {example.device}")
+        self.shape = tuple(example.shape)
+        self.input = example.detach().clone()
+        side = torch.cuda.Stream(device=example.device)
+        side.wait_stream(torch.cuda.current_stream(example.device))
+        with torch.cuda.stream(side):
+            for _ in range(3):
+                fn(self.input)
+        torch.cuda.current_stream(example.device).wait_stream(side)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph):
+            self.output = fn(self.input)
+
+    def __call__(self, x: Tensor) -> Any:
+        if tuple(x.shape) != self.shape:
+            raise ValueError(f"graph recorded for input shape {self.shape}, got {tuple(x.shape)}")
+        self.input.copy_(x)
+        self.graph.replay()
+        return self.output
 
 
 def _shared_matmul_forward(

@@ -249,3 +249,36 @@ def test_nn_and_monitor_on_cuda_agree_with_the_cpu() -> None:
         mon_cpu(h), mon_gpu(h)
     u_cpu, u_gpu = mon_cpu.take_log_rows()["uncertainty"], mon_gpu.take_log_rows()["uncertainty"]
     np.testing.assert_allclose(u_gpu, u_cpu, rtol=0, atol=1e-4)
+
+
+def test_cuda_graph_needs_a_cuda_device() -> None:
+    from hybrid.core.config import ConfigError
+    from hybrid.models.ensemble import CudaGraphCall
+
+    with pytest.raises(ConfigError, match=r"terms\.elastic\.cuda_graph.*CUDA device"):
+        hybrid.load_provider("elastic", "nn", case=CASE, device="cpu", cuda_graph=True)
+    with pytest.raises(ValueError, match="CUDA tensor"):
+        CudaGraphCall(lambda x: x * 2, __import__("torch").zeros(3))
+
+
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_graph_replays_the_same_answers() -> None:
+    """With ``cuda_graph = true`` every call replays one recorded graph on the graph's own buffers: each answer
+    must be that call's (not the last recorded or the next one's) and equal the plain GPU call's. The same kernels
+    run on the same inputs, so the answers agree to float32 rounding (1e-6 ρ0 allows a different reduction order
+    should the libraries pick another algorithm under capture); the same holds for the monitor's uncertainty."""
+    profiles = [_ripple_profile(), _island_profile(), *_random_islands(4, seed=5)]
+    plain = hybrid.load_provider("elastic", "monitor", case=CASE, device="cuda", hysteresis=0)
+    graph = hybrid.load_provider("elastic", "monitor", case=CASE, device="cuda", hysteresis=0, cuda_graph=True)
+    nn_plain = hybrid.load_provider("elastic", "nn", case=CASE, device="cuda")
+    nn_graph = hybrid.load_provider("elastic", "nn", case=CASE, device="cuda", cuda_graph=True)
+    answers = [nn_graph(h) for h in profiles]  # kept across later replays
+    for h, a in zip(profiles, answers, strict=True):
+        assert np.max(np.abs(a - nn_plain(h))) / nn_plain.rho0 < 1e-6
+    for h in profiles:
+        plain(h), graph(h)
+    a, b = plain.take_log_rows(), graph.take_log_rows()
+    assert list(a["source"]) == list(b["source"])
+    np.testing.assert_allclose(b["uncertainty"], a["uncertainty"], rtol=0, atol=1e-6)
+    longer = np.tile(_ripple_profile(), 2)  # another length: a new graph (and plan), not the old one's answer
+    assert np.max(np.abs(nn_graph(longer) - nn_plain(longer))) / nn_plain.rho0 < 1e-6
