@@ -22,13 +22,17 @@
 # the mix, which a calibration split dominated by one well-predicted captured run would otherwise set.
 #
 # Each step is skipped when its output exists, so an interrupted recipe continues. JOBS (default 2) capture runs
-# go at once, each single-threaded. The captures depend on the monitor's float32 decisions: on another machine they
+# go at once, each single-threaded. TRAIN_SET (default empty) adds training-spec overrides to every round, e.g.
+# TRAIN_SET="training.epochs=120 training.linear_method=fft training.max_minutes=180" (README: longer training
+# lowers the error; fft is the cheaper linear part); the default reproduces the shipped ensemble. The captures depend on the monitor's float32 decisions: on another machine they
 # are statistically equivalent, not bitwise equal. Each capture file records its run (seed, parameters, the
 # monitor's ensemble and its weights sha256) in its `spec` attribute, which `hybrid train` copies into the model
 # card (`data.spec`).
 set -euo pipefail
 work=${1:-data}
 jobs=${JOBS:-2}
+train_set=()
+for kv in ${TRAIN_SET:-}; do train_set+=(--set "$kv"); done
 mkdir -p "$work/runs"   # runs/: the capture runs' own results and checkpoints
 work=$(cd "$work" && pwd)   # weights paths in --set resolve against the case file's folder: make them absolute
 
@@ -58,11 +62,12 @@ refine() { # ROUND [--set ...]: retrain on the dataset and every capture file so
     local data=(--data "$work/atg_elastic.h5")
     for f in "$work"/capture*_s*.h5; do data+=(--data "$f"); done
     step "$work/round$round" hybrid train training/atg_elastic.toml --out "$work/round$round" \
-        --set training.stratify=family "$@" "${data[@]}"
+        --set training.stratify=family "$@" ${train_set[@]+"${train_set[@]}"} "${data[@]}"
 }
 
 step "$work/atg_elastic.h5" hybrid dataset datasets/atg_elastic.toml --out "$work/atg_elastic.h5" --workers 2
-step "$work/round0" hybrid train training/atg_elastic.toml --data "$work/atg_elastic.h5" --out "$work/round0"
+step "$work/round0" hybrid train training/atg_elastic.toml --data "$work/atg_elastic.h5" --out "$work/round0" \
+    ${train_set[@]+"${train_set[@]}"}
 
 printf '%s\n' 11 12 14 15 23 24 | xargs -P "$jobs" -I{} bash -c "capture 1 '$work/round0' 250 1000 {}"
 refine 1
