@@ -24,8 +24,9 @@
 # Each step is skipped when its output exists, so an interrupted recipe continues. JOBS (default 2) capture runs
 # go at once, each single-threaded. TRAIN_SET (default empty) adds training-spec overrides to every round, e.g.
 # TRAIN_SET="training.epochs=120 training.linear_method=fft training.max_minutes=180" (README: longer training
-# lowers the error; fft is the cheaper linear part); the default reproduces the shipped ensemble. The captures depend on the monitor's float32 decisions: on another machine they
-# are statistically equivalent, not bitwise equal. Each capture file records its run (seed, parameters, the
+# lowers the error; fft is the cheaper linear part); the default reproduces the shipped ensemble. The captures
+# depend on the monitor's float32 decisions: on another machine they are statistically equivalent, not bitwise
+# equal. Each capture file records its run (seed, parameters, the
 # monitor's ensemble and its weights sha256) in its `spec` attribute, which `hybrid train` copies into the model
 # card (`data.spec`).
 set -euo pipefail

@@ -116,15 +116,6 @@ class NNElastic(TermProvider):
         if self._plan is None or self._plan.n != n:
             self._plan = InferencePlan(self.model, n)  # the weights never change in a run: freeze them once
 
-    def _members(self, h: Any) -> Any:
-        """ρ_k/ρ0 of every member, torch (K, N) on the model's device."""
-        import torch
-
-        t = self._device_profile(h)
-        self._ensure_plan(t.shape[-1])
-        with torch.inference_mode():
-            return self._outputs(t)[0]
-
     def predict(self, state: State) -> EnsemblePrediction:
         import torch
 

@@ -384,17 +384,15 @@ class EnsembleCNN1d(nn.Module):
     @torch.no_grad()
     def _linear_transfer(self, n: int, dtype: torch.dtype, device: torch.device) -> tuple[Tensor, Tensor]:
         """(c(0) - offset (K, 1), rfft of J(0)'s impulse response to each linear channel (L, K, N//2+1)) on N points."""
-        return self._impulse_transfer(self._raw, n, dtype, device, per_member=False)
+        return self._impulse_transfer(self._raw, n, dtype, device)
 
     def _impulse_transfer(
-        self, path: Callable[[Tensor], Tensor], n: int, dtype: torch.dtype, device: torch.device, per_member: bool
+        self, path: Callable[[Tensor], Tensor], n: int, dtype: torch.dtype, device: torch.device
     ) -> tuple[Tensor, Tensor]:
-        """:meth:`_linear_transfer` through ``path`` (shared inputs, or per-member ones when ``per_member``)."""
+        """:meth:`_linear_transfer` through ``path``, a map of shared inputs (B, C_in, N) -> (B, K, N)."""
         impulses = torch.zeros(len(self.linear_channels), self.in_channels, n, dtype=dtype, device=device)
         for i, ch in enumerate(self.linear_channels):
             impulses[i, ch, 0] = 1.0
-        if per_member:
-            impulses = impulses.unsqueeze(1).expand(-1, self.members, -1, -1)
         value, response = torch.func.jvp(path, (torch.zeros_like(impulses),), (impulses,))[:2]
         # value (L, K, N): c(0), uniform in x; response[i] (K, N): impulse response to channel i
         return value[0, :, :1] - self.baseline_offset, torch.fft.rfft(response, dim=-1)
@@ -403,7 +401,8 @@ class EnsembleCNN1d(nn.Module):
         """(B, K, C_in, N) per-member inputs -> (B, K, N) c(0) - offset + J(0) . x_lin, differentiable: the impulse
         responses of J(0) (a jvp through the grouped path on L impulses instead of the B samples) applied by FFT."""
         n = x.shape[-1]
-        value0, transfer = self._impulse_transfer(self._forward_grouped, n, x.dtype, x.device, per_member=True)
+        grouped = lambda z: self._forward_grouped(z.unsqueeze(1).expand(-1, self.members, -1, -1))  # noqa: E731
+        value0, transfer = self._impulse_transfer(grouped, n, x.dtype, x.device)
         spectra = torch.fft.rfft(x[:, :, self.linear_channels], dim=-1)  # (B, K, L, N//2+1)
         linear = torch.fft.irfft(torch.einsum("bklm,lkm->bkm", spectra, transfer), n=n, dim=-1)
         return value0 + linear
