@@ -1,0 +1,96 @@
+"""Grain-growth surrogate: which uncertainty indicator tracks the window error (issue #4)?
+
+Run: ``python benchmarks/study_surrogate_indicators.py DATA.h5 [--weights DIR]`` (never in CI), with DATA.h5 the
+trajectory file the ensemble was trained on (``hybrid dataset datasets/graingrowth_trajectories.toml --out
+DATA.h5``, 40 s): the held-out windows are the card's calibration and test trajectories of that file.
+
+For every held-out window (start frame η_0, DNS frame η_DNS one jump later) it evaluates the ensemble as the
+stepper does (jump, then ``relax`` DNS steps) and prints the Spearman correlation with the window error
+e = ‖relaxed(η_NN) − relaxed(η_DNS)‖ / ‖relaxed(η_DNS) − η_0‖ (:func:`hybrid.models.jump_net.window_error`) of:
+
+- ``spread``: u = ‖std_k Δη‖ / ‖mean_k Δη‖, the shipped indicator (ensemble spread, heads on a shared backbone);
+- ``relax``: ‖relaxed(η_NN) − η_NN‖ / ‖η_NN − η_0‖, how far the relaxation steps move the jump's answer;
+- ``rate_ratio``: ‖∂η/∂t(η_NN)‖ / ‖∂η/∂t(η_0)‖ (coarsening slows down, so a physical answer has a smaller rate);
+- ``end_rate``: τ‖∂η/∂t(η_NN)‖ / ‖η_NN − η_0‖, the DNS rate at the answer in units of the predicted change;
+- ``linear``: ‖(η_NN − η_0) − τ ∂η/∂t(η_0)‖ / ‖η_NN − η_0‖, departure from a linear extrapolation.
+
+The three physics residuals need one or two DNS right-hand sides per window (cheap next to the jump), no extra
+network. It also prints the fraction of windows within the case's tolerance, which bounds what any indicator can
+accept. Single-threaded (torch and numba), so it can run beside other work.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+os.environ.setdefault("NUMBA_NUM_THREADS", "1")
+
+import numpy as np
+import torch
+from scipy.stats import spearmanr
+
+from hybrid.couplers.surrogate import SHIPPED_SURROGATES
+from hybrid.couplers.trajectories import rate_function
+from hybrid.models.card import load_ensemble
+from hybrid.models.jump_net import EnsembleJumpNet2d, jump_members, relative_spread, window_error
+from hybrid.models.jump_training import _load
+
+INDICATORS = ("spread", "relax", "rate_ratio", "end_rate", "linear")
+
+
+def _norm(x: torch.Tensor) -> float:
+    return float(torch.linalg.vector_norm(x.double()))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("data", type=Path, help="trajectory file the ensemble was trained on")
+    p.add_argument("--weights", type=Path, default=SHIPPED_SURROGATES / "graingrowth_surrogate")
+    args = p.parse_args()
+    torch.set_num_threads(1)
+    model, card = load_ensemble(args.weights, device="cpu", expect=EnsembleJumpNet2d)
+    d = _load(args.data, None)
+    frames, pairs, attrs = d["frames"], d["pairs"], d["attrs"]
+    rate = rate_function(args.data)
+    dt, relax = float(attrs["dt"]), int(card["inference"]["relax"])
+    tau = int(attrs["jump"]) * dt
+    tile, activity = int(card["inference"]["tile"]), float(card["inference"]["activity"])
+    tolerance = float(card["calibration"]["tolerance"])
+
+    def relaxed(x: torch.Tensor) -> torch.Tensor:
+        x = x.double()
+        for _ in range(relax):
+            x = x + dt * rate(x).double()
+        return x
+
+    print(f"weights {args.weights}, data {args.data}, relax {relax}, tolerance {tolerance}")
+    for split in ("calibration", "test"):
+        e, ind = [], {k: [] for k in INDICATORS}
+        for r in card["data"]["split"][split]:
+            for i, j in pairs:
+                start, end = frames[r, i], frames[r, j]
+                rate0 = rate(start)
+                pred = jump_members(model, start, rate=tau * rate0, tile=tile, activity=activity)
+                nn_end = relaxed(pred.mean)
+                e.append(window_error(nn_end, relaxed(end), start))
+                change = _norm(pred.mean - start)
+                rate_end = rate(pred.mean)
+                ind["spread"].append(relative_spread(pred.spread, pred.mean, start))
+                ind["relax"].append(_norm(nn_end - pred.mean.double()) / change)
+                ind["rate_ratio"].append(_norm(rate_end) / _norm(rate0))
+                ind["end_rate"].append(tau * _norm(rate_end) / change)
+                ind["linear"].append(_norm((pred.mean - start).double() - tau * rate0.double()) / change)
+        err = np.asarray(e)
+        print(
+            f"{split}: {err.size} windows, error RMS {np.sqrt(np.mean(err**2)):.3f}, "
+            f"within tolerance {np.mean(err <= tolerance) * 100:.0f} %"
+        )
+        for k in INDICATORS:
+            rho = spearmanr(np.asarray(ind[k]), err).statistic
+            print(f"  {k:>10}: Spearman {rho:+.2f}")
+
+
+if __name__ == "__main__":
+    main()
