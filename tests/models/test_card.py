@@ -105,3 +105,36 @@ def test_hash_check(saved: tuple[Path, EnsembleCNN1d]) -> None:
         load_ensemble(path)
     loaded, _ = load_ensemble(path, check_hash=False)
     assert torch.equal(loaded.readout_bias, model.readout_bias + 1)
+
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_shipped_cards_come_from_the_shipped_training_specs() -> None:
+    """The shipped ensembles were trained with the specs the README's reproduce commands use.
+
+    Elastic: ``training/atg_elastic.toml`` with the overrides the active-learning recipe adds to its last round
+    (``training/atg_elastic_active_learning.sh``: ``refine`` sets ``training.stratify=family``, the last round
+    ``calibration.conditional=family``). Grain-growth surrogate: ``training/graingrowth_surrogate.toml`` as is. Editing
+    a spec without retraining (or the reverse) fails here."""
+    import tomllib
+
+    from hybrid.core.config import apply_overrides, validate
+    from hybrid.models.jump_training import JUMP_TRAIN_SPEC
+    from hybrid.models.training import validate_spec
+
+    weights = ROOT / "hybrid" / "models" / "weights"
+    elastic = weights / "atg_elastic" / CARD_FILE
+    if elastic.exists():
+        spec = tomllib.loads((ROOT / "training" / "atg_elastic.toml").read_text())
+        spec = apply_overrides(spec, ["training.stratify=family", "calibration.conditional=family"])
+        assert validate_spec(spec) == read_card(elastic.parent)["spec"]
+    surrogate = weights / "graingrowth_surrogate" / CARD_FILE
+    if surrogate.exists():
+        spec = validate(tomllib.loads((ROOT / "training" / "graingrowth_surrogate.toml").read_text()), JUMP_TRAIN_SPEC)
+        card = read_card(surrogate.parent)
+        trained = {k: v for k, v in card["training"].items() if k in spec["training"]}
+        assert trained == spec["training"]
+        assert card["inference"] == {**spec["inference"], "dtype": "float32"}
+    if not (elastic.exists() or surrogate.exists()):
+        pytest.skip("no shipped ensemble")
