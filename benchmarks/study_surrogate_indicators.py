@@ -35,7 +35,7 @@ from hybrid.couplers.surrogate import SHIPPED_SURROGATES
 from hybrid.couplers.trajectories import rate_function
 from hybrid.models.card import load_ensemble
 from hybrid.models.jump_net import EnsembleJumpNet2d, jump_members, relative_spread, window_error
-from hybrid.models.jump_training import _load
+from hybrid.models.jump_training import _load, relax_steps
 
 INDICATORS = ("spread", "relax", "rate_ratio", "end_rate", "linear")
 
@@ -59,12 +59,6 @@ def main() -> None:
     tile, activity = int(card["inference"]["tile"]), float(card["inference"]["activity"])
     tolerance = float(card["calibration"]["tolerance"])
 
-    def relaxed(x: torch.Tensor) -> torch.Tensor:
-        x = x.double()
-        for _ in range(relax):
-            x = x + dt * rate(x).double()
-        return x
-
     print(f"weights {args.weights}, data {args.data}, relax {relax}, tolerance {tolerance}")
     for split in ("calibration", "test"):
         e, ind = [], {k: [] for k in INDICATORS}
@@ -73,8 +67,8 @@ def main() -> None:
                 start, end = frames[r, i], frames[r, j]
                 rate0 = rate(start)
                 pred = jump_members(model, start, rate=tau * rate0, tile=tile, activity=activity)
-                nn_end = relaxed(pred.mean)
-                e.append(window_error(nn_end, relaxed(end), start))
+                nn_end = relax_steps(pred.mean, rate, dt, relax)
+                e.append(window_error(nn_end, relax_steps(end, rate, dt, relax), start))
                 change = _norm(pred.mean - start)
                 rate_end = rate(pred.mean)
                 ind["spread"].append(relative_spread(pred.spread, pred.mean, start))

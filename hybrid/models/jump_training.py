@@ -51,7 +51,7 @@ from hybrid.models.jump_net import (
     window_error,
 )
 
-__all__ = ["JUMP_TRAIN_SPEC", "is_jump_spec", "train_jump_ensemble"]
+__all__ = ["JUMP_TRAIN_SPEC", "is_jump_spec", "relax_steps", "train_jump_ensemble"]
 
 log = logging.getLogger(__name__)
 
@@ -128,6 +128,21 @@ def is_jump_spec(spec: Mapping[str, Any]) -> bool:
     """True for a training spec of a jump surrogate (``[model] architecture = "jump2d"``)."""
     model = spec.get("model")
     return isinstance(model, Mapping) and model.get("architecture") == "jump2d"
+
+
+def relax_steps(eta: torch.Tensor, rate: Callable[[torch.Tensor], torch.Tensor], dt: float, steps: int) -> torch.Tensor:
+    """``steps`` explicit Euler steps of dη/dt = rate(η) in float64: the stepper's relaxation after a jump.
+
+    Args:
+        eta: (Q, ny, nx) order parameters.
+        rate: the data's DNS right-hand side (:func:`hybrid.couplers.trajectories.rate_function`).
+        dt: the data's time step [time units].
+        steps: number of steps (0 returns ``eta`` in float64).
+    """
+    x = eta.double()
+    for _ in range(steps):
+        x = x + dt * rate(x).double()
+    return x
 
 
 def _d4(x: torch.Tensor, k: int, flip: bool) -> torch.Tensor:
@@ -278,11 +293,7 @@ def train_jump_ensemble(
         raise ConfigError("inference.relax needs the DNS right-hand side of the data", key="inference.relax")
 
     def relaxed(eta: torch.Tensor) -> torch.Tensor:
-        """``relax`` explicit Euler steps of the data's DNS (the stepper's relaxation after a jump)."""
-        x = eta.double()
-        for _ in range(relax):
-            x = x + dt * rate(x).double()  # type: ignore[misc]
-        return x
+        return relax_steps(eta, rate, dt, relax)  # type: ignore[arg-type]
 
     def evaluate(ids: list[int]) -> dict[str, Any]:
         u, e, e_jump, e0, frac = [], [], [], [], []
