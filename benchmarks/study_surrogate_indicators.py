@@ -16,7 +16,9 @@ e = ‖relaxed(η_NN) − relaxed(η_DNS)‖ / ‖relaxed(η_DNS) − η_0‖ (:
 
 The three physics residuals need one or two DNS right-hand sides per window (cheap next to the jump), no extra
 network. It also prints the fraction of windows within the case's tolerance, which bounds what any indicator can
-accept. Single-threaded (torch and numba), so it can run beside other work.
+accept, and for every indicator the split-conformal threshold calibrated on the calibration windows for the card's
+tolerance and confidence (:func:`hybrid.models.calibration.calibrate`) with what it achieves on the test windows
+(accepted fraction, coverage). Single-threaded (torch and numba), so it can run beside other work.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from scipy.stats import spearmanr
 
 from hybrid.couplers.surrogate import SHIPPED_SURROGATES
 from hybrid.couplers.trajectories import rate_function
+from hybrid.models.calibration import calibrate
 from hybrid.models.card import load_ensemble
 from hybrid.models.jump_net import EnsembleJumpNet2d, jump_members, relative_spread, window_error
 from hybrid.models.jump_training import _load, relax_steps
@@ -58,8 +61,10 @@ def main() -> None:
     tau = int(attrs["jump"]) * dt
     tile, activity = int(card["inference"]["tile"]), float(card["inference"]["activity"])
     tolerance = float(card["calibration"]["tolerance"])
+    confidence = float(card["calibration"]["confidence"])
 
-    print(f"weights {args.weights}, data {args.data}, relax {relax}, tolerance {tolerance}")
+    print(f"weights {args.weights}, data {args.data}, relax {relax}, tolerance {tolerance}, confidence {confidence}")
+    results: dict[str, tuple[np.ndarray, dict[str, np.ndarray]]] = {}
     for split in ("calibration", "test"):
         e, ind = [], {k: [] for k in INDICATORS}
         for r in card["data"]["split"][split]:
@@ -84,6 +89,16 @@ def main() -> None:
         for k in INDICATORS:
             rho = spearmanr(np.asarray(ind[k]), err).statistic
             print(f"  {k:>10}: Spearman {rho:+.2f}")
+        results[split] = (err, {k: np.asarray(v) for k, v in ind.items()})
+    (e_cal, i_cal), (e_test, i_test) = results["calibration"], results["test"]
+    print("split-conformal threshold on the calibration windows, evaluated on the test windows:")
+    for k in INDICATORS:
+        c = calibrate(i_cal[k], e_cal, i_test[k], e_test, tolerance, confidence)
+        t = c["test"]
+        print(
+            f"  {k:>10}: threshold {c['threshold']:.4g}, calibration accepts {c['calibration']['n_accepted']}, "
+            f"test accepts {t['n_accepted']} of {t['n']}, test coverage {t['coverage']:.3f}"
+        )
 
 
 if __name__ == "__main__":

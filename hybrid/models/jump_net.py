@@ -44,10 +44,12 @@ from torch.nn import functional as F  # noqa: N812 (the torch convention)
 
 __all__ = [
     "FEATURES",
+    "INDICATORS",
     "EnsembleJumpNet2d",
     "JumpPrediction",
     "field_inputs",
     "jump_members",
+    "rate_residual",
     "relative_spread",
     "window_error",
 ]
@@ -276,4 +278,28 @@ def relative_spread(spread: Tensor, mean: Tensor, start: Tensor) -> float:
     """Uncertainty of a jump: ‖std_k Δη‖ / ‖mean − start‖, the ensemble spread relative to the predicted change."""
     change = torch.linalg.vector_norm((mean - start.to(mean.device)).double())
     norm = torch.linalg.vector_norm(spread.double())
+    return float(norm / change) if float(change) > 0 else (0.0 if float(norm) == 0 else math.inf)
+
+
+INDICATORS = ("spread", "rate_residual")
+"""Uncertainty indicators of a jump a card can be calibrated for (``inference.indicator`` of the training spec):
+"spread" (:func:`relative_spread`) or "rate_residual" (:func:`rate_residual`)."""
+
+
+def rate_residual(rate_end: Tensor, mean: Tensor, start: Tensor, horizon: float) -> float:
+    """Physics-residual indicator of a jump: τ‖∂η/∂t(η_NN)‖ / ‖η_NN − η_start‖ (L2 over points and fields).
+
+    The DNS right-hand side at the network's answer, over the window time τ, in units of the predicted change. A
+    jump that lands on the slow manifold of the dynamics (relaxed interface profiles) has a rate of the order of
+    the coarsening itself; a jump that leaves profile defects (dips at junctions, wrong interface widths) has the
+    fast relaxation rate of those defects on top, so the indicator grows with the error the relaxation steps and
+    the next window would inherit. It costs one DNS right-hand side per window and no extra network evaluation.
+
+    Args:
+        rate_end: (Q, ny, nx) ∂η/∂t of the model at the ensemble mean ``mean``.
+        mean: (Q, ny, nx) ensemble-mean answer of the jump; start: the state before the window.
+        horizon: τ = jump · dt, the window's time (jump steps; the relaxation steps are not included).
+    """
+    change = torch.linalg.vector_norm((mean - start.to(mean.device)).double())
+    norm = horizon * torch.linalg.vector_norm(rate_end.to(mean.device).double())
     return float(norm / change) if float(change) > 0 else (0.0 if float(norm) == 0 else math.inf)

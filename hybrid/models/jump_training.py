@@ -13,8 +13,10 @@ points (plus the halo) from the (field, tile) pairs that inference would evaluat
 by a Poisson(1) bootstrap count and minimises its weighted MSE of Δη; Adam with a cosine learning-rate decay.
 
 Calibration: every held-out pair is jumped with the tiled inference of the provider
-(:func:`hybrid.models.jump_net.jump_members`), giving u (spread relative to the predicted change,
-:func:`hybrid.models.jump_net.relative_spread`) and e (error against the DNS frame relative to the DNS change,
+(:func:`hybrid.models.jump_net.jump_members`), giving the indicator u of ``inference.indicator`` ("spread": the
+ensemble spread relative to the predicted change, :func:`hybrid.models.jump_net.relative_spread`; "rate_residual":
+the DNS rate at the answer in units of the predicted change, :func:`hybrid.models.jump_net.rate_residual`; the card's
+metrics give the Spearman correlation of both with e) and e (error against the DNS frame relative to the DNS change,
 :func:`hybrid.models.jump_net.window_error`) of the whole window the stepper takes: with ``inference.relax`` = k,
 the NN jump and the DNS frame are both advanced by k explicit Euler steps of the data's DNS (``rate``) before they
 are compared (metrics ``error_rms``; ``jump_error_rms`` is the bare jump's); the monitor threshold is calibrated
@@ -37,16 +39,19 @@ from typing import Any
 
 import numpy as np
 import torch
+from scipy.stats import spearmanr
 from torch.nn import functional as F  # noqa: N812 (the torch convention)
 
 from hybrid.core.config import ConfigError, Option, Table, validate
 from hybrid.models.calibration import calibrate
 from hybrid.models.card import save_ensemble
 from hybrid.models.jump_net import (
+    INDICATORS,
     EnsembleJumpNet2d,
     _active_tiles,
     field_inputs,
     jump_members,
+    rate_residual,
     relative_spread,
     window_error,
 )
@@ -117,11 +122,25 @@ JUMP_TRAIN_SPEC = Table(
                 "tile": Option("int", 32, "tile edge of the sparse inference [grid points]", min=1),
                 "activity": Option("float", 1e-3, "skip tiles where η varies by less than this", min=0.0),
                 "relax": Option("int", 0, "DNS steps the stepper takes after each NN jump (couplers/surrogate)", min=0),
+                "indicator": Option(
+                    "str",
+                    "spread",
+                    "uncertainty indicator the monitor thresholds (jump_net.INDICATORS): 'spread' (ensemble) or"
+                    " 'rate_residual' (DNS rate at the answer)",
+                    choices=INDICATORS,
+                ),
             }
         ),
     },
     doc="spec of `hybrid train` for a jump surrogate (model.architecture = 'jump2d')",
 )
+
+
+INDICATOR_DOC = {
+    "spread": "u = |std_k(d eta)| / |mean(d eta)| (L2 norms): ensemble spread relative to the predicted change",
+    "rate_residual": "u = tau |d eta/dt (eta_NN)| / |eta_NN - eta_start| (L2 norms): DNS rate at the answer",
+}
+"""What the card's calibration says its indicator u is (``inference.indicator``)."""
 
 
 def is_jump_spec(spec: Mapping[str, Any]) -> bool:
@@ -291,17 +310,23 @@ def train_jump_ensemble(
     relax, dt = int(inf["relax"]), float(attrs["dt"])
     if relax and rate is None:
         raise ConfigError("inference.relax needs the DNS right-hand side of the data", key="inference.relax")
+    if inf["indicator"] == "rate_residual" and rate is None:
+        raise ConfigError("the 'rate_residual' indicator needs the DNS right-hand side", key="inference.indicator")
 
     def relaxed(eta: torch.Tensor) -> torch.Tensor:
         return relax_steps(eta, rate, dt, relax)  # type: ignore[arg-type]
 
     def evaluate(ids: list[int]) -> dict[str, Any]:
         u, e, e_jump, e0, frac = [], [], [], [], []
+        indicators: dict[str, list[float]] = {name: [] for name in INDICATORS}
         for r in ids:
             for i, j in pairs:
                 start, end = frames[r, i], frames[r, j]
                 pred = jump_of(start)
-                u.append(relative_spread(pred.spread, pred.mean, start))
+                indicators["spread"].append(relative_spread(pred.spread, pred.mean, start))
+                if rate is not None:
+                    indicators["rate_residual"].append(rate_residual(rate(pred.mean), pred.mean, start, horizon))
+                u.append(indicators[inf["indicator"]][-1])
                 e_jump.append(window_error(pred.mean, end, start))
                 # the window the stepper takes: jump + relax steps, against jump + relax DNS steps
                 e.append(window_error(relaxed(pred.mean), relaxed(end), start) if relax else e_jump[-1])
@@ -309,6 +334,7 @@ def train_jump_ensemble(
                 frac.append(pred.active_fraction)
         return {
             "u": np.asarray(u),
+            "indicators": {k: np.asarray(v) for k, v in indicators.items() if v},
             "e": np.asarray(e),
             "e_jump": np.asarray(e_jump),
             "e_unchanged": np.asarray(e0),
@@ -327,7 +353,7 @@ def train_jump_ensemble(
     )
     calibration["u"] = res_cal["u"].tolist()
     calibration["e"] = res_cal["e"].tolist()
-    calibration["indicator"] = "u = |std_k(d eta)| / |mean(d eta)| (L2 norms); accept the NN when u <= threshold"
+    calibration["indicator"] = INDICATOR_DOC[inf["indicator"]] + "; accept the NN when u <= threshold"
     case = tomllib.loads(str(attrs.get("case", "")) or "")
     params = case.get("model", {})
     grid = case.get("grid", {})
@@ -344,6 +370,10 @@ def train_jump_ensemble(
                 "unchanged_error_rms": float(np.sqrt(np.mean(res["e_unchanged"] ** 2))),
                 "uncertainty_mean": float(res["u"].mean()),
                 "active_fraction_mean": float(res["active"].mean()),
+                "spearman": {  # of every indicator with the window error, whichever one is calibrated
+                    k: float(spearmanr(v, res["e"]).statistic) if np.ptp(v) > 0 and np.ptp(res["e"]) > 0 else math.nan
+                    for k, v in res["indicators"].items()
+                },
             }
     card = {
         "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
@@ -356,7 +386,13 @@ def train_jump_ensemble(
             "spacing": spacing,
             "params": {k: v for k, v in params.items() if k in ("alpha", "beta", "gamma", "kappa", "mobility")},
         },
-        "inference": {"tile": inf["tile"], "activity": inf["activity"], "relax": inf["relax"], "dtype": "float32"},
+        "inference": {
+            "tile": inf["tile"],
+            "activity": inf["activity"],
+            "relax": inf["relax"],
+            "indicator": inf["indicator"],
+            "dtype": "float32",
+        },
         "data": {
             "file": path.name,
             "trajectories": n_traj,

@@ -16,7 +16,14 @@ from hybrid.core.config import ConfigError
 from hybrid.core.io import read_output
 from hybrid.core.state import State
 from hybrid.couplers.compare import compare
-from hybrid.models.jump_net import EnsembleJumpNet2d, field_inputs, jump_members, relative_spread, window_error
+from hybrid.models.jump_net import (
+    EnsembleJumpNet2d,
+    field_inputs,
+    jump_members,
+    rate_residual,
+    relative_spread,
+    window_error,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY_SPEC = ROOT / "datasets" / "graingrowth_trajectories_tiny.toml"
@@ -133,18 +140,26 @@ def test_window_error_and_spread_are_relative() -> None:
     assert window_error(b, b, a) == 0.0
     assert window_error(a + 0.5 * (b - a), b, a) == pytest.approx(0.5)
     assert relative_spread(0.1 * (b - a), b, a) == pytest.approx(0.1)
+    # the rate residual: a rate that would make the whole change in the window time scores 1
+    assert rate_residual((b - a) / 10.0, b, a, horizon=10.0) == pytest.approx(1.0)
+    assert rate_residual(0.3 * (b - a), b, a, horizon=1.0) == pytest.approx(0.3)
+    assert rate_residual(torch.zeros_like(a), a, a, horizon=1.0) == 0.0 and rate_residual(b, a, a, 1.0) == math.inf
 
 
 # ------------------------------------------------------------------------------------------- trained tiny ensemble
 
 
 @pytest.fixture(scope="module")
-def tiny_ensemble(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from hybrid.couplers.trajectories import generate_trajectories, rate_function
+def tiny_trajectories(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from hybrid.couplers.trajectories import generate_trajectories
+
+    return generate_trajectories(TINY_SPEC, tmp_path_factory.mktemp("trajectories") / "traj.h5", workers=0)
+
+
+def _train_tiny(data: Path, out: Path, **inference: object) -> Path:
+    from hybrid.couplers.trajectories import rate_function
     from hybrid.models.jump_training import train_jump_ensemble
 
-    d = tmp_path_factory.mktemp("surrogate")
-    data = generate_trajectories(TINY_SPEC, d / "traj.h5", workers=0)
     spec = {
         "model": {"architecture": "jump2d", "members": 3, "channels": 4, "dilations": [1, 1], "head_channels": 4},
         "training": {
@@ -155,10 +170,16 @@ def tiny_ensemble(tmp_path_factory: pytest.TempPathFactory) -> Path:
             "seed": 3,
             "test_trajectories": 0,
         },
-        "inference": {"tile": 16},
+        "inference": {"tile": 16, **inference},
     }
-    train_jump_ensemble(spec, data, d / "ens", rate=rate_function(data))
-    return d / "ens"
+    train_jump_ensemble(spec, data, out, rate=rate_function(data))
+    return out
+
+
+@pytest.fixture(scope="module")
+def tiny_ensemble(tiny_trajectories: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Calibrated for the ensemble spread (the default indicator)."""
+    return _train_tiny(tiny_trajectories, tmp_path_factory.mktemp("surrogate") / "ens")
 
 
 def _case(weights: Path, provider: str = "monitor", **stepper: object) -> dict:
@@ -293,6 +314,35 @@ def test_monitor_falls_back_when_the_spread_exceeds_the_threshold(tiny_ensemble:
             assert np.array_equal(new["eta"], nn_eta)
         else:
             assert np.array_equal(new["eta"], sim.stepper.dns_window(state)["eta"])
+
+
+def test_rate_residual_indicator_is_the_model_rate_at_the_answer(
+    tiny_trajectories: Path, tiny_ensemble: Path, tmp_path: Path
+) -> None:
+    """inference.indicator = "rate_residual": the card's pairs and the stepper's u are τ‖∂η/∂t(η_NN)‖ / ‖η_NN − η‖."""
+    weights = _train_tiny(tiny_trajectories, tmp_path / "ens", indicator="rate_residual")
+    card = json.loads((weights / "model_card.json").read_text())
+    spread_card = json.loads((tiny_ensemble / "model_card.json").read_text())
+    assert card["inference"]["indicator"] == "rate_residual" and spread_card["inference"]["indicator"] == "spread"
+    assert "DNS rate at the answer" in card["calibration"]["indicator"]
+    # same training (seed, data): the same windows and errors, only the indicator differs
+    assert card["calibration"]["e"] == spread_card["calibration"]["e"]
+    assert card["calibration"]["u"] != spread_card["calibration"]["u"]
+    assert set(card["metrics"]["calibration"]["spearman"]) == {"spread", "rate_residual"}
+    sim = hybrid.load_case(_case(weights, threshold=1.0))
+    assert sim.stepper.nn.indicator == "rate_residual"
+    start = sim.state.copy()
+    jumped, u = sim.stepper.nn.predict(start)
+    # independently: the case's explicit Euler step from the answer, (after − answer) / dt, is the model's rate there
+    after = np.asarray(sim.stepper.dns(State({**start.fields, "eta": jumped}, 0.0, 40, start.backend))["eta"])
+    rate = (after - np.asarray(jumped)) / 0.25
+    expected = 40 * 0.25 * np.linalg.norm(rate) / np.linalg.norm(np.asarray(jumped) - np.asarray(start["eta"]))
+    assert u == pytest.approx(expected, rel=1e-6)
+    # a card naming an unknown indicator is refused with the allowed values
+    card["inference"]["indicator"] = "vibes"
+    (weights / "model_card.json").write_text(json.dumps(card))
+    with pytest.raises(ConfigError, match=r"inference.indicator = 'vibes'; allowed: \['spread', 'rate_residual'\]"):
+        hybrid.load_case(_case(weights, threshold=1.0))
 
 
 def test_case_errors(tiny_ensemble: Path, tmp_path: Path) -> None:
