@@ -19,7 +19,9 @@ error of the same network from 0.42 to 0.25 at equal training (see training/grai
 Architecture (:class:`EnsembleJumpNet2d`): a backbone of ``len(dilations)`` 3×3 valid (unpadded) convolutions
 with the given dilations and a GELU after each, shared by all members, then per member a 1×1 head (hidden
 ``head_channels``, GELU, 1 output). Members differ only in their heads, trained on different bootstrap
-resamples; their spread is the uncertainty indicator (cheap: the backbone, most of the cost, runs once).
+resamples; their spread is one uncertainty indicator (cheap: the backbone, most of the cost, runs once), the
+rate residual (:func:`rate_residual`) the other; the shipped grain-growth card uses the residual, which tracks the
+window error where the heads' spread does not (:data:`INDICATORS`).
 The receptive-field radius is ``halo = sum(dilations)`` grid points: an input tile of (T + 2·halo)² points
 gives the T² output points in its interior.
 
