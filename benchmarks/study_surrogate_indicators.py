@@ -11,7 +11,8 @@ e = ‖relaxed(η_NN) − relaxed(η_DNS)‖ / ‖relaxed(η_DNS) − η_0‖ (:
 - ``spread``: u = ‖std_k Δη‖ / ‖mean_k Δη‖, the shipped indicator (ensemble spread, heads on a shared backbone);
 - ``relax``: ‖relaxed(η_NN) − η_NN‖ / ‖η_NN − η_0‖, how far the relaxation steps move the jump's answer;
 - ``rate_ratio``: ‖∂η/∂t(η_NN)‖ / ‖∂η/∂t(η_0)‖ (coarsening slows down, so a physical answer has a smaller rate);
-- ``end_rate``: τ‖∂η/∂t(η_NN)‖ / ‖η_NN − η_0‖, the DNS rate at the answer in units of the predicted change;
+- ``rate_residual``: τ‖∂η/∂t(η_NN)‖ / ‖η_NN − η_0‖, the DNS rate at the answer in units of the predicted change
+  (:func:`hybrid.models.jump_net.rate_residual`, the indicator the shipped card is calibrated for);
 - ``linear``: ‖(η_NN − η_0) − τ ∂η/∂t(η_0)‖ / ‖η_NN − η_0‖, departure from a linear extrapolation.
 
 The three physics residuals need one or two DNS right-hand sides per window (cheap next to the jump), no extra
@@ -37,10 +38,10 @@ from hybrid.couplers.surrogate import SHIPPED_SURROGATES
 from hybrid.couplers.trajectories import rate_function
 from hybrid.models.calibration import calibrate
 from hybrid.models.card import load_ensemble
-from hybrid.models.jump_net import EnsembleJumpNet2d, jump_members, relative_spread, window_error
+from hybrid.models.jump_net import EnsembleJumpNet2d, jump_members, rate_residual, relative_spread, window_error
 from hybrid.models.jump_training import _load, relax_steps
 
-INDICATORS = ("spread", "relax", "rate_ratio", "end_rate", "linear")
+INDICATORS = ("spread", "relax", "rate_ratio", "rate_residual", "linear")
 
 
 def _norm(x: torch.Tensor) -> float:
@@ -79,7 +80,7 @@ def main() -> None:
                 ind["spread"].append(relative_spread(pred.spread, pred.mean, start))
                 ind["relax"].append(_norm(nn_end - pred.mean.double()) / change)
                 ind["rate_ratio"].append(_norm(rate_end) / _norm(rate0))
-                ind["end_rate"].append(tau * _norm(rate_end) / change)
+                ind["rate_residual"].append(rate_residual(rate_end, pred.mean, start, tau))
                 ind["linear"].append(_norm((pred.mean - start).double() - tau * rate0.double()) / change)
         err = np.asarray(e)
         print(
@@ -88,7 +89,7 @@ def main() -> None:
         )
         for k in INDICATORS:
             rho = spearmanr(np.asarray(ind[k]), err).statistic
-            print(f"  {k:>10}: Spearman {rho:+.2f}")
+            print(f"  {k:>13}: Spearman {rho:+.2f}")
         results[split] = (err, {k: np.asarray(v) for k, v in ind.items()})
     (e_cal, i_cal), (e_test, i_test) = results["calibration"], results["test"]
     print("split-conformal threshold on the calibration windows, evaluated on the test windows:")
@@ -96,7 +97,7 @@ def main() -> None:
         c = calibrate(i_cal[k], e_cal, i_test[k], e_test, tolerance, confidence)
         t = c["test"]
         print(
-            f"  {k:>10}: threshold {c['threshold']:.4g}, calibration accepts {c['calibration']['n_accepted']}, "
+            f"  {k:>13}: threshold {c['threshold']:.4g}, calibration accepts {c['calibration']['n_accepted']}, "
             f"test accepts {t['n_accepted']} of {t['n']}, test coverage {t['coverage']:.3f}"
         )
 

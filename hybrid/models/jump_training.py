@@ -317,7 +317,7 @@ def train_jump_ensemble(
         return relax_steps(eta, rate, dt, relax)  # type: ignore[arg-type]
 
     def evaluate(ids: list[int]) -> dict[str, Any]:
-        u, e, e_jump, e0, frac = [], [], [], [], []
+        e, e_jump, e0, frac = [], [], [], []
         indicators: dict[str, list[float]] = {name: [] for name in INDICATORS}
         for r in ids:
             for i, j in pairs:
@@ -326,14 +326,13 @@ def train_jump_ensemble(
                 indicators["spread"].append(relative_spread(pred.spread, pred.mean, start))
                 if rate is not None:
                     indicators["rate_residual"].append(rate_residual(rate(pred.mean), pred.mean, start, horizon))
-                u.append(indicators[inf["indicator"]][-1])
                 e_jump.append(window_error(pred.mean, end, start))
                 # the window the stepper takes: jump + relax steps, against jump + relax DNS steps
                 e.append(window_error(relaxed(pred.mean), relaxed(end), start) if relax else e_jump[-1])
                 e0.append(window_error(start, relaxed(end) if relax else end, start))
                 frac.append(pred.active_fraction)
         return {
-            "u": np.asarray(u),
+            "u": np.asarray(indicators[inf["indicator"]]),  # the calibrated indicator
             "indicators": {k: np.asarray(v) for k, v in indicators.items() if v},
             "e": np.asarray(e),
             "e_jump": np.asarray(e_jump),
