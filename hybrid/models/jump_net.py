@@ -263,9 +263,9 @@ def window_error(predicted: Tensor, reference: Tensor, start: Tensor) -> float:
     """Relative error of a jump: ‖η_pred − η_ref‖ / ‖η_ref − η_start‖ (L2 over all points and order parameters).
 
     Normalised by the change of the reference over the window, it is independent of domain size and Q, and leaving
-    the state unchanged scores 1. The order parameters are compared index by index: a reference window during
-    which the model moved a grain to another order parameter (index reassignment) reads as a large error, which
-    errs on the safe side (such windows are rare: a few per thousand grains and 100 steps).
+    the state unchanged scores 1. The order parameters are compared index by index: align them first where the two
+    windows may have re-indexed grains differently (the surrogate stepper's audits do, see
+    :meth:`hybrid.couplers.surrogate.JumpEnsemble.error`); calibration pairs are windows without re-indexing.
 
     Args:
         predicted, reference, start: (Q, ny, nx) order parameters after the window (NN, DNS) and before it.

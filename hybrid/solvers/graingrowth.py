@@ -516,6 +516,85 @@ def reassign(eta: np.ndarray, geo: GrainGeometry, nq: int, buffer: float, halo: 
     return out, int(targets.size), unresolved
 
 
+def align_reassigned(
+    reference: np.ndarray, other: np.ndarray, spacing: tuple[float, ...], halo: float
+) -> tuple[np.ndarray, int]:
+    """``reference`` with its grains moved to the order parameters they occupy in ``other`` (undoes reassignment).
+
+    Two states that evolved from one start through different windows (an NN jump and the DNS steps it replaces)
+    hold the same microstructure on possibly different indices: the reassignment hook moves a grain to another
+    order parameter whenever it runs, and it runs at different steps in the two windows. Compared index by index,
+    one moved grain reads as an error of twice its η, however well its boundaries agree. This moves every grain of
+    ``reference`` that is matched in ``other`` but sits on another index there, with the same halo rule as
+    :func:`reassign`, so that an index-by-index difference measures the microstructure only.
+
+    A grain of ``reference`` (a component of its dominant index) moves only when it and a grain of ``other`` are
+    each other's largest overlap and cover at least half of each other, and when no grain touching it in
+    ``reference`` already holds the target index (such a move could never come from the hook, whose buffer keeps
+    same-index grains apart). A grain that vanished, merged or split in ``other`` therefore stays where it is and
+    its error counts in full.
+
+    Args:
+        reference: (Q, ny, nx) order parameters to align (not modified).
+        other: (Q, ny, nx) order parameters whose index assignment is taken.
+        spacing: (dx, dy) [length].
+        halo: h [length] of :func:`reassign` (``model.reassign_halo``).
+
+    Returns:
+        (aligned copy of ``reference`` — ``reference`` itself when nothing moves —, number of grains moved).
+    """
+    ref = np.asarray(reference, dtype=np.float64)
+    idx_r = dominant_index(ref)
+    comp_r, n_r = label_components(idx_r)
+    idx_o = dominant_index(np.asarray(other, dtype=np.float64))
+    comp_o, n_o = label_components(idx_o)
+    pair = comp_r.astype(np.int64).ravel() * n_o + comp_o.ravel()
+    keys, overlap = np.unique(pair, return_counts=True)
+    r_of, o_of = keys // n_o, keys % n_o
+    area_r = np.bincount(comp_r.ravel(), minlength=n_r)
+    area_o = np.bincount(comp_o.ravel(), minlength=n_o)
+    # the largest overlap of every component on each side (ties: the first pair in key order)
+    best_o = np.full(n_r, -1, np.int64)
+    best_r = np.full(n_o, -1, np.int64)
+    for k in np.argsort(overlap, kind="stable").tolist():  # ascending overlap: the largest is written last
+        best_o[r_of[k]] = o_of[k]
+        best_r[o_of[k]] = r_of[k]
+    grain_index_r = np.zeros(n_r, np.int64)
+    grain_index_r[comp_r.ravel()] = idx_r.ravel()
+    grain_index_o = np.zeros(n_o, np.int64)
+    grain_index_o[comp_o.ravel()] = idx_o.ravel()
+    # indices held by the touching neighbours of each reference grain (4-neighbours, periodic)
+    touching: dict[int, set[int]] = {}
+    for axis in (0, 1):
+        a, b = comp_r.ravel(), np.roll(comp_r, -1, axis=axis).ravel()
+        diff = a != b
+        for g, h in {(int(x), int(y)) for x, y in zip(a[diff], b[diff], strict=True)}:
+            touching.setdefault(g, set()).add(int(grain_index_r[h]))
+            touching.setdefault(h, set()).add(int(grain_index_r[g]))
+    overlap_of = dict(zip(keys.tolist(), overlap.tolist(), strict=True))
+    targets: list[int] = []
+    news: list[int] = []
+    for g in range(n_r):
+        o = int(best_o[g])
+        if o < 0 or best_r[o] != g:
+            continue
+        k = int(grain_index_o[o])
+        if k == grain_index_r[g] or k in touching.get(g, set()):
+            continue
+        shared = overlap_of[g * n_o + o]
+        if 2 * shared < area_r[g] or 2 * shared < area_o[o]:
+            continue
+        targets.append(g)
+        news.append(k)
+    if not targets:
+        return reference, 0
+    out = np.array(ref, dtype=np.float64, copy=True, order="C")
+    geo = GrainGeometry.from_components(comp_r, n_r, idx_r, spacing)
+    oy, ox = _disk_offsets(halo, *geo.spacing)
+    _apply_moves(out, geo.components, geo.index, np.array(targets), np.array(news), geo.bstart, geo.by, geo.bx, oy, ox)
+    return out, len(targets)
+
+
 # ----------------------------------------------------------------------------------------------- the equation
 
 
@@ -678,6 +757,13 @@ class GrainGrowthEquation:
         fields["grain_track"] = be.asarray(labels.astype(np.float64))
         fields["grain_next"] = be.asarray(np.array([float(nxt)]))
         return State(fields, state.time, state.step, be)
+
+    def align_indices(self, reference: Array, other: Array) -> np.ndarray:
+        """``reference`` η (Q, ny, nx) with its grains on the indices they hold in ``other`` (numpy; see
+        :func:`align_reassigned`): what a surrogate audit compares, so that a grain the reassignment hook moved in
+        one window and not in the other does not read as an error."""
+        aligned, _ = align_reassigned(to_numpy(reference), to_numpy(other), self.grid.spacing, self.halo)
+        return np.asarray(aligned)
 
     def frame_output(self, state: State) -> tuple[dict[str, np.ndarray], dict[str, dict[str, Any]]]:
         """``{"grain": (ny, nx) int32 labels}`` and the rows of tables ``grains`` and ``grain_areas``."""

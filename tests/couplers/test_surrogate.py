@@ -295,6 +295,30 @@ def test_relaxation_steps_follow_each_nn_jump(tiny_ensemble: Path) -> None:
         hybrid.load_case(bad)
 
 
+def test_audit_error_ignores_a_grain_re_indexed_in_one_window_only(tiny_ensemble: Path) -> None:
+    """The reassignment hook runs at different steps in the NN and the DNS window: a grain the DNS window moved to
+    another order parameter must not count as an error (it would read as twice the grain's η)."""
+    from hybrid.solvers.graingrowth import _apply_moves, _disk_offsets
+    from hybrid.solvers.grains import GrainGeometry, dominant_index, label_components
+
+    sim = hybrid.load_case(_case(tiny_ensemble, "monitor", threshold=1e9, audit_every=1))
+    start = sim.state.copy()
+    end = np.array(sim.stepper.dns_window(start)["eta"])
+    idx = dominant_index(end)
+    comp, n = label_components(idx)
+    geo = GrainGeometry.from_components(comp, n, idx, (2.0, 2.0))
+    free = [q for q in range(8) if not np.any(end[q])]  # 6 grains on 8 order parameters: one never held a grain
+    assert free
+    moved = end.copy()
+    oy, ox = _disk_offsets(sim.equation.halo, 2.0, 2.0)
+    targets, news = np.array([0]), np.array([free[0]])
+    _apply_moves(moved, geo.components, geo.index, targets, news, geo.bstart, geo.by, geo.bx, oy, ox)
+    as_tensor = torch.from_numpy
+    # index by index the moved grain counts twice: of the order of the whole change over the window
+    assert window_error(as_tensor(end), as_tensor(moved), as_tensor(np.asarray(start["eta"]))) > 0.5
+    assert sim.stepper.nn.error(end, moved, start["eta"]) == pytest.approx(0.0, abs=1e-12)
+
+
 def test_monitor_falls_back_when_the_spread_exceeds_the_threshold(tiny_ensemble: Path) -> None:
     from hybrid.core.state import State
 

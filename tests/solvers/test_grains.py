@@ -14,6 +14,7 @@ from hybrid.core.config import ConfigError
 from hybrid.core.grid import Grid
 from hybrid.core.io import read_output, read_table
 from hybrid.solvers.graingrowth import (
+    align_reassigned,
     colour_grains,
     plan_reassignment,
     reassign,
@@ -203,6 +204,26 @@ def test_reassignment_separates_close_same_index_grains_and_leaves_the_evolution
         ideal = graingrowth_step_numba(ideal, 0.05, *FAN_CHEN)
     np.testing.assert_array_equal(dominant_index(moved), dominant_index(ideal))
     assert np.abs(moved - ideal).max() < 1e-3  # the truncated tails have relaxed away
+
+
+def test_alignment_undoes_a_reassignment_exactly_and_leaves_a_vanished_grain_alone() -> None:
+    """An audit compares two windows that re-indexed grains at different steps: align_reassigned moves the
+    reference's grains back to the other state's indices, and nothing else."""
+    buffer, halo = 14.142136, 7.071068
+    eta = _two_close_grains(gap=8.0)
+    moved, count, _ = reassign(eta, _geometry(eta), 4, buffer, halo)
+    assert count == 1 and np.linalg.norm(moved - eta) > 10.0  # index by index: a whole grain of error
+    aligned, n = align_reassigned(moved, eta, (1.0, 1.0), halo)
+    assert n == 1
+    np.testing.assert_array_equal(aligned, eta)  # the inverse move (η_3 held nothing else)
+    same, n = align_reassigned(eta, eta, (1.0, 1.0), halo)
+    assert n == 0 and same is eta
+    # the small grain on η_2 vanished in the other state (its matrix took it over): not a re-indexing
+    gone = eta.copy()
+    gone[0] += gone[2]
+    gone[2] = 0.0
+    kept, n = align_reassigned(eta, gone, (1.0, 1.0), halo)
+    assert n == 0 and kept is eta
 
 
 def test_no_reassignment_when_same_index_grains_are_far_apart() -> None:
