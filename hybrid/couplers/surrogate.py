@@ -40,7 +40,7 @@ windows without the ``after_step`` hooks (no index reassignment inside a window,
 windows have the hooks, which re-index grains at different steps in the two; an audit therefore first moves the DNS
 window's grains to the indices the NN window gave them (``equation.align_indices``, for grain growth
 :func:`hybrid.solvers.graingrowth.align_reassigned`), so that a re-indexed grain does not read as an error of twice
-its η (before this, such audits on the shipped 512² case read 0.6–0.98 beside 0.02–0.1 for the others).
+its η (before this, such audits on the shipped 512² case read 0.59–0.98 beside 0.01–0.10 for the others).
 
 Calibration (in training) and audits (in a run) both measure the whole window: NN jump + relaxation against
 ``jump + relax`` DNS steps, i.e. what the run uses (training advances the stored DNS frame and the NN jump by the

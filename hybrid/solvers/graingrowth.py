@@ -553,7 +553,7 @@ def align_reassigned(
     r_of, o_of = keys // n_o, keys % n_o
     area_r = np.bincount(comp_r.ravel(), minlength=n_r)
     area_o = np.bincount(comp_o.ravel(), minlength=n_o)
-    # the largest overlap of every component on each side (ties: the first pair in key order)
+    # the largest overlap of every component on each side (ties: the last pair in key order)
     best_o = np.full(n_r, -1, np.int64)
     best_r = np.full(n_o, -1, np.int64)
     for k in np.argsort(overlap, kind="stable").tolist():  # ascending overlap: the largest is written last
