@@ -39,7 +39,7 @@ from hybrid.couplers.trajectories import rate_function
 from hybrid.models.calibration import calibrate
 from hybrid.models.card import load_ensemble
 from hybrid.models.jump_net import EnsembleJumpNet2d, jump_members, rate_residual, relative_spread, window_error
-from hybrid.models.jump_training import _load, relax_steps
+from hybrid.models.jump_training import load_trajectories, relax_steps
 
 INDICATORS = ("spread", "relax", "rate_ratio", "rate_residual", "linear")
 
@@ -55,7 +55,7 @@ def main() -> None:
     args = p.parse_args()
     torch.set_num_threads(1)
     model, card = load_ensemble(args.weights, device="cpu", expect=EnsembleJumpNet2d)
-    d = _load(args.data, None)
+    d = load_trajectories(args.data)
     frames, pairs, attrs = d["frames"], d["pairs"], d["attrs"]
     rate = rate_function(args.data)
     dt, relax = float(attrs["dt"]), int(card["inference"]["relax"])

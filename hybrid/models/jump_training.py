@@ -56,7 +56,7 @@ from hybrid.models.jump_net import (
     window_error,
 )
 
-__all__ = ["JUMP_TRAIN_SPEC", "is_jump_spec", "relax_steps", "train_jump_ensemble"]
+__all__ = ["JUMP_TRAIN_SPEC", "is_jump_spec", "load_trajectories", "relax_steps", "train_jump_ensemble"]
 
 log = logging.getLogger(__name__)
 
@@ -177,7 +177,16 @@ def _windows(inputs: torch.Tensor, tile: int, halo: int) -> torch.Tensor:
     return padded.unfold(2, win, tile).unfold(3, win, tile)
 
 
-def _load(path: Path, field: str | None) -> dict[str, Any]:
+def load_trajectories(path: Path, field: str | None = None) -> dict[str, Any]:
+    """A trajectory file of ``hybrid dataset`` (``hybrid_kind = "trajectories"``), frames as float32 tensors.
+
+    Returns:
+        ``{"field": name, "frames": (R, F, Q, ny, nx) float32 tensor, "pairs": (P, 2) int64 start and end frame of
+        each pair (``jump`` DNS steps apart), "attrs": the file's attributes}``; ``field`` defaults to the first.
+
+    Raises:
+        ValueError: the file is not a trajectory file.
+    """
     import h5py
 
     with h5py.File(path, "r") as f:
@@ -216,7 +225,7 @@ def train_jump_ensemble(
     s = validate(dict(spec), JUMP_TRAIN_SPEC, file=spec_file)
     m, tr, cal, inf = s["model"], s["training"], s["calibration"], s["inference"]
     path = Path(data)
-    d = _load(path, None)
+    d = load_trajectories(path)
     frames, pairs, attrs = d["frames"], d["pairs"], d["attrs"]
     n_traj = frames.shape[0]
     held = tr["calib_trajectories"] + tr["test_trajectories"]
