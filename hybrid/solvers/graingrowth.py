@@ -595,6 +595,42 @@ def align_reassigned(
     return out, len(targets)
 
 
+def implausible_jump_events(
+    start: np.ndarray, jumped: np.ndarray, cell_area: float, min_area: float
+) -> tuple[int, int]:
+    """Topology changes of a jump that no Allen–Cahn window of its length can make: (vanished, merged) grains.
+
+    A grain shrinks at most at the rate of an isolated circular grain, dA/dt = −2πLκ (von Neumann–Mullins: an
+    n-sided grain at (6 − n)/6 of it), so in a window of time τ no grain larger than 2πLκτ can vanish; and two
+    grains on one order parameter never meet in the DNS, whose reassignment hook keeps them a buffer apart, but
+    can in an NN jump (no hook inside it) once a grain between them is gone. Counted over the grains of ``start``
+    larger than ``min_area``:
+
+    - vanished: no point of the grain's region holds its index in ``jumped``;
+    - merged: two such grains whose largest same-index overlap in ``jumped`` is one and the same grain.
+
+    Args:
+        start, jumped: (Q, ny, nx) order parameters before and after the jump.
+        cell_area: dx·dy [length²].
+        min_area: the smallest grain area checked [length²] (a multiple of 2πLκτ).
+    """
+    idx_s = dominant_index(start)
+    comp_s, n_s = label_components(idx_s)
+    idx_j = dominant_index(jumped)
+    comp_j, n_j = label_components(idx_j)
+    area_s = np.bincount(comp_s.ravel(), minlength=n_s) * cell_area
+    big = area_s > min_area
+    same = (idx_s == idx_j).ravel() & big[comp_s.ravel()]
+    keys, overlap = np.unique(comp_s.ravel()[same].astype(np.int64) * n_j + comp_j.ravel()[same], return_counts=True)
+    best = np.full(n_s, -1, np.int64)
+    for k in np.argsort(overlap, kind="stable").tolist():  # ascending: the largest overlap is written last
+        best[keys[k] // n_j] = keys[k] % n_j
+    vanished = int(np.count_nonzero(big & (best < 0)))
+    kept = best[big & (best >= 0)]
+    merged = int(kept.size - np.unique(kept).size)
+    return vanished, merged
+
+
 # ----------------------------------------------------------------------------------------------- the equation
 
 
@@ -757,6 +793,12 @@ class GrainGrowthEquation:
         fields["grain_track"] = be.asarray(labels.astype(np.float64))
         fields["grain_next"] = be.asarray(np.array([float(nxt)]))
         return State(fields, state.time, state.step, be)
+
+    def jump_events(self, start: Array, jumped: Array, horizon: float) -> tuple[int, int]:
+        """(vanished, merged) grains of a jump over ``horizon`` [time] that the dynamics cannot produce: grains
+        larger than twice the area an isolated circle loses in that time, 2·2πLκτ (:func:`implausible_jump_events`)."""
+        bound = 2.0 * 2.0 * math.pi * float(self.params["mobility"]) * float(self.params["kappa"]) * horizon
+        return implausible_jump_events(to_numpy(start), to_numpy(jumped), self.cell_area, bound)
 
     def align_indices(self, reference: Array, other: Array) -> np.ndarray:
         """``reference`` η (Q, ny, nx) with its grains on the indices they hold in ``other`` (numpy; see

@@ -319,6 +319,23 @@ def test_audit_error_ignores_a_grain_re_indexed_in_one_window_only(tiny_ensemble
     assert sim.stepper.nn.error(end, moved, start["eta"]) == pytest.approx(0.0, abs=1e-12)
 
 
+def test_a_jump_with_an_impossible_topology_change_goes_to_the_dns(tiny_ensemble: Path) -> None:
+    """Whatever the indicator says, a jump the model's jump_events flags (a large grain vanished or two merged)
+    reads u = inf and the window is re-run with DNS; topology_check = false turns the check off."""
+    sim = hybrid.load_case(_case(tiny_ensemble, "monitor", threshold=1e9))
+    start = sim.state.copy()
+    assert math.isfinite(sim.stepper.nn.predict(start)[1])
+    sim.equation.jump_events = lambda start, jumped, horizon: (1, 0)  # type: ignore[method-assign]
+    assert sim.stepper.nn.predict(start)[1] == math.inf
+    got = sim.stepper(start)
+    assert sim.stepper.dns_windows == 1 and sim.stepper.nn_windows == 0
+    assert np.array_equal(np.asarray(got["eta"]), np.asarray(sim.stepper.dns_window(start)["eta"]))
+    assert sim.stepper.summary()["implausible_jumps"] == 2
+    off = hybrid.load_case(_case(tiny_ensemble, "monitor", threshold=1e9, topology_check=False))
+    off.equation.jump_events = lambda start, jumped, horizon: (1, 0)  # type: ignore[method-assign]
+    assert math.isfinite(off.stepper.nn.predict(start)[1])
+
+
 def test_monitor_falls_back_when_the_spread_exceeds_the_threshold(tiny_ensemble: Path) -> None:
     from hybrid.core.state import State
 

@@ -16,6 +16,7 @@ from hybrid.core.io import read_output, read_table
 from hybrid.solvers.graingrowth import (
     align_reassigned,
     colour_grains,
+    implausible_jump_events,
     plan_reassignment,
     reassign,
     smallest_last_order,
@@ -224,6 +225,23 @@ def test_alignment_undoes_a_reassignment_exactly_and_leaves_a_vanished_grain_alo
     gone[2] = 0.0
     kept, n = align_reassigned(eta, gone, (1.0, 1.0), halo)
     assert n == 0 and kept is eta
+
+
+def test_jump_events_flag_large_grains_that_vanish_or_merge() -> None:
+    """The surrogate's topology check: a large grain cannot vanish within one window, nor two same-index grains
+    meet (the DNS's reassignment keeps them apart); small grains and unchanged structures pass."""
+    start = _two_close_grains(gap=8.0)
+    areas = np.bincount(_geometry(start).components.ravel())  # matrix, the three discs (dx = dy = 1)
+    small = float(np.sort(areas)[0])  # the disc on η_2 (r = 8)
+    assert implausible_jump_events(start, start, 1.0, 0.5 * small) == (0, 0)
+    gone = start.copy()
+    gone[0] += gone[2]
+    gone[2] = 0.0
+    assert implausible_jump_events(start, gone, 1.0, 0.5 * small) == (1, 0)
+    assert implausible_jump_events(start, gone, 1.0, 2.0 * small) == (0, 0)  # below the bound: may vanish
+    joined = _two_close_grains(gap=-6.0)  # the two discs on η_1 overlap: one grain
+    assert label_components(dominant_index(joined))[1] == 3
+    assert implausible_jump_events(start, joined, 1.0, 0.5 * small) == (0, 1)
 
 
 def test_no_reassignment_when_same_index_grains_are_far_apart() -> None:
