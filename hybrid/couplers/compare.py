@@ -322,7 +322,10 @@ def _compared_arrays(res: Sequence[Mapping[str, Any]], term: str) -> dict[str, t
 
 
 def _monitor_summary(table: Mapping[str, np.ndarray]) -> dict[str, Any]:
-    """Counts of a ``/monitor/<term>`` table: decisions, NN answers, DNS fallbacks, audits, max audit error."""
+    """Counts of a ``/monitor/<term>`` table: decisions, NN answers, DNS fallbacks, audits, max audit error.
+
+    ``max_uncertainty`` is the largest finite u; ``refused`` counts the windows with u = inf (a model's check refused
+    the answer outright, e.g. the surrogate's topology check)."""
     source = np.asarray(table.get("source", []), dtype=str)
     audit = np.asarray(table.get("audit_error", []), dtype=np.float64)
     done = audit[np.isfinite(audit)]
@@ -337,7 +340,8 @@ def _monitor_summary(table: Mapping[str, np.ndarray]) -> dict[str, Any]:
         "audits": int(done.size),
         "max_audit_error": float(done.max()) if done.size else None,
         "mean_audit_error": float(done.mean()) if done.size else None,
-        "max_uncertainty": float(np.nanmax(unc)) if unc.size and np.any(np.isfinite(unc)) else None,
+        "max_uncertainty": float(unc[np.isfinite(unc)].max()) if np.any(np.isfinite(unc)) else None,
+        "refused": int(np.count_nonzero(np.isposinf(unc))),
     }
 
 

@@ -234,7 +234,10 @@ def test_uncertainty_plot_from_synthetic_table(tmp_path: Path) -> None:
         "max_audit_error": pytest.approx(0.02),
         "mean_audit_error": pytest.approx(0.02),
         "max_uncertainty": pytest.approx(0.2, abs=1e-3),
+        "refused": 0,
     }
+    refused = {"source": ["nn", "dns"], "uncertainty": [0.1, math.inf], "audit_error": [math.nan, math.nan]}
+    assert _monitor_summary(refused)["max_uncertainty"] == 0.1 and _monitor_summary(refused)["refused"] == 1
     report = {"term": "elastic", "labels": ["fem", "monitor"]}
     empty = {"monitor": {}}
     assert plot_uncertainty(tmp_path / "u.png", report, [empty, res])
