@@ -73,6 +73,7 @@ from hybrid.solvers.graingrowth_kernels import make_graingrowth_rhs, make_graing
 from hybrid.solvers.grains import (
     GrainGeometry,
     close_pairs,
+    component_overlaps,
     dominant_index,
     frame_tables,
     label_components,
@@ -548,17 +549,9 @@ def align_reassigned(
     comp_r, n_r = label_components(idx_r)
     idx_o = dominant_index(np.asarray(other, dtype=np.float64))
     comp_o, n_o = label_components(idx_o)
-    pair = comp_r.astype(np.int64).ravel() * n_o + comp_o.ravel()
-    keys, overlap = np.unique(pair, return_counts=True)
-    r_of, o_of = keys // n_o, keys % n_o
+    r_of, o_of, overlap, best_o, best_r = component_overlaps(comp_r, n_r, comp_o, n_o)
     area_r = np.bincount(comp_r.ravel(), minlength=n_r)
     area_o = np.bincount(comp_o.ravel(), minlength=n_o)
-    # the largest overlap of every component on each side (ties: the last pair in key order)
-    best_o = np.full(n_r, -1, np.int64)
-    best_r = np.full(n_o, -1, np.int64)
-    for k in np.argsort(overlap, kind="stable").tolist():  # ascending overlap: the largest is written last
-        best_o[r_of[k]] = o_of[k]
-        best_r[o_of[k]] = r_of[k]
     grain_index_r = np.zeros(n_r, np.int64)
     grain_index_r[comp_r.ravel()] = idx_r.ravel()
     grain_index_o = np.zeros(n_o, np.int64)
@@ -571,7 +564,7 @@ def align_reassigned(
         for g, h in {(int(x), int(y)) for x, y in zip(a[diff], b[diff], strict=True)}:
             touching.setdefault(g, set()).add(int(grain_index_r[h]))
             touching.setdefault(h, set()).add(int(grain_index_r[g]))
-    overlap_of = dict(zip(keys.tolist(), overlap.tolist(), strict=True))
+    overlap_of = dict(zip(zip(r_of.tolist(), o_of.tolist(), strict=True), overlap.tolist(), strict=True))
     targets: list[int] = []
     news: list[int] = []
     for g in range(n_r):
@@ -581,7 +574,7 @@ def align_reassigned(
         k = int(grain_index_o[o])
         if k == grain_index_r[g] or k in touching.get(g, set()):
             continue
-        shared = overlap_of[g * n_o + o]
+        shared = overlap_of[(g, o)]
         if 2 * shared < area_r[g] or 2 * shared < area_o[o]:
             continue
         targets.append(g)
@@ -620,11 +613,8 @@ def implausible_jump_events(
     comp_j, n_j = label_components(idx_j)
     area_s = np.bincount(comp_s.ravel(), minlength=n_s) * cell_area
     big = area_s > min_area
-    same = (idx_s == idx_j).ravel() & big[comp_s.ravel()]
-    keys, overlap = np.unique(comp_s.ravel()[same].astype(np.int64) * n_j + comp_j.ravel()[same], return_counts=True)
-    best = np.full(n_s, -1, np.int64)
-    for k in np.argsort(overlap, kind="stable").tolist():  # ascending: the largest overlap is written last
-        best[keys[k] // n_j] = keys[k] % n_j
+    same = (idx_s == idx_j) & big[comp_s]  # points of a large grain that keep its index
+    best = component_overlaps(comp_s, n_s, np.where(same, comp_j, -1), n_j)[3]
     vanished = int(np.count_nonzero(big & (best < 0)))
     kept = best[big & (best >= 0)]
     merged = int(kept.size - np.unique(kept).size)

@@ -157,6 +157,37 @@ def track_labels(components: np.ndarray, count: int, previous: np.ndarray, next_
     return new_of.astype(np.int32)[np.asarray(components)], int(next_label)
 
 
+def component_overlaps(
+    a: np.ndarray, n_a: int, b: np.ndarray, n_b: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Pixel overlaps of two component maps and each side's largest-overlap partner.
+
+    Args:
+        a, b: (ny, nx) integer maps, components 0..n_a−1 and 0..n_b−1; points of ``b`` below 0 are left out.
+        n_a, n_b: numbers of components.
+
+    Returns:
+        (a_of, b_of, overlap, best_b, best_a): the distinct overlapping pairs and their pixel counts (int64, sorted
+        by pair), the component of ``b`` that overlaps each component of ``a`` most ((n_a,), −1: none) and the
+        converse ((n_b,)); ties go to the higher partner id.
+    """
+    a_of, b1, overlap = _overlaps(
+        np.ascontiguousarray(a, dtype=np.int64).ravel(), np.ascontiguousarray(b, dtype=np.int64).ravel() + 1, n_b + 1
+    )
+    b_of = b1 - 1
+
+    def best(group: np.ndarray, partner: np.ndarray, n: int) -> np.ndarray:
+        out = np.full(n, -1, np.int64)
+        if group.size:
+            order = np.lexsort((partner, overlap, group))  # per group, ascending overlap: its best is last
+            g = group[order]
+            last = np.r_[g[1:] != g[:-1], True]
+            out[g[last]] = partner[order][last]
+        return out
+
+    return a_of, b_of, overlap, best(a_of, b_of, n_a), best(b_of, a_of, n_b)
+
+
 @numba.njit(cache=True)
 def _overlaps(comp: np.ndarray, prev: np.ndarray, nprev: int) -> tuple:  # pragma: no cover - compiled
     """Distinct (component, previous label ≥ 1) pairs of two flat label maps and their pixel counts."""

@@ -28,6 +28,7 @@ from hybrid.solvers.grains import (
     GRAINS_TABLE,
     GrainGeometry,
     close_pairs,
+    component_overlaps,
     dominant_index,
     fit_growth_exponent,
     grain_statistics,
@@ -66,6 +67,23 @@ def test_components_match_scipy_inside_and_join_across_the_periodic_edges() -> N
     assert comp[0, 5] == comp[-1, 5]
     # numbering is raster order of first points
     assert comp[0, 0] == 0 and comp[0, 1] == 1
+
+
+def test_component_overlaps_match_a_direct_count() -> None:
+    rng = np.random.default_rng(4)
+    a, b = rng.integers(0, 5, (20, 30)), rng.integers(-1, 7, (20, 30))  # b < 0: left out
+    a_of, b_of, overlap, best_b, best_a = component_overlaps(a, 6, b, 8)  # component 5 of a and 7 of b: absent
+    keep = b >= 0
+    pairs, counts = np.unique(np.stack([a[keep], b[keep]]), axis=1, return_counts=True)
+    np.testing.assert_array_equal(np.stack([a_of, b_of]), pairs)
+    np.testing.assert_array_equal(overlap, counts)
+    table = np.zeros((6, 8), np.int64)
+    table[a_of, b_of] = overlap
+    for g in range(5):
+        assert table[g, best_b[g]] == table[g].max()
+    for h in range(7):
+        assert table[best_a[h], h] == table[:, h].max()
+    assert best_b[5] == -1 and best_a[7] == -1
 
 
 def test_tracking_recovers_labels_of_moved_and_renumbered_grains() -> None:
