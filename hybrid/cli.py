@@ -118,6 +118,27 @@ def _parser() -> argparse.ArgumentParser:
     )
     tr.add_argument("--no-progress", action="store_true")
 
+    cal = sub.add_parser(
+        "calibrate",
+        help="recalibrate a trained NN ensemble's monitor threshold",
+        description="Redo the calibration of a trained `elastic` ensemble with other [calibration] settings, on "
+        "the data it was trained on (checked by SHA-256); the weights stay. Rewrites DIR/model_card.json unless "
+        "--out is given.",
+    )
+    cal.add_argument(
+        "model", type=Path, metavar="DIR", help="ensemble directory, e.g. hybrid/models/weights/atg_elastic"
+    )
+    cal.add_argument("--data", type=Path, required=True, action="append", help="its dataset HDF5 file(s), in order")
+    cal.add_argument("--out", type=Path, metavar="DIR", help="write the recalibrated ensemble here instead")
+    cal.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a [calibration] key, e.g. calibration.conditional=max_slope; repeatable",
+    )
+
     info = sub.add_parser(
         "info", help="describe a result, checkpoint or weights file", description="Print what a hybrid HDF5 file holds."
     )
@@ -233,6 +254,21 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_calibrate(args: argparse.Namespace) -> int:
+    from hybrid.core.config import ConfigError, apply_overrides
+    from hybrid.models.training import recalibrate_ensemble
+
+    changes = apply_overrides({}, args.overrides)
+    if set(changes) - {"calibration"}:
+        raise ConfigError(
+            "only [calibration] keys can change without retraining (use `hybrid train` for the others)",
+            key=next(iter(set(changes) - {"calibration"})),
+        )
+    out = recalibrate_ensemble(args.model, args.data, changes.get("calibration", {}), args.out)
+    print(f"written: {_describe_weights(Path(out['path']).parent)}")
+    return 0
+
+
 def _cmd_info(args: argparse.Namespace) -> int:
     from hybrid.core.io import describe_file
 
@@ -284,8 +320,10 @@ def _describe_weights(directory: Path) -> str:
         if not c:
             continue
         t = c.get("test", {})
-        tau = c.get("threshold")
+        tau = c.get("thresholds") or c.get("threshold")
         tau_text = "-inf (none qualifies)" if tau is None else tau
+        if "stratification" in c:
+            tau_text = f"{tau} (one per bin of max (dh/dx)^2, edges {c['stratification'].get('edges')})"
         lines.append(
             f"  monitor threshold {tau_text} for metric {metric}, tolerance {c.get('tolerance')}, confidence "
             f"{c.get('confidence')}: test coverage {t.get('coverage')}, accepted {t.get('accept_fraction')}, "
@@ -312,6 +350,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_dataset(args)
         if args.command == "train":
             return _cmd_train(args)
+        if args.command == "calibrate":
+            return _cmd_calibrate(args)
         if args.command == "info":
             return _cmd_info(args)
     except ConfigError as err:

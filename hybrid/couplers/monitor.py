@@ -7,6 +7,9 @@ The monitor is itself a Term. Each call it asks the ensemble provider for its me
   u ≤ τ, at most 1 − confidence exceed the error ``tolerance`` (see :mod:`hybrid.models.calibration`); the case
   states ``tolerance`` and ``confidence`` and τ is recomputed for them from the stored calibration pairs; an
   explicit ``threshold`` overrides it.
+- strata: an ensemble calibrated per stratum of its input (Mondrian, e.g. bins of max (dh/dx)^2) reports each
+  answer's stratum (:attr:`EnsemblePrediction.stratum`) and the monitor compares u with that stratum's τ
+  (``threshold`` is then one value per stratum); audit feedback lowers only that stratum's τ.
 - hysteresis: after a fallback, stay on DNS for ``hysteresis`` further steps.
 - audits: every ``audit_every`` steps the DNS is called anyway and the true error of the NN answer is logged
   beside the predicted uncertainty (the data for checking the calibration in production).
@@ -28,7 +31,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -48,10 +51,12 @@ class EnsemblePrediction:
     Attributes:
         mean: ensemble-mean term value, on the state's backend, in the term's units.
         uncertainty: scalar indicator u (normalised spread, same units as the tolerance).
+        stratum: index of the calibration stratum of the input (0 when the ensemble has one threshold).
     """
 
     mean: Array
     uncertainty: float
+    stratum: int = 0
 
 
 class EnsembleTerm(Protocol):
@@ -65,7 +70,9 @@ class EnsembleTerm(Protocol):
         """Error of an NN answer against DNS, in the units of the tolerance (e.g. RMSE / ρ0)."""
         ...
 
-    def calibrated_threshold(self, tolerance: float, confidence: float) -> float: ...
+    def calibrated_threshold(self, tolerance: float, confidence: float) -> float | list[float]:
+        """τ for (tolerance, confidence): one float, or one per input stratum."""
+        ...
 
 
 class Capture(Protocol):
@@ -83,7 +90,8 @@ class MonitorPolicy:
     audits count decisions.
 
     Args:
-        threshold: τ in the units of the uncertainty indicator (accept the NN when u <= τ).
+        threshold: τ in the units of the uncertainty indicator (accept the NN when u <= τ); a sequence gives one τ
+            per input stratum (index = :attr:`EnsemblePrediction.stratum`).
         hysteresis: decisions to stay on DNS after a fallback (0: decide afresh every time).
         audit_every: call DNS every this many decisions to record the NN's true error (0: never).
         tolerance, confidence: what τ was calibrated for (reported in the summary).
@@ -92,7 +100,7 @@ class MonitorPolicy:
 
     def __init__(
         self,
-        threshold: float,
+        threshold: float | Sequence[float],
         *,
         hysteresis: int = 0,
         audit_every: int = 0,
@@ -100,8 +108,11 @@ class MonitorPolicy:
         confidence: float = math.nan,
         tighten_on_audit: bool = False,
     ) -> None:
-        self.threshold = float(threshold)
-        self.calibrated_threshold = self.threshold
+        values: list[Any] = [threshold] if np.ndim(threshold) == 0 else list(threshold)  # type: ignore[arg-type]
+        if not values:
+            raise ValueError("the monitor needs at least one threshold")
+        self.thresholds = [-math.inf if v is None else float(v) for v in values]
+        self.calibrated_thresholds = list(self.thresholds)
         self.tighten_on_audit = bool(tighten_on_audit)
         self.tightenings = 0
         self.tolerance = tolerance
@@ -115,7 +126,30 @@ class MonitorPolicy:
         self.audits = 0
         self.audit_errors: list[float] = []
         self.audit_uncertainties: list[float] = []
+        self.audit_thresholds: list[float] = []
         self._rows: dict[str, list[Any]] = _empty_rows()
+
+    @property
+    def threshold(self) -> float:
+        """τ of a single-stratum monitor; with strata the largest τ (accept the NN in some stratum iff > −inf)."""
+        return max(self.thresholds)
+
+    @property
+    def calibrated_threshold(self) -> float:
+        """:attr:`threshold` as calibrated, before any audit feedback."""
+        return max(self.calibrated_thresholds)
+
+    def _index(self, stratum: int) -> int:
+        """Index into :attr:`thresholds` of an input stratum (a single threshold serves every stratum)."""
+        if len(self.thresholds) == 1:
+            return 0
+        if not 0 <= stratum < len(self.thresholds):
+            raise ValueError(f"input stratum {stratum} has no threshold (the monitor has {len(self.thresholds)})")
+        return stratum
+
+    def threshold_of(self, stratum: int) -> float:
+        """τ of an input stratum (a single threshold, e.g. an explicit ``threshold`` option, serves every one)."""
+        return self.thresholds[self._index(stratum)]
 
     def can_accept(self, step: int, span: int = 1) -> bool:
         """False when the decision at ``step`` is DNS whatever the NN says and no audit is due (threshold −inf:
@@ -123,17 +157,21 @@ class MonitorPolicy:
         audit = self.audit_every > 0 and (step // span) % self.audit_every == 0
         return self.threshold > -math.inf or audit
 
-    def decide(self, step: int, u: float, span: int = 1) -> tuple[bool, bool]:
-        """(use_dns, audit) for the decision starting at ``step`` with uncertainty ``u``; updates the hysteresis."""
-        confident = u <= self.threshold and math.isfinite(u)
+    def decide(self, step: int, u: float, span: int = 1, stratum: int = 0) -> tuple[bool, bool]:
+        """(use_dns, audit) for the decision starting at ``step`` with uncertainty ``u`` of an input in
+        ``stratum``; updates the hysteresis."""
+        confident = u <= self.threshold_of(stratum) and math.isfinite(u)
         use_dns = (not confident) or step < self.hold_until
         audit = self.audit_every > 0 and (step // span) % self.audit_every == 0
         if not confident:
             self.hold_until = step + span * (1 + self.hysteresis)
         return use_dns, audit
 
-    def record(self, step: int, t: float, u: float, use_dns: bool, audit_error: float = math.nan) -> None:
-        """Count and log one decision (``audit_error``: NaN when no audit)."""
+    def record(
+        self, step: int, t: float, u: float, use_dns: bool, audit_error: float = math.nan, stratum: int = 0
+    ) -> None:
+        """Count and log one decision (``audit_error``: NaN when no audit; the logged τ is ``stratum``'s)."""
+        tau = self.threshold_of(stratum)
         self.decisions += 1
         if use_dns:
             self.dns_calls += 1
@@ -143,26 +181,31 @@ class MonitorPolicy:
             self.audits += 1
             self.audit_errors.append(audit_error)
             self.audit_uncertainties.append(u)
-            self._feedback(u, audit_error)
+            self.audit_thresholds.append(tau)
+            self._feedback(u, audit_error, stratum)
         r = self._rows
         r["step"].append(step)
         r["time"].append(t)
         r["uncertainty"].append(u)
-        r["threshold"].append(self.threshold)
+        r["threshold"].append(tau)
         r["source"].append("dns" if use_dns else "nn")
         r["audit_error"].append(audit_error)
 
-    def _feedback(self, u: float, audit_error: float) -> None:
-        """Audit feedback: an accepted answer (u <= τ) beyond the tolerance lowers τ to u · tolerance / e."""
-        if not (self.tighten_on_audit and math.isfinite(self.tolerance) and u <= self.threshold):
+    def _feedback(self, u: float, audit_error: float, stratum: int = 0) -> None:
+        """Audit feedback: an accepted answer (u <= τ) beyond the tolerance lowers its stratum's τ to
+        u · tolerance / e."""
+        index = self._index(stratum)
+        tau = self.thresholds[index]
+        if not (self.tighten_on_audit and math.isfinite(self.tolerance) and u <= tau):
             return
         if audit_error > self.tolerance:
             new = u * self.tolerance / audit_error
             log.warning(
-                "audit: accepted answer with error %.4g > tolerance %g at uncertainty %.4g; threshold %.4g -> %.4g",
-                audit_error, self.tolerance, u, self.threshold, new,
+                "audit: accepted answer with error %.4g > tolerance %g at uncertainty %.4g; threshold %.4g -> %.4g"
+                "%s", audit_error, self.tolerance, u, tau, new,
+                f" (input stratum {stratum})" if len(self.thresholds) > 1 else "",
             )  # fmt: skip
-            self.threshold = new
+            self.thresholds[index] = new
             self.tightenings += 1
 
     @property
@@ -195,15 +238,19 @@ class MonitorPolicy:
             "confidence": self.confidence,
             "audits": self.audits,
         }
+        if len(self.thresholds) > 1:
+            out["thresholds"] = list(self.thresholds)
         if self.tighten_on_audit:
             out["calibrated_threshold"] = self.calibrated_threshold
+            if len(self.thresholds) > 1:
+                out["calibrated_thresholds"] = list(self.calibrated_thresholds)
             out["tightenings"] = self.tightenings
         if self.audit_errors:
             errs = np.asarray(self.audit_errors)
             out["audit_error_max"] = float(errs.max())
             out["audit_error_mean"] = float(errs.mean())
             if math.isfinite(self.tolerance):
-                accepted = np.asarray(self.audit_uncertainties) <= self.threshold
+                accepted = np.asarray(self.audit_uncertainties) <= np.asarray(self.audit_thresholds)
                 if accepted.any():
                     out["audit_coverage_of_accepted"] = float(np.mean(errs[accepted] <= self.tolerance))
         return out
@@ -216,6 +263,7 @@ class MonitorPolicy:
             "dns_calls": self.dns_calls,
             "audits": self.audits,
             "threshold": self.threshold,
+            "thresholds": list(self.thresholds),
             "tightenings": self.tightenings,
         }
 
@@ -225,8 +273,14 @@ class MonitorPolicy:
         self.dns_calls = int(state["dns_calls"])
         self.decisions = int(state.get("decisions", self.nn_calls + self.dns_calls))
         self.audits = int(state["audits"])
-        if self.tighten_on_audit and "threshold" in state:  # a threshold lowered by audit feedback before the restart
-            self.threshold = min(self.threshold, float(state["threshold"]))
+        if self.tighten_on_audit and "threshold" in state:  # thresholds lowered by audit feedback before the restart
+            saved = state.get("thresholds", [state["threshold"]])
+            if len(saved) != len(self.thresholds):
+                raise ValueError(
+                    f"the checkpoint's monitor has {len(saved)} threshold(s), this one {len(self.thresholds)}: "
+                    f"restart with the ensemble the run started with"
+                )
+            self.thresholds = [min(a, float(b)) for a, b in zip(self.thresholds, saved, strict=True)]
             self.tightenings = int(state.get("tightenings", 0))
         self._rows = _empty_rows()
 
@@ -237,7 +291,7 @@ class Monitor(MonitorPolicy, TermProvider):
     Args:
         nn: the ensemble provider.
         dns: the DNS provider of the same term (called on fallback and audits).
-        threshold: τ in the units of the uncertainty indicator.
+        threshold: τ in the units of the uncertainty indicator (one per input stratum: see :class:`MonitorPolicy`).
         hysteresis: steps to stay on DNS after a fallback (0: decide afresh every step).
         audit_every: call DNS every this many steps to record the NN's true error (0: never).
         capture: optional sink receiving every DNS evaluation.
@@ -250,7 +304,7 @@ class Monitor(MonitorPolicy, TermProvider):
         self,
         nn: EnsembleTerm,
         dns: Any,
-        threshold: float,
+        threshold: float | Sequence[float],
         *,
         hysteresis: int = 0,
         audit_every: int = 0,
@@ -282,8 +336,8 @@ class Monitor(MonitorPolicy, TermProvider):
         if isinstance(self.nn, TermProvider):  # predict bypasses the provider's own call counter and timer
             self.nn.seconds += time.perf_counter() - t0
             self.nn.calls += 1
-        u = float(pred.uncertainty)
-        use_dns, audit = self.decide(state.step, u)
+        u, stratum = float(pred.uncertainty), int(pred.stratum)
+        use_dns, audit = self.decide(state.step, u, stratum=stratum)
         audit_error = math.nan
         if use_dns or audit:
             dns_value = self.dns(state)
@@ -291,7 +345,7 @@ class Monitor(MonitorPolicy, TermProvider):
                 self.capture.add(state, dns_value)
             if audit:
                 audit_error = float(self.nn.error(state, pred.mean, dns_value))
-        self.record(state.step, state.time, u, use_dns, audit_error)
+        self.record(state.step, state.time, u, use_dns, audit_error, stratum)
         return dns_value if use_dns else pred.mean
 
     # ------------------------------------------------------------------ reporting

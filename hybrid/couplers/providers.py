@@ -12,6 +12,7 @@ predicts ρ/ρ0, so changing E, ν or the misfit rescales ρ exactly and any pro
 
 from __future__ import annotations
 
+import bisect
 import json
 import logging
 import math
@@ -82,6 +83,8 @@ class NNElastic(TermProvider):
         self.metric = str(options.get("metric", "rho0"))
         cal = self.card.get("calibration", {})
         self._calibration = cal if self.metric == "rho0" else cal.get(self.metric, {})
+        # Mondrian calibration: the input's stratum is its bin of max_x (dh/dx)^2 (hybrid.models.calibration)
+        self.stratum_edges = [float(v) for v in self._calibration.get("stratification", {}).get("edges", [])]
         self._plan: Any = None  # InferencePlan for the grid size of the last call
         self._dx_t = torch.tensor(self.dx, dtype=dtype, device=self.device)  # on the device: no copy per call
         self.cuda_graph = bool(options.get("cuda_graph", False))
@@ -100,15 +103,22 @@ class NNElastic(TermProvider):
         t = h if isinstance(h, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(h))
         return t.to(device=self.device, dtype=self.dtype)
 
-    def _outputs(self, t: Any) -> tuple[Any, Any, Any]:
-        """(members ρ_k/ρ0 (K, N), ensemble-mean ρ (N,) float64 [eV/nm³], uncertainty u ()) of the device profile
-        t (N,), all torch on the model's device. Free of host-device synchronisation, so a CUDA graph can hold
-        it; call with gradients off and the plan built for N."""
+    def _outputs(self, t: Any) -> tuple[Any, Any, Any, Any]:
+        """(members ρ_k/ρ0 (K, N), ensemble-mean ρ (N,) float64 [eV/nm³], uncertainty u (), max_x (dh/dx)² ())
+        of the device profile t (N,), all torch on the model's device. Free of host-device synchronisation, so a
+        CUDA graph can hold it; call with gradients off and the plan built for N."""
         from hybrid.models.calibration import INDICATORS
-        from hybrid.models.features import elastic_features
+        from hybrid.models.features import ELASTIC_CHANNELS, elastic_features
 
-        members = self._plan(elastic_features(t[None, :], self._dx_t))[0]
-        return members, members.mean(dim=0).double() * self.rho0, INDICATORS[self.metric](members)
+        features = elastic_features(t[None, :], self._dx_t)
+        members = self._plan(features)[0]
+        max_slope2 = features[0, ELASTIC_CHANNELS.index("slope2")].amax()
+        return members, members.mean(dim=0).double() * self.rho0, INDICATORS[self.metric](members), max_slope2
+
+    def stratum(self, max_slope2: float) -> int:
+        """Calibration stratum of a profile: the number of the card's bin edges <= max_x (dh/dx)² (0 without
+        strata; the rule of :func:`hybrid.models.calibration.slope_strata`)."""
+        return bisect.bisect_right(self.stratum_edges, max_slope2)
 
     def _ensure_plan(self, n: int) -> None:
         from hybrid.models.ensemble import InferencePlan
@@ -127,13 +137,14 @@ class NNElastic(TermProvider):
             if self._graph is None or self._graph.shape != tuple(t.shape):
                 with torch.no_grad():
                     self._graph = CudaGraphCall(self._outputs, t)
-            _, rho, u = self._graph(t)
+            _, rho, u, slope2 = self._graph(t)
             if state.backend.is_torch:
                 rho = rho.clone()  # the graph's output buffer is overwritten by the next call (numpy: copied below)
         else:
             with torch.inference_mode():
-                _, rho, u = self._outputs(t)
-        return EnsemblePrediction(state.backend.asarray(rho), float(u))
+                _, rho, u, slope2 = self._outputs(t)
+        stratum = self.stratum(float(slope2)) if self.stratum_edges else 0
+        return EnsemblePrediction(state.backend.asarray(rho), float(u), stratum)
 
     def evaluate(self, state: State) -> Array:
         return self.predict(state).mean
@@ -147,14 +158,18 @@ class NNElastic(TermProvider):
         nn_np, dns_np = be.to_numpy(nn_value) / self.rho0, be.to_numpy(dns_value) / self.rho0
         return float(ERRORS[self.metric](nn_np[None, :], dns_np))  # the answer as a 1-member "ensemble"
 
-    def calibrated_threshold(self, tolerance: float, confidence: float) -> float:
-        """Spread threshold for (tolerance, confidence), recomputed from the card's calibration pairs."""
-        from hybrid.models.calibration import calibrate_threshold
+    def calibrated_threshold(self, tolerance: float, confidence: float) -> float | list[float]:
+        """Spread threshold for (tolerance, confidence), recomputed from the card's calibration pairs by the card's
+        rule: one float, or with Mondrian calibration one per input stratum (index = :meth:`stratum`)."""
+        from hybrid.models.calibration import calibrate_threshold, stratum_thresholds
 
         cal = self._calibration
         if "u" in cal and "e" in cal:
             u = np.asarray([math.inf if v is None else v for v in cal["u"]], dtype=np.float64)  # JSON null = +inf
             e = np.asarray([math.inf if v is None else v for v in cal["e"]], dtype=np.float64)
+            if "input_strata" in cal:  # Mondrian: one threshold per bin of max (dh/dx)^2
+                per = stratum_thresholds(u, e, cal["input_strata"], tolerance, confidence)
+                return [per.get(k, -math.inf) for k in range(len(self.stratum_edges) + 1)]
             strata = cal.get("strata")  # group-conditional calibration: the same rule as in training
             return float(calibrate_threshold(u, e, tolerance, confidence, strata=strata))
         if (
@@ -369,12 +384,12 @@ def _build_monitor(ctx: Context, options: Mapping[str, Any]) -> Monitor:
             Path(options["capture"]), nn.rho0, nn.dx, spec_text=provenance, block_steps=block, every=every
         )
     log.info(
-        "monitor on 'elastic': threshold %.4g (metric %s, tolerance %g, confidence %g)", threshold, nn.metric, tol, conf
+        "monitor on 'elastic': threshold %s (metric %s, tolerance %g, confidence %g)", threshold, nn.metric, tol, conf
     )
     return Monitor(
         nn,
         dns,
-        float(threshold),
+        threshold,
         hysteresis=int(options.get("hysteresis", 0)),
         audit_every=int(options.get("audit_every", 0)),
         capture=capture,

@@ -22,7 +22,17 @@ and 0 when the numerator is 0 too (everything flat: a constant rho drives nothin
 The monitor accepts the NN answer when u <= tau. :func:`calibrate_threshold` picks tau on a held-out
 calibration split so that accepted answers have e > tolerance in at most a fraction 1 - confidence of cases,
 with a finite-sample correction; :func:`evaluate_threshold` reports what that tau achieves on a separate test
-split. All functions take numpy arrays or torch tensors; :func:`uncertainty` and :func:`ensemble_error`
+split.
+
+Strata. One pooled tau promises the coverage for the pooled mix only; the rule can instead be made to hold in
+every stratum of the calibration split. With strata that only exist in the data (the family of a profile) tau is
+the smallest per-stratum threshold (:func:`calibrate_threshold` with ``strata``), which over-covers every stratum
+but the hardest. With strata that the monitor can compute from the input itself, each stratum keeps its own
+threshold (Mondrian conformal, :func:`stratum_thresholds`): :func:`slope_strata` bins a profile by its largest
+squared slope max_x (dh/dx)^2 (steep island flanks vs. gentle ripples), with bin edges at quantiles of the
+calibration split (:func:`quantile_edges`), and the monitor compares u with the threshold of the input's bin.
+
+All functions take numpy arrays or torch tensors; :func:`uncertainty` and :func:`ensemble_error`
 return the same kind they are given.
 """
 
@@ -46,6 +56,9 @@ __all__ = [
     "metric_pairs",
     "modulation_error",
     "modulation_uncertainty",
+    "quantile_edges",
+    "slope_strata",
+    "stratum_thresholds",
     "uncertainty",
 ]
 
@@ -240,13 +253,57 @@ def calibrate_threshold(
     return float(u_sorted[np.flatnonzero(ok)[-1]])
 
 
-def evaluate_threshold(u_test: Any, e_test: Any, tau: float, tolerance: float) -> dict[str, Any]:
+def stratum_thresholds(
+    u_cal: Any, e_cal: Any, strata: Any, tolerance: float, confidence: float, *, delta: float | None = None
+) -> dict[int, float]:
+    """Mondrian calibration: one threshold per stratum, each by the rule of :func:`calibrate_threshold` on that
+    stratum's calibration samples alone.
+
+    Args:
+        u_cal, e_cal: (n,) indicators and errors of the calibration samples.
+        strata: (n,) integer stratum of each sample (:func:`slope_strata`).
+        tolerance, confidence, delta: as for :func:`calibrate_threshold`.
+
+    Returns:
+        {stratum: tau} for every stratum present (-inf: that stratum always goes to DNS).
+    """
+    u, e, s = _as_numpy(u_cal), _as_numpy(e_cal), np.asarray(strata).reshape(-1)
+    if s.shape != u.shape:
+        raise ValueError(f"strata must have one label per sample, got {s.shape} for {u.shape}")
+    return {int(k): calibrate_threshold(u[s == k], e[s == k], tolerance, confidence, delta=delta) for k in np.unique(s)}
+
+
+def quantile_edges(values: Any, bins: int) -> list[float]:
+    """Inner edges of ``bins`` bins holding equal shares of ``values`` (bins - 1 increasing floats)."""
+    if bins < 1:
+        raise ValueError(f"bins must be >= 1, got {bins}")
+    v = _as_numpy(values)
+    if v.size == 0 or bins == 1:
+        return []
+    edges = np.quantile(v, np.linspace(0.0, 1.0, bins + 1)[1:-1])
+    return [float(x) for x in np.unique(edges)]  # ties in the values can merge bins
+
+
+def slope_strata(max_slope2: Any, edges: Any) -> np.ndarray:
+    """Stratum of each profile from its largest squared slope: the number of edges <= max_x (dh/dx)^2.
+
+    Args:
+        max_slope2: (n,) max over the profile of (dh/dx)^2 (dimensionless).
+        edges: increasing inner bin edges (:func:`quantile_edges`).
+
+    Returns:
+        (n,) int64 strata in 0..len(edges) (``np.digitize``; the monitor uses ``bisect_right``, the same rule).
+    """
+    return np.digitize(_as_numpy(max_slope2), np.asarray(edges, dtype=np.float64)).astype(np.int64)
+
+
+def evaluate_threshold(u_test: Any, e_test: Any, tau: Any, tolerance: float) -> dict[str, Any]:
     """What the threshold achieves on a set of samples (normally the test split, never the calibration one).
 
     Args:
         u_test: (n,) uncertainty indicators.
         e_test: (n,) errors (units of ``tolerance``).
-        tau: threshold (accept when u <= tau).
+        tau: threshold (accept when u <= tau): a float, or (n,) per-sample thresholds (a stratum's each).
         tolerance: acceptable error.
 
     Returns:
@@ -257,7 +314,7 @@ def evaluate_threshold(u_test: Any, e_test: Any, tau: float, tolerance: float) -
     """
     u, e = _as_numpy(u_test), _as_numpy(e_test)
     _check(u, e, tolerance)
-    accepted = (u <= tau) & np.isfinite(u)
+    accepted = (u <= np.asarray(tau, dtype=np.float64)) & np.isfinite(u)
     n_acc = int(accepted.sum())
     ok = e <= tolerance
     if u.size >= 2 and np.ptp(u) > 0 and np.ptp(e) > 0:
@@ -286,6 +343,7 @@ def calibrate(
     delta: float | None = None,
     strata_cal: Any = None,
     strata_test: Any = None,
+    input_strata: tuple[Any, Any, list[float]] | None = None,
 ) -> dict[str, Any]:
     """Calibrate tau on one split (:func:`calibrate_threshold`) and evaluate it on that and on a test split.
 
@@ -293,35 +351,66 @@ def calibrate(
     the labels are kept (``strata``) so that the monitor recalibrates by the same rule, and with ``strata_test``
     the test evaluation is also reported per stratum (``test_by_stratum``).
 
+    With ``input_strata = (strata of the calib samples, strata of the test samples, edges)`` from
+    :func:`slope_strata` the calibration is Mondrian instead: every input stratum gets its own threshold
+    (:func:`stratum_thresholds`; ``strata_cal`` is then ignored), kept as ``thresholds`` (index = stratum,
+    -inf for a stratum without calibration samples) with ``stratification`` (the feature and the edges) and
+    each calibration pair's stratum (``input_strata``); ``threshold`` is the smallest of them, so a reader
+    that ignores strata stays on the safe side; the test split is also reported per input stratum
+    (``test_by_input_stratum``).
+
     Returns:
         ``{"threshold": tau (-inf: always DNS), "method", "tolerance", "confidence", "delta",
         "n_calibration", "indicator", "calibration": evaluate_threshold(cal), "test":
         evaluate_threshold(test)}`` (the card's ``calibration`` entry), plus ``strata`` and
-        ``test_by_stratum`` when stratified.
+        ``test_by_stratum`` when stratified, and the Mondrian keys above.
     """
-    tau = calibrate_threshold(u_cal, e_cal, tolerance, confidence, delta=delta, strata=strata_cal)
     rule = (
         "split-conformal (v+1)/(n_acc+1) <= 1-confidence"
         if delta is None
         else "Clopper-Pearson upper bound at level 1-delta <= 1-confidence"
     )
-    out = {
+    tau_cal: Any
+    tau_test: Any
+    if input_strata is not None:
+        s_cal, s_test, edges = (np.asarray(input_strata[0]).reshape(-1), np.asarray(input_strata[1]).reshape(-1),
+                                [float(x) for x in input_strata[2]])  # fmt: skip
+        per = stratum_thresholds(u_cal, e_cal, s_cal, tolerance, confidence, delta=delta)
+        thresholds = [per.get(k, -math.inf) for k in range(len(edges) + 1)]
+        tau = min(thresholds)
+        tau_cal, tau_test = np.asarray(thresholds)[s_cal], np.asarray(thresholds)[s_test]
+        method = f"{rule}, in every stratum of max_x (dh/dx)^2 (Mondrian: one threshold per stratum)"
+    else:
+        tau = calibrate_threshold(u_cal, e_cal, tolerance, confidence, delta=delta, strata=strata_cal)
+        tau_cal = tau_test = tau
+        method = rule if strata_cal is None else f"{rule}, in every stratum (group-conditional)"
+    out: dict[str, Any] = {
         "threshold": tau,
-        "method": rule if strata_cal is None else f"{rule}, in every stratum (group-conditional)",
+        "method": method,
         "indicator": "u = sqrt(mean_x var_k(pred_k)) (ddof 0); accept the NN when u <= threshold",
         "tolerance": float(tolerance),
         "confidence": float(confidence),
         "delta": delta,
         "n_calibration": int(_as_numpy(u_cal).size),
-        "calibration": evaluate_threshold(u_cal, e_cal, tau, tolerance),
-        "test": evaluate_threshold(u_test, e_test, tau, tolerance),
+        "calibration": evaluate_threshold(u_cal, e_cal, tau_cal, tolerance),
+        "test": evaluate_threshold(u_test, e_test, tau_test, tolerance),
     }
-    if strata_cal is not None:
+    u_t, e_t = _as_numpy(u_test), _as_numpy(e_test)
+    if input_strata is not None:
+        out["thresholds"] = thresholds
+        out["stratification"] = {"feature": "max_slope2", "edges": edges}
+        out["input_strata"] = [int(v) for v in s_cal]
+        out["test_by_input_stratum"] = {
+            str(k): evaluate_threshold(u_t[s_test == k], e_t[s_test == k], thresholds[k], tolerance)
+            for k in range(len(thresholds))
+        }
+    elif strata_cal is not None:
         out["strata"] = [str(v) for v in np.asarray(strata_cal)]
     if strata_test is not None:
-        u_t, e_t, s_t = _as_numpy(u_test), _as_numpy(e_test), np.asarray(strata_test)
+        s_t = np.asarray(strata_test)
+        tau_t = np.broadcast_to(np.asarray(tau_test, dtype=np.float64), s_t.shape)
         out["test_by_stratum"] = {
-            str(s): evaluate_threshold(u_t[s_t == s], e_t[s_t == s], tau, tolerance) for s in np.unique(s_t)
+            str(s): evaluate_threshold(u_t[s_t == s], e_t[s_t == s], tau_t[s_t == s], tolerance) for s in np.unique(s_t)
         }
     return out
 

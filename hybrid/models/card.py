@@ -45,6 +45,7 @@ __all__ = [
     "load_ensemble",
     "read_card",
     "save_ensemble",
+    "write_card",
 ]
 
 CARD_FORMAT = "hybrid-nn-ensemble/1"
@@ -86,9 +87,23 @@ def save_ensemble(out_dir: str | os.PathLike[str], model: EnsembleCNN1d, card: M
         "parameters": model.parameter_count(),
         "members": model.members,
     }
-    card_path = out / CARD_FILE
+    return write_card(out, full)
+
+
+def write_card(out_dir: str | os.PathLike[str], card: Mapping[str, Any]) -> Path:
+    """Write ``out_dir/model_card.json`` alone (atomically), e.g. after recalibrating unchanged weights.
+
+    Args:
+        out_dir: model directory (exists).
+        card: the full card (``path``, which :func:`read_card` adds, is dropped).
+
+    Returns:
+        Path of the card file.
+    """
+    card_path = Path(out_dir) / CARD_FILE
     tmp = card_path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(_jsonable(full), indent=2, allow_nan=False) + "\n")
+    body = {k: v for k, v in card.items() if k != "path"}
+    tmp.write_text(json.dumps(_jsonable(body), indent=2, allow_nan=False) + "\n")
     os.replace(tmp, card_path)
     return card_path
 

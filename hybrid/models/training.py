@@ -23,7 +23,10 @@ is :data:`TRAIN_SPEC` (``[model]``, ``[training]``, ``[training.split]``, ``[cal
    for the modulation metric (error of rho - <rho> relative to std(rho)) in ``calibration.modulation``;
    ``[calibration] conditional = "family"`` makes the rule hold in every data family of the calib split
    (group-conditional; the card then keeps each pair's family in ``calibration.strata``), and the test
-   evaluation is always reported per family too (``calibration.test_by_stratum``);
+   evaluation is always reported per family too (``calibration.test_by_stratum``); ``conditional =
+   "max_slope"`` instead gives each of ``bins`` bins of max_x (dh/dx)^2 its own threshold (Mondrian; the
+   monitor bins every input the same way: ``calibration.thresholds``, ``calibration.stratification``);
+   :func:`recalibrate_ensemble` (``hybrid calibrate``) redoes this step for a trained ensemble;
 7. the wall time of one provider-style call (features + all members, one profile of the dataset's N);
 8. ``DIR/weights.pt`` + ``DIR/model_card.json`` (:mod:`hybrid.models.card`).
 
@@ -51,8 +54,15 @@ import torch
 from torch import Tensor
 
 from hybrid.core.config import ConfigError, Option, Table, validate
-from hybrid.models.calibration import calibrate, ensemble_error, metric_pairs, uncertainty
-from hybrid.models.card import read_card, save_ensemble
+from hybrid.models.calibration import (
+    calibrate,
+    ensemble_error,
+    metric_pairs,
+    quantile_edges,
+    slope_strata,
+    uncertainty,
+)
+from hybrid.models.card import load_ensemble, read_card, save_ensemble, write_card
 from hybrid.models.data import SPLITS, bootstrap_indices, load_datasets, split_by_group
 from hybrid.models.ensemble import ACTIVATIONS, EnsembleCNN1d
 from hybrid.models.features import ELASTIC_CHANNELS, ELASTIC_FEATURES, elastic_features
@@ -61,6 +71,7 @@ __all__ = [
     "TRAIN_SPEC",
     "evaluate_ensemble",
     "predict",
+    "recalibrate_ensemble",
     "resolve_device",
     "time_inference",
     "train_ensemble",
@@ -144,8 +155,12 @@ _CALIBRATION = Table(
                         "bound, violated with probability <= delta", min=0.0, max=1.0, min_exclusive=True,
                         max_exclusive=True),
         "conditional": Option("str", "none", "'family': the coverage must hold within every data family of the "
-                              "calib split (group-conditional conformal; the smallest per-family threshold)",
-                              choices=("none", "family")),
+                              "calib split (group-conditional conformal; the smallest per-family threshold); "
+                              "'max_slope': one threshold per bin of max (dh/dx)^2, which the monitor computes "
+                              "from each input (Mondrian conformal)",
+                              choices=("none", "family", "max_slope")),
+        "bins": Option("int", 3, "bins of max (dh/dx)^2 with equal shares of the calib split "
+                       "(conditional = 'max_slope')", min=1),
     },
     doc="monitor threshold calibration",
 )  # fmt: skip
@@ -327,32 +342,10 @@ def train_ensemble(
 
     preds = {name: predict(model, x[name]) for name in SPLITS}
     metrics = {name: _metrics(preds[name], x[name], y[name], ds.family[splits[name]]) for name in SPLITS}
-    u = {name: uncertainty(preds[name]).cpu().numpy() for name in SPLITS}
-    e = {name: ensemble_error(preds[name], y[name]).cpu().numpy() for name in SPLITS}
-    fam = {name: ds.family[splits[name]] for name in ("calib", "test")}
-    conditional = {"strata_cal": fam["calib"] if c_spec["conditional"] == "family" else None,
-                   "strata_test": fam["test"]}  # fmt: skip
-    calib = calibrate(
-        u["calib"], e["calib"], u["test"], e["test"], c_spec["tolerance"], c_spec["confidence"],
-        delta=c_spec["delta"], **conditional,
+    calib = calibration_section(
+        {n: preds[n] for n in ("calib", "test")}, {n: y[n] for n in ("calib", "test")},
+        {n: x[n] for n in ("calib", "test")}, {n: ds.family[splits[n]] for n in ("calib", "test")}, c_spec,
     )  # fmt: skip
-    # the calibration pairs, so that a user can recalibrate for another tolerance/confidence without data
-    calib["u"] = [float(v) for v in u["calib"]]
-    calib["e"] = [float(v) for v in e["calib"]]
-    # the same for the modulation metric (error of rho - <rho> relative to std(rho)), selected by a monitor's
-    # `metric = "modulation"`
-    u_mod, e_mod = {}, {}
-    for name in ("calib", "test"):
-        u_mod[name], e_mod[name] = (v.cpu().numpy() for v in metric_pairs(preds[name], y[name], "modulation"))
-    calib["modulation"] = calibrate(
-        u_mod["calib"], e_mod["calib"], u_mod["test"], e_mod["test"], c_spec["modulation_tolerance"],
-        c_spec["confidence"], delta=c_spec["delta"], **conditional,
-    )  # fmt: skip
-    calib["modulation"]["indicator"] = (
-        "u = sqrt(mean_x var_k(pred_k - <pred_k>_x)) / std_x(mean_k pred_k); accept the NN when u <= threshold"
-    )
-    calib["modulation"]["u"] = [float(v) for v in u_mod["calib"]]
-    calib["modulation"]["e"] = [float(v) for v in e_mod["calib"]]
     logger.info(
         "trained %d members in %.1f s: val RMSE %.4g (linear law %.4g); threshold %.4g, test coverage %s",
         k, time.perf_counter() - t_start, metrics["val"]["rmse"], metrics["val"]["rmse_linear"],
@@ -395,6 +388,123 @@ def train_ensemble(
     }
     save_ensemble(out_dir, model, card)
     return read_card(out_dir)  # the card as written (JSON types)
+
+
+def calibration_section(
+    preds: Mapping[str, Tensor],
+    target: Mapping[str, Tensor],
+    features: Mapping[str, Tensor],
+    family: Mapping[str, np.ndarray],
+    c_spec: Mapping[str, Any],
+) -> dict[str, Any]:
+    """The card's ``calibration`` entry from the calib and test splits (step 6 of the module docstring).
+
+    Args:
+        preds: {"calib", "test"} -> (S, K, N) member predictions of rho/rho0.
+        target: the same splits -> (S, N) true rho/rho0.
+        features: the same splits -> (S, C, N) elastic features (for the max-slope strata).
+        family: the same splits -> (S,) data family of each sample.
+        c_spec: the validated ``[calibration]`` table.
+
+    Returns:
+        :func:`~hybrid.models.calibration.calibrate` for the rho0 metric with the calib split's (u, e) pairs
+        (``u``, ``e``), and the same for the modulation metric in ``modulation``.
+    """
+    slope2 = ELASTIC_CHANNELS.index("slope2")
+    max_slope2 = {n: features[n][:, slope2].amax(dim=-1).cpu().numpy() for n in ("calib", "test")}
+    conditional: dict[str, Any] = {"strata_test": family["test"]}
+    if c_spec["conditional"] == "family":
+        conditional["strata_cal"] = family["calib"]
+    elif c_spec["conditional"] == "max_slope":
+        edges = quantile_edges(max_slope2["calib"], c_spec["bins"])
+        conditional["input_strata"] = (
+            slope_strata(max_slope2["calib"], edges),
+            slope_strata(max_slope2["test"], edges),
+            edges,
+        )
+    out: dict[str, Any] = {}
+    for metric, tol in (("rho0", c_spec["tolerance"]), ("modulation", c_spec["modulation_tolerance"])):
+        u, e = {}, {}
+        for name in ("calib", "test"):
+            u[name], e[name] = (v.cpu().numpy() for v in metric_pairs(preds[name], target[name], metric))
+        cal = calibrate(
+            u["calib"], e["calib"], u["test"], e["test"], tol, c_spec["confidence"], delta=c_spec["delta"],
+            **conditional,
+        )  # fmt: skip
+        # the calibration pairs, so that a user can recalibrate for another tolerance/confidence without data
+        cal["u"] = [float(v) for v in u["calib"]]
+        cal["e"] = [float(v) for v in e["calib"]]
+        if metric == "rho0":
+            out = cal
+        else:  # selected by a monitor's `metric = "modulation"`
+            cal["indicator"] = (
+                "u = sqrt(mean_x var_k(pred_k - <pred_k>_x)) / std_x(mean_k pred_k); accept the NN when u <= threshold"
+            )
+            out["modulation"] = cal
+    return out
+
+
+def recalibrate_ensemble(
+    model_dir: str | os.PathLike[str],
+    data_path: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+    calibration: Mapping[str, Any],
+    out_dir: str | os.PathLike[str] | None = None,
+) -> dict[str, Any]:
+    """Redo the calibration of a trained ensemble (step 6) with other ``[calibration]`` settings; the weights stay.
+
+    The data must be the files the ensemble was trained on (checked by SHA-256 against the card), so that the
+    seeded group split gives the same calib and test splits as in training.
+
+    Args:
+        model_dir: ensemble directory (weights.pt + model_card.json).
+        data_path: its dataset file(s), in the card's order.
+        calibration: ``[calibration]`` keys to change (the rest as in the card's spec).
+        out_dir: where to write (None: rewrite the card in ``model_dir``; else weights.pt is copied there).
+
+    Returns:
+        The new card (as written, plus ``path``); ``recalibrated`` records when and what changed.
+
+    Raises:
+        ConfigError: an invalid ``[calibration]`` key or value.
+        ValueError: data files that are not the card's.
+    """
+    import shutil
+
+    model, card = load_ensemble(model_dir, device="cpu", expect=EnsembleCNN1d)
+    spec = dict(card["spec"])
+    spec["calibration"] = {**spec.get("calibration", {}), **calibration}
+    spec = validate_spec(spec, file=str(Path(card["path"])))
+    paths = [data_path] if isinstance(data_path, str | os.PathLike) else list(data_path)
+    expected = str(card.get("data", {}).get("sha256", "")).split(";")
+    got = [_sha256(Path(p)) for p in paths]
+    if got != expected:
+        raise ValueError(
+            f"{card['path']}: the ensemble was trained on {len(expected)} data file(s) "
+            f"({card.get('data', {}).get('path')}); the files given ({'; '.join(str(p) for p in paths)}) do not "
+            f"match their SHA-256, so the calib/test splits cannot be rebuilt"
+        )
+    t_spec = spec["training"]
+    ds = load_datasets(paths)
+    splits = split_by_group(ds.group, t_spec["split"], t_spec["seed"],
+                            strata=ds.family if t_spec["stratify"] == "family" else None)  # fmt: skip
+    x_all, y_all = ds.tensors("cpu")
+    x = {n: x_all[torch.as_tensor(splits[n])] for n in ("calib", "test")}
+    y = {n: y_all[torch.as_tensor(splits[n])] for n in ("calib", "test")}
+    preds = {n: predict(model, x[n]) for n in ("calib", "test")}
+    card["calibration"] = calibration_section(preds, y, x, {n: ds.family[splits[n]] for n in ("calib", "test")},
+                                              spec["calibration"])  # fmt: skip
+    card["spec"] = spec
+    card["recalibrated"] = {
+        "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "changed": dict(calibration),
+        "hybrid": _versions()["hybrid"],
+    }
+    out = Path(model_dir) if out_dir is None else Path(out_dir)
+    if out_dir is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(Path(model_dir) / card["weights"]["file"], out / card["weights"]["file"])
+    write_card(out, card)
+    return read_card(out)
 
 
 def _fit(

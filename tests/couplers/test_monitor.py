@@ -277,3 +277,54 @@ def test_audit_feedback_lowers_the_threshold_after_an_accepted_answer_beyond_the
 
     within = monitor(tighten=True, bias=0.01)  # audited errors ~1 %: within the tolerance, τ stays
     assert run(within, range(6)) == ["nn"] * 6 and within.threshold == 0.3
+
+
+class StratifiedEnsemble(FakeEnsemble):
+    """FakeEnsemble that puts every profile of mean thickness above 3 nm in input stratum 1, the rest in 0."""
+
+    def predict(self, state: State) -> EnsemblePrediction:
+        pred = super().predict(state)
+        return EnsemblePrediction(pred.mean, pred.uncertainty, int(np.mean(state["h"]) > 3.0))
+
+
+def test_each_input_stratum_has_its_own_threshold_and_its_own_feedback() -> None:
+    """Thresholds (0.1, 0.3) and u = std(h) = 0.141 for both profiles: the thin one (stratum 0) falls back, the
+    thick one (stratum 1) is answered by the NN, and each logged row carries its stratum's τ. An audit of an
+    accepted answer beyond the tolerance (bias 4 %) lowers stratum 1's τ only, and a restart keeps both; a single
+    threshold serves every stratum."""
+    from hybrid.cases import resolve_case
+
+    ctx = resolve_case(atg_case(points=16, length=16.0)).context
+    wave = 0.2 * np.cos(2 * np.pi * np.arange(16) / 16)
+    thin, thick = 2.9 + wave, 3.1 + wave
+    u = float(np.std(wave))
+
+    def monitor(threshold: Any, tighten: bool = False) -> Monitor:
+        return Monitor(StratifiedEnsemble(ctx, bias=0.04), CountingDNS(ctx), threshold, audit_every=4,
+                       tolerance=0.02, confidence=0.95, tighten_on_audit=tighten)  # fmt: skip
+
+    mon = monitor([0.1, 0.3])
+    for step, h in enumerate((thin, thick, thin, thick)):
+        mon(State.from_arrays({"h": h}, step=step + 1))  # no audit before step 4
+    rows = mon.take_log_rows()
+    assert list(rows["source"]) == ["dns", "nn", "dns", "nn"]
+    np.testing.assert_array_equal(rows["threshold"], [0.1, 0.3, 0.1, 0.3])
+    assert mon.threshold == 0.3 and mon.summary()["thresholds"] == [0.1, 0.3]
+
+    tight = monitor([0.1, 0.3], tighten=True)
+    tight(State.from_arrays({"h": thick}, step=4))  # audited: accepted with a ~4 % error
+    e = tight.audit_errors[0]
+    assert tight.thresholds == [0.1, pytest.approx(u * 0.02 / e)] and tight.tightenings == 1
+    assert tight.summary()["calibrated_thresholds"] == [0.1, 0.3]
+    restored = monitor([0.1, 0.3], tighten=True)
+    restored.load_state_dict(tight.state_dict())
+    assert restored.thresholds == tight.thresholds
+    with pytest.raises(ValueError, match="1 threshold"):
+        monitor([0.1, 0.3, 0.5], tighten=True).load_state_dict(monitor(0.3, tighten=True).state_dict())
+
+    single = monitor(0.3)
+    for step, h in enumerate((thin, thick)):
+        single(State.from_arrays({"h": h}, step=step + 1))
+    assert list(single.take_log_rows()["source"]) == ["nn", "nn"]
+    with pytest.raises(ValueError, match="input stratum 2 has no threshold"):
+        monitor([0.1, 0.2]).decide(0, u, stratum=2)

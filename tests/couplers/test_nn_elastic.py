@@ -119,7 +119,7 @@ def test_monitor_falls_back_on_out_of_distribution_input() -> None:
     calm = _ripple_profile()
     rho_ood = mon(_ood_profile())
     rows = mon.take_log_rows()
-    assert rows["source"][-1] == "dns" and rows["uncertainty"][-1] > mon.threshold
+    assert rows["source"][-1] == "dns" and rows["uncertainty"][-1] > rows["threshold"][-1]
     fem = hybrid.load_provider("elastic", "fem", case=CASE)
     np.testing.assert_allclose(rho_ood, fem(_ood_profile()), rtol=1e-9)  # the answer IS the DNS answer
     mon(calm)
@@ -129,12 +129,12 @@ def test_monitor_falls_back_on_out_of_distribution_input() -> None:
 def test_monitor_threshold_follows_the_stated_tolerance() -> None:
     loose = hybrid.load_provider("elastic", "monitor", case=CASE, tolerance=0.05)
     tight = hybrid.load_provider("elastic", "monitor", case=CASE, tolerance=0.01)
-    assert tight.threshold <= loose.threshold
+    assert all(a <= b for a, b in zip(tight.thresholds, loose.thresholds, strict=True))
 
 
 def test_monitor_recalibrates_by_the_cards_rule() -> None:
-    """From the card's calibration pairs (and, for a group-conditional card, their families) the monitor
-    recomputes exactly the threshold that training calibrated, for both metrics."""
+    """From the card's calibration pairs (and, for a stratified card, their strata) the monitor recomputes exactly
+    the thresholds that calibration wrote, for both metrics."""
     from hybrid.models.card import read_card
 
     cal = read_card(SHIPPED_WEIGHTS)["calibration"]
@@ -142,7 +142,38 @@ def test_monitor_recalibrates_by_the_cards_rule() -> None:
         mon = hybrid.load_provider(
             "elastic", "monitor", case=CASE, metric=metric, tolerance=entry["tolerance"], confidence=entry["confidence"]
         )
-        assert mon.threshold == entry["threshold"], metric
+        assert mon.thresholds == entry.get("thresholds", [entry["threshold"]]), metric
+
+
+def test_each_profile_is_judged_by_the_threshold_of_its_slope_stratum(tmp_path: Path) -> None:
+    """A card with Mondrian calibration (here the shipped pairs given strata 0, 1, 2 in turn and edges 0.065 and
+    1 of max (dh/dx)^2): the monitor recomputes one threshold per stratum from the pairs, bins each profile by
+    its max (dh/dx)^2 (the rule of calibration.slope_strata on the features training saw) and logs that
+    stratum's threshold."""
+    import json
+    import shutil
+
+    from hybrid.models.calibration import slope_strata, stratum_thresholds
+    from hybrid.models.features import ELASTIC_CHANNELS, elastic_features
+
+    weights = tmp_path / "mondrian"
+    shutil.copytree(SHIPPED_WEIGHTS, weights)
+    card = json.loads((weights / "model_card.json").read_text())
+    cal, edges = card["calibration"], [0.065, 1.0]
+    cal["input_strata"] = [i % 3 for i in range(len(cal["u"]))]
+    cal["stratification"] = {"feature": "max_slope2", "edges": edges}
+    (weights / "model_card.json").write_text(json.dumps(card))
+    mon = hybrid.load_provider("elastic", "monitor", case=CASE, hysteresis=0, weights=str(weights))
+    per = stratum_thresholds(np.asarray(cal["u"]), np.asarray(cal["e"]), cal["input_strata"], 0.02, 0.95)
+    assert mon.thresholds == [per[0], per[1], per[2]] and len(set(mon.thresholds)) == 3
+    profiles = [_ripple_profile(), _island_profile(), _ood_profile()]
+    for h in profiles:
+        mon(h)
+    rows = mon.take_log_rows()
+    slope2 = elastic_features(np.stack(profiles), L / N)[:, ELASTIC_CHANNELS.index("slope2")].amax(dim=-1)
+    strata = slope_strata(slope2.numpy(), edges)
+    assert strata.tolist() == [0, 1, 2]  # max slope^2 of the features: ripple 0.058, islands 0.075, sawtooth 16
+    np.testing.assert_array_equal(rows["threshold"], np.asarray(mon.thresholds)[strata])
 
 
 def test_nn_runs_on_a_longer_domain_than_training() -> None:
@@ -156,15 +187,19 @@ def test_nn_runs_on_a_longer_domain_than_training() -> None:
 
 def test_modulation_metric_threshold_error_and_audits() -> None:
     """metric = "modulation": the threshold comes from the card's modulation pairs, audits log e_mod."""
-    from hybrid.models.calibration import calibrate_threshold, modulation_error
+    from hybrid.models.calibration import calibrate_threshold, modulation_error, stratum_thresholds
 
     tight = hybrid.load_provider("elastic", "monitor", case=CASE, metric="modulation", tolerance=0.02)
     loose = hybrid.load_provider("elastic", "monitor", case=CASE, metric="modulation", tolerance=0.1, audit_every=1)
     pairs = loose.nn.card["calibration"]["modulation"]
     u = np.asarray([np.inf if v is None else v for v in pairs["u"]])
     e = np.asarray([np.inf if v is None else v for v in pairs["e"]])
-    assert loose.threshold == calibrate_threshold(u, e, 0.1, 0.95, strata=pairs.get("strata"))
-    assert tight.threshold <= loose.threshold
+    if "input_strata" in pairs:  # Mondrian: one threshold per slope stratum
+        per = stratum_thresholds(u, e, pairs["input_strata"], 0.1, 0.95)
+        assert loose.thresholds == [per[k] for k in range(len(per))]
+    else:
+        assert loose.threshold == calibrate_threshold(u, e, 0.1, 0.95, strata=pairs.get("strata"))
+    assert all(a <= b for a, b in zip(tight.thresholds, loose.thresholds, strict=True))
     h = _ripple_profile()
     rho = loose(h)  # audited: the FEM is called and the NN's modulation error logged
     rows = loose.take_log_rows()

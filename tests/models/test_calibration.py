@@ -16,6 +16,9 @@ from hybrid.models.calibration import (
     metric_pairs,
     modulation_error,
     modulation_uncertainty,
+    quantile_edges,
+    slope_strata,
+    stratum_thresholds,
     uncertainty,
 )
 from tests.models import one_torch_thread  # noqa: F401
@@ -205,3 +208,49 @@ def test_group_conditional_threshold_keeps_the_coverage_in_every_stratum() -> No
         assert r["coverage"] >= CONF - 3 * sigma, k
     with pytest.raises(ValueError, match="one label per sample"):
         calibrate_threshold(u, e, TOL, CONF, strata=s[:10])
+
+
+def test_mondrian_thresholds_hold_the_rule_in_each_input_stratum_and_cover_near_the_confidence() -> None:
+    """The same easy/hard mix, the stratum now known at inference: each stratum gets the largest threshold that
+    meets the rule on its own calibration samples. On held-out draws both strata then cover within the binomial
+    error of the confidence, and the easy one accepts more than under the smallest-threshold rule, which
+    over-covers it."""
+    rng = np.random.default_rng(6)
+
+    def draw(n_easy: int, n_hard: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        (ua, ea), (ub, eb) = synthetic(rng, n_easy), synthetic(rng, n_hard)
+        return np.concatenate([ua, ub]), np.concatenate([0.5 * ea, 2.0 * eb]), np.repeat([0, 1], [n_easy, n_hard])
+
+    u, e, s = draw(4000, 400)
+    u_t, e_t, s_t = draw(20000, 20000)
+    per = stratum_thresholds(u, e, s, TOL, CONF)
+    assert per == {k: calibrate_threshold(u[s == k], e[s == k], TOL, CONF) for k in (0, 1)}
+    assert per[0] > per[1] == calibrate_threshold(u, e, TOL, CONF, strata=s)
+    res = calibrate(u, e, u_t, e_t, TOL, CONF, strata_test=s_t, input_strata=(s, s_t, [0.5]))
+    assert res["thresholds"] == [per[0], per[1]] and res["threshold"] == per[1] and res["input_strata"] == list(s)
+    assert res["stratification"] == {"feature": "max_slope2", "edges": [0.5]} and "Mondrian" in res["method"]
+    smallest = calibrate(u, e, u_t, e_t, TOL, CONF, strata_cal=s, strata_test=s_t)
+    for k in (0, 1):
+        r = res["test_by_input_stratum"][str(k)]
+        assert r == res["test_by_stratum"][str(k)]  # here the test families are the input strata
+        n_cal_acc = int(np.sum((u <= per[k]) & (s == k)))
+        sigma = math.sqrt(CONF * (1 - CONF) * (1 / r["n_accepted"] + 1 / n_cal_acc))
+        assert abs(r["coverage"] - CONF) <= 3 * sigma, k
+    easy, easy_min = res["test_by_input_stratum"]["0"], smallest["test_by_stratum"]["0"]
+    assert easy["accept_fraction"] > easy_min["accept_fraction"] and easy_min["coverage"] > CONF + 0.02
+
+
+def test_slope_strata_bins_by_quantile_edges_like_the_monitor() -> None:
+    """Quantile edges split the calibration values into equal shares; a value on an edge goes to the upper bin,
+    as ``bisect.bisect_right`` (what the monitor uses) puts it."""
+    import bisect
+
+    values = np.arange(12, dtype=float)
+    edges = quantile_edges(values, 3)
+    strata = slope_strata(values, edges)
+    assert np.bincount(strata).tolist() == [4, 4, 4] and strata.dtype == np.int64
+    probe = np.array([-1.0, edges[0], edges[1], 100.0, *values])
+    assert slope_strata(probe, edges).tolist() == [bisect.bisect_right(edges, v) for v in probe]
+    assert quantile_edges(values, 1) == [] and quantile_edges(np.ones(10), 3) == [1.0]  # ties merge bins
+    with pytest.raises(ValueError, match="bins must be >= 1"):
+        quantile_edges(values, 0)

@@ -14,7 +14,7 @@ import torch
 
 from hybrid.core.config import ConfigError, describe, dumps_toml, load_toml
 from hybrid.models.calibration import calibrate_threshold
-from hybrid.models.card import CARD_FILE, WEIGHTS_FILE, card_threshold, load_ensemble
+from hybrid.models.card import CARD_FILE, WEIGHTS_FILE, card_threshold, load_ensemble, read_card
 from hybrid.models.data import write_dataset
 from hybrid.models.features import elastic_features
 from hybrid.models.training import TRAIN_SPEC, train_ensemble, validate_spec
@@ -39,7 +39,8 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, dict[
 def test_spec_defaults_and_errors() -> None:
     spec = validate_spec({})
     assert spec["training"]["members"] == 5 and spec["calibration"] == {
-        "tolerance": 0.02, "modulation_tolerance": 0.05, "confidence": 0.95, "delta": None, "conditional": "none"
+        "tolerance": 0.02, "modulation_tolerance": 0.05, "confidence": 0.95, "delta": None, "conditional": "none",
+        "bins": 3,
     }  # fmt: skip
     assert spec["training"]["split"] == {"train": 0.7, "val": 0.1, "calib": 0.1, "test": 0.1}
     assert spec["model"]["linear_response"] == "learned"
@@ -123,3 +124,51 @@ def test_training_is_seeded(trained: tuple[Path, Path, dict[str, Any]], tmp_path
     assert not torch.equal(sa["readout_weight"], sc["readout_weight"])
     assert card["seeds"]["seed"] == 8 and np.isfinite(card["metrics"]["val"]["rmse"])
     assert card["data"]["splits"]["test"]["samples"] == 0 and card["calibration"]["test"]["n"] == 0
+
+
+def test_recalibration_gives_what_training_with_that_calibration_gives(
+    trained: tuple[Path, Path, dict[str, Any]], tmp_path: Path
+) -> None:
+    """Calibration does not touch the weights, so training with calibration.conditional = max_slope and
+    recalibrating the ensemble trained without it give the same weights and the same calibration (from the same
+    seeded split); the Mondrian entry has one threshold per bin and the bin of every calibration pair."""
+    from hybrid.models.training import recalibrate_ensemble
+
+    data, model_dir, _ = trained
+    change = {"conditional": "max_slope", "bins": 2}
+    direct = train_ensemble({**TINY, "calibration": {**TINY["calibration"], **change}}, data, tmp_path / "direct")
+    recal = recalibrate_ensemble(model_dir, data, change, tmp_path / "recal")
+    assert (tmp_path / "recal" / WEIGHTS_FILE).read_bytes() == (model_dir / WEIGHTS_FILE).read_bytes()
+    sd, sm = (torch.load(d / WEIGHTS_FILE, weights_only=True) for d in (tmp_path / "direct", model_dir))
+    assert all(torch.equal(sd[k], sm[k]) for k in sd)
+    assert recal["calibration"] == direct["calibration"] and recal["spec"] == direct["spec"]
+    cal = recal["calibration"]
+    assert len(cal["thresholds"]) == 2 and len(cal["stratification"]["edges"]) == 1
+    assert len(cal["input_strata"]) == len(cal["u"]) and set(cal["input_strata"]) <= {0, 1}
+    assert len(cal["modulation"]["thresholds"]) == 2 and recal["recalibrated"]["changed"] == change
+    assert read_card(model_dir)["spec"]["calibration"]["conditional"] == "none"  # the source is left alone
+
+
+def test_recalibration_needs_the_training_data_and_valid_calibration_keys(
+    trained: tuple[Path, Path, dict[str, Any]], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import shutil
+
+    from hybrid.cli import main
+    from hybrid.models.training import recalibrate_ensemble
+
+    data, model_dir, _ = trained
+    other = tmp_path / "other.h5"
+    write_dataset(other, synthetic_dataset(samples=40, points=32, group_size=4, seed=3), created="now")
+    with pytest.raises(ValueError, match="do not match their SHA-256"):
+        recalibrate_ensemble(model_dir, other, {})
+    with pytest.raises(ConfigError, match=r"calibration\.conditional.*'max_slope'"):
+        recalibrate_ensemble(model_dir, data, {"conditional": "slope"})
+    assert main(["calibrate", str(model_dir), "--data", str(data), "--set", "training.epochs=3"]) == 2
+    assert "only [calibration] keys" in capsys.readouterr().err
+    copy = tmp_path / "copy"
+    shutil.copytree(model_dir, copy)
+    assert main(["calibrate", str(copy), "--data", str(data), "--set", "calibration.conditional=max_slope"]) == 0
+    assert "one per bin of max (dh/dx)^2" in capsys.readouterr().out
+    assert (copy / WEIGHTS_FILE).read_bytes() == (model_dir / WEIGHTS_FILE).read_bytes()
+    assert len(read_card(copy)["calibration"]["thresholds"]) == 3  # the default bins
