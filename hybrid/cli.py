@@ -17,6 +17,11 @@ from hybrid.core.config import ConfigError
 from hybrid.core.simulation import SimulationBlowUp
 
 
+def _add_set_option(parser: argparse.ArgumentParser, help_text: str) -> None:
+    """The repeatable ``--set KEY=VALUE`` override of a command (collected in ``args.overrides``)."""
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help=help_text)
+
+
 def _parser() -> argparse.ArgumentParser:
     from hybrid import __version__
 
@@ -27,13 +32,9 @@ def _parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run a case file", description="Run a case file and write an HDF5 result.")
     run.add_argument("case", type=Path, help="case file (TOML)")
-    run.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a case key, e.g. --set time.dt=1e-3 --set terms.elastic.provider=linear "
+    _add_set_option(
+        run,
+        "override a case key, e.g. --set time.dt=1e-3 --set terms.elastic.provider=linear "
         "(VALUE is a TOML value; bare words are strings); repeatable",
     )
     run.add_argument("--out", type=Path, default=None, help="results file (default: output.path of the case)")
@@ -56,14 +57,7 @@ def _parser() -> argparse.ArgumentParser:
     cmp_.add_argument("case", type=Path, help="case file (TOML)")
     cmp_.add_argument("--term", required=True, help="term name (e.g. elastic), or 'stepper' for surrogate steppers")
     cmp_.add_argument("--providers", required=True, metavar="A,B", help="reference provider A and candidate B")
-    cmp_.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a case key for both runs; repeatable",
-    )
+    _add_set_option(cmp_, "override a case key for both runs; repeatable")
     cmp_.add_argument("--out", type=Path, default=None, metavar="DIR", help="output directory")
     cmp_.add_argument("--no-progress", action="store_true", help="no progress bars")
 
@@ -82,14 +76,7 @@ def _parser() -> argparse.ArgumentParser:
         "--workers", type=int, default=None, help="local worker processes (default: all cores; 0: in-process, no dask)"
     )
     grp.add_argument("--scheduler", default=None, metavar="ADDRESS", help="use an existing dask scheduler")
-    ds.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a spec key; repeatable",
-    )
+    _add_set_option(ds, "override a spec key; repeatable")
     ds.add_argument("--no-progress", action="store_true")
 
     tr = sub.add_parser(
@@ -108,14 +95,7 @@ def _parser() -> argparse.ArgumentParser:
         help="dataset HDF5 (repeatable: e.g. the original dataset and a monitor's capture file)",
     )
     tr.add_argument("--out", type=Path, required=True, metavar="DIR", help="model directory to write")
-    tr.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a spec key; repeatable",
-    )
+    _add_set_option(tr, "override a spec key; repeatable")
     tr.add_argument("--no-progress", action="store_true")
 
     cal = sub.add_parser(
@@ -130,14 +110,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     cal.add_argument("--data", type=Path, required=True, action="append", help="its dataset HDF5 file(s), in order")
     cal.add_argument("--out", type=Path, metavar="DIR", help="write the recalibrated ensemble here instead")
-    cal.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="a [calibration] key, e.g. calibration.conditional=max_slope; repeatable",
-    )
+    _add_set_option(cal, "a [calibration] key, e.g. calibration.conditional=max_slope; repeatable")
 
     info = sub.add_parser(
         "info", help="describe a result, checkpoint or weights file", description="Print what a hybrid HDF5 file holds."
