@@ -116,7 +116,9 @@ class JumpEnsemble:
         if self.device.type == "cpu" and options.get("threads"):
             torch.set_num_threads(int(options["threads"]))  # process-wide torch setting
         dtype = {"float32": torch.float32, "float64": torch.float64}[options.get("dtype", "float32")]
+        # channels_last: the tiles' convolutions run ~1.45x faster on CPU (hybrid.models.jump_net.jump_members)
         self.model = self.model.to(dtype=dtype).eval()
+        self.model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # Module.to takes it
         sur = self.card.get("surrogate") or {}
         self.field = str(sur.get("field", "eta"))
         self.jump = int(sur.get("jump", 0))
@@ -195,7 +197,9 @@ class JumpEnsemble:
         rate = None
         if self.model.needs_rate:
             rate = self.horizon * tensor(self.equation.rhs(state)[self.field])
-        pred = jump_members(self.model, eta, rate=rate, tile=self.tile, activity=self.activity)
+        pred = jump_members(
+            self.model, eta, rate=rate, tile=self.tile, activity=self.activity, spread=self.indicator == "spread"
+        )
         out = state.backend.asarray(pred.mean if isinstance(field, torch.Tensor) else pred.mean.numpy())
         events = getattr(self.equation, "jump_events", None)
         if self.topology_check and events is not None:
@@ -212,6 +216,7 @@ class JumpEnsemble:
             jumped = State({**state.fields, self.field: out}, state.time, state.step, state.backend)
             u = rate_residual(tensor(self.equation.rhs(jumped)[self.field]), pred.mean, eta, self.horizon)
         else:
+            assert pred.spread is not None  # asked for above
             u = relative_spread(pred.spread, pred.mean, eta)
         self.seconds += time.perf_counter() - t0
         self.calls += 1

@@ -172,12 +172,13 @@ class JumpPrediction:
 
     Attributes:
         mean: (Q, ny, nx) ensemble-mean η after the jump (input dtype/device), clipped to [0, 1].
-        spread: (Q, ny, nx) ensemble standard deviation of Δη (ddof 0), zero on skipped tiles.
+        spread: (Q, ny, nx) ensemble standard deviation of Δη (ddof 0), zero on skipped tiles; None when not asked
+            for (``jump_members(..., spread=False)``).
         active: (Q, ny, nx) bool, the points that were evaluated (the union of the active tiles).
         tiles: number of (field, tile) pairs evaluated; total: Q × number of tiles.
     """
 
-    def __init__(self, mean: Tensor, spread: Tensor, active: Tensor, tiles: int, total: int) -> None:
+    def __init__(self, mean: Tensor, spread: Tensor | None, active: Tensor, tiles: int, total: int) -> None:
         self.mean = mean
         self.spread = spread
         self.active = active
@@ -207,6 +208,7 @@ def jump_members(
     tile: int = 32,
     activity: float = 1e-3,
     batch: int = 256,
+    spread: bool = True,
 ) -> JumpPrediction:
     """Advance periodic order parameters by one jump with every member, evaluating only active tiles.
 
@@ -217,6 +219,11 @@ def jump_members(
         tile: tile edge [grid points]; ny and nx must be multiples of it.
         activity: a (field, tile) pair is evaluated when max − min of η_q over the tile and its halo exceeds it.
         batch: tiles per forward pass (bounds memory).
+        spread: also return the members' spread (skip it when the indicator does not use it: ~13 % of a CPU
+            window).
+
+    A model converted to ``torch.channels_last`` (the surrogate stepper does) gets its tiles in that layout too:
+    on CPU its convolutions run about 1.45x faster than in the default layout, equal to float32 rounding.
 
     Returns:
         :class:`JumpPrediction` (mean in ``eta``'s dtype and device).
@@ -231,7 +238,9 @@ def jump_members(
     active = _active_tiles(x_eta, tile, halo, activity)  # (Q, ty, tx)
     idx = active.nonzero()  # (A, 3): q, ty, tx
     mean_delta = torch.zeros_like(x_eta)
-    var = torch.zeros_like(x_eta)
+    var = torch.zeros_like(x_eta) if spread else None
+    first = next(iter(model.backbone[0].parameters()))  # the first convolution's weight
+    channels_last = first.dim() == 4 and first.is_contiguous(memory_format=torch.channels_last)
     if len(idx):
         padded = F.pad(inputs, (halo, halo, halo, halo), mode="circular")
         win = tile + 2 * halo
@@ -240,19 +249,20 @@ def jump_members(
             for start in range(0, len(idx), batch):
                 sel = idx[start : start + batch]
                 xb = windows[sel[:, 0], :, sel[:, 1], sel[:, 2]]  # (B, C, win, win)
+                if channels_last:
+                    xb = xb.contiguous(memory_format=torch.channels_last)
                 out = model(xb)  # (B, K, tile, tile)
-                m = out.mean(dim=1)
-                v = out.var(dim=1, unbiased=False)
                 view_m = mean_delta.view(q, ny // tile, tile, nx // tile, tile).permute(0, 1, 3, 2, 4)
-                view_v = var.view(q, ny // tile, tile, nx // tile, tile).permute(0, 1, 3, 2, 4)
-                view_m[sel[:, 0], sel[:, 1], sel[:, 2]] = m
-                view_v[sel[:, 0], sel[:, 1], sel[:, 2]] = v
+                view_m[sel[:, 0], sel[:, 1], sel[:, 2]] = out.mean(dim=1)
+                if var is not None:
+                    view_v = var.view(q, ny // tile, tile, nx // tile, tile).permute(0, 1, 3, 2, 4)
+                    view_v[sel[:, 0], sel[:, 1], sel[:, 2]] = out.var(dim=1, unbiased=False)
     active_points = active.repeat_interleave(tile, dim=1).repeat_interleave(tile, dim=2)
     new = (x_eta + mean_delta).clamp_(0.0, 1.0)
     new = torch.where(active_points, new, x_eta)
     return JumpPrediction(
         new.to(dtype=eta.dtype, device=eta.device),
-        var.sqrt().to(device=eta.device),
+        None if var is None else var.sqrt().to(device=eta.device),
         active_points.to(device=eta.device),
         len(idx),
         int(active.numel()),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 from pathlib import Path
@@ -75,6 +76,19 @@ def test_tiled_inference_equals_dense_periodic_evaluation() -> None:
         assert tiled.active_fraction == 1.0
         assert torch.allclose(tiled.mean, dense, atol=1e-12)
         assert torch.allclose(tiled.spread, members.std(dim=1, unbiased=False), atol=1e-12)
+
+
+def test_channels_last_model_and_skipped_spread_give_the_same_jump() -> None:
+    """The stepper's inference settings change no answer: a model converted to channels_last gets the same mean and
+    spread (float64: to 1e-12), and ``spread=False`` returns the same mean without the spread."""
+    m, eta = _model(3), _eta(3)
+    ref = jump_members(m, eta, tile=8, activity=1e-3)
+    fast = copy.deepcopy(m).to(memory_format=torch.channels_last)
+    assert next(iter(fast.backbone[0].parameters())).is_contiguous(memory_format=torch.channels_last)
+    got = jump_members(fast, eta, tile=8, activity=1e-3)
+    assert torch.allclose(got.mean, ref.mean, rtol=0, atol=1e-12) and torch.allclose(got.spread, ref.spread, atol=1e-12)
+    lean = jump_members(fast, eta, tile=8, activity=1e-3, spread=False)
+    assert lean.spread is None and torch.equal(lean.mean, got.mean) and lean.tiles == ref.tiles
 
 
 def test_uniform_fields_are_skipped_and_kept_exactly() -> None:
