@@ -104,15 +104,16 @@ class NNElastic(TermProvider):
         return t.to(device=self.device, dtype=self.dtype)
 
     def _outputs(self, t: Any) -> tuple[Any, Any, Any, Any]:
-        """(members ρ_k/ρ0 (K, N), ensemble-mean ρ (N,) float64 [eV/nm³], uncertainty u (), max_x (dh/dx)² ())
-        of the device profile t (N,), all torch on the model's device. Free of host-device synchronisation, so a
-        CUDA graph can hold it; call with gradients off and the plan built for N."""
+        """(members ρ_k/ρ0 (K, N), ensemble-mean ρ (N,) float64 [eV/nm³], uncertainty u (), max_x (dh/dx)² ()
+        or None without strata) of the device profile t (N,), all torch on the model's device. Free of host-device
+        synchronisation, so a CUDA graph can hold it; call with gradients off and the plan built for N."""
         from hybrid.models.calibration import INDICATORS
         from hybrid.models.features import ELASTIC_CHANNELS, elastic_features
 
         features = elastic_features(t[None, :], self._dx_t)
         members = self._plan(features)[0]
-        max_slope2 = features[0, ELASTIC_CHANNELS.index("slope2")].amax()
+        # the stratum's feature only for a card calibrated by stratum (one op less per call otherwise)
+        max_slope2 = features[0, ELASTIC_CHANNELS.index("slope2")].amax() if self.stratum_edges else None
         return members, members.mean(dim=0).double() * self.rho0, INDICATORS[self.metric](members), max_slope2
 
     def stratum(self, max_slope2: float) -> int:
@@ -143,7 +144,7 @@ class NNElastic(TermProvider):
         else:
             with torch.inference_mode():
                 _, rho, u, slope2 = self._outputs(t)
-        stratum = self.stratum(float(slope2)) if self.stratum_edges else 0
+        stratum = 0 if slope2 is None else self.stratum(float(slope2))
         return EnsemblePrediction(state.backend.asarray(rho), float(u), stratum)
 
     def evaluate(self, state: State) -> Array:
