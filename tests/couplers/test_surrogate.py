@@ -80,7 +80,8 @@ def test_tiled_inference_equals_dense_periodic_evaluation() -> None:
 
 def test_channels_last_model_and_skipped_spread_give_the_same_jump() -> None:
     """The stepper's inference settings change no answer: a model converted to channels_last gets the same mean and
-    spread (float64: to 1e-12), and ``spread=False`` returns the same mean without the spread."""
+    spread (float64: to 1e-12), ``spread=False`` returns the same mean without the spread, and any number of
+    tiles per forward pass gives the same jump."""
     m, eta = _model(3), _eta(3)
     ref = jump_members(m, eta, tile=8, activity=1e-3)
     fast = copy.deepcopy(m).to(memory_format=torch.channels_last)
@@ -89,6 +90,9 @@ def test_channels_last_model_and_skipped_spread_give_the_same_jump() -> None:
     assert torch.allclose(got.mean, ref.mean, rtol=0, atol=1e-12) and torch.allclose(got.spread, ref.spread, atol=1e-12)
     lean = jump_members(fast, eta, tile=8, activity=1e-3, spread=False)
     assert lean.spread is None and torch.equal(lean.mean, got.mean) and lean.tiles == ref.tiles
+    for batch in (1, 5, 10_000):  # the cache-sized default (None) is only a grouping of the same tiles
+        other = jump_members(m, eta, tile=8, activity=1e-3, batch=batch)
+        assert torch.allclose(other.mean, ref.mean, rtol=0, atol=1e-12), batch
 
 
 def test_uniform_fields_are_skipped_and_kept_exactly() -> None:
