@@ -90,6 +90,10 @@ def test_channels_last_model_and_skipped_spread_give_the_same_jump() -> None:
     assert torch.allclose(got.mean, ref.mean, rtol=0, atol=1e-12) and torch.allclose(got.spread, ref.spread, atol=1e-12)
     lean = jump_members(fast, eta, tile=8, activity=1e-3, spread=False)
     assert lean.spread is None and torch.equal(lean.mean, got.mean) and lean.tiles == ref.tiles
+    x = field_inputs(eta)[:, :, :12, :12]
+    with_autograd = m(x)  # F.gelu (the parameters require grad)
+    with torch.no_grad():  # in-place GELUs
+        assert torch.equal(m(x), with_autograd.detach())
     for batch in (1, 5, 10_000):  # the cache-sized default (None) is only a grouping of the same tiles
         other = jump_members(m, eta, tile=8, activity=1e-3, batch=batch)
         assert torch.allclose(other.mean, ref.mean, rtol=0, atol=1e-12), batch
