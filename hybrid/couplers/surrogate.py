@@ -115,7 +115,8 @@ class JumpEnsemble:
         self.weights = weights
         if self.device.type == "cpu" and options.get("threads"):
             torch.set_num_threads(int(options["threads"]))  # process-wide torch setting
-        dtype = {"float32": torch.float32, "float64": torch.float64}[options.get("dtype", "float32")]
+        dtypes = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16}
+        dtype = dtypes[options.get("dtype", "float32")]
         # channels_last: the tiles' convolutions run ~1.45x faster on CPU (hybrid.models.jump_net.jump_members)
         self.model = self.model.to(dtype=dtype).eval()
         self.model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # Module.to takes it
@@ -387,7 +388,13 @@ def resolve_surrogate_weights(ctx: Context, weights: str) -> Path:
 NN_OPTIONS = Table(
     {
         "weights": Option("str", "shipped", "jump ensemble directory (weights.pt + model_card.json) or 'shipped'"),
-        "dtype": Option("str", "float32", "inference precision", choices=("float32", "float64")),
+        "dtype": Option(
+            "str",
+            "float32",
+            "inference precision (the card's calibration: float32; bfloat16: the network only, its answers added to "
+            "a float32 state, fast only with bfloat16 hardware)",
+            choices=("float32", "float64", "bfloat16"),
+        ),
         "device": Option("str", None, "torch device for inference (default: the case's device, cpu for numpy)"),
         "threads": Option("int", 0, "torch CPU threads (process-wide; 0: leave torch's setting)", min=0),
         "tile": Option("int", None, "inference tile edge [grid points] (default: the card's)", min=1),

@@ -245,7 +245,10 @@ def jump_members(
         raise ValueError(f"grid shape ({ny}, {nx}) must be a multiple of the tile size {tile}")
     p = next(model.parameters())
     halo = model.halo
-    x_eta = eta.to(device=p.device, dtype=p.dtype)
+    # the state and the update in the network's precision, but at least float32 (a bfloat16 network gets float32
+    # tiles' results added to a float32 state)
+    work = p.dtype if p.dtype in (torch.float32, torch.float64) else torch.float32
+    x_eta = eta.to(device=p.device, dtype=work)
     inputs = field_inputs(x_eta, model.features, rate)  # (Q, C, ny, nx)
     active = _active_tiles(x_eta, tile, halo, activity)  # (Q, ty, tx)
     idx = active.nonzero()  # (A, 3): q, ty, tx
@@ -264,9 +267,8 @@ def jump_members(
             for start in range(0, len(idx), batch):
                 sel = idx[start : start + batch]
                 xb = windows[sel[:, 0], :, sel[:, 1], sel[:, 2]]  # (B, C, win, win)
-                if channels_last:
-                    xb = xb.contiguous(memory_format=torch.channels_last)
-                out = model(xb)  # (B, K, tile, tile)
+                xb = xb.to(p.dtype, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+                out = model(xb).to(work)  # (B, K, tile, tile)
                 view_m = mean_delta.view(q, ny // tile, tile, nx // tile, tile).permute(0, 1, 3, 2, 4)
                 view_m[sel[:, 0], sel[:, 1], sel[:, 2]] = out.mean(dim=1)
                 if var is not None:

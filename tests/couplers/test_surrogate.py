@@ -99,6 +99,21 @@ def test_channels_last_model_and_skipped_spread_give_the_same_jump() -> None:
         assert torch.allclose(other.mean, ref.mean, rtol=0, atol=1e-12), batch
 
 
+def test_a_bfloat16_network_updates_a_float32_state() -> None:
+    """stepper.dtype = "bfloat16": the network runs in bfloat16 (8-bit mantissa), but its tiles' answers are added
+    to the state in float32, so the jump stays within a few bfloat16 roundings of the float64 one (2 % of the
+    predicted change) and the state is not rounded to bfloat16 (where the jump leaves it, it is kept to float32)."""
+    m, eta = _model(4), _eta(4)
+    eta[:2, :, 4:28] = torch.tensor([0.123456789, 0.987654321], dtype=torch.float64)[:, None, None]  # uniform bands
+    ref = jump_members(m, eta, tile=8, activity=1e-3)
+    low = jump_members(copy.deepcopy(m).to(torch.bfloat16), eta, tile=8, activity=1e-3)
+    assert low.mean.dtype == torch.float64 and low.tiles == ref.tiles < low.total
+    change = (ref.mean - eta).abs().max()
+    assert 0 < (low.mean - ref.mean).abs().max() <= 0.02 * change
+    kept = ~low.active
+    assert torch.allclose(low.mean[kept], eta[kept], rtol=1e-7, atol=0)  # float32, not bfloat16 (4e-3)
+
+
 def test_uniform_fields_are_skipped_and_kept_exactly() -> None:
     m = _model(2)
     eta = torch.zeros(4, 32, 32, dtype=torch.float64)
