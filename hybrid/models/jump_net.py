@@ -58,6 +58,7 @@ __all__ = [
 
 
 FEATURES = ("eta", "psi", "rate")
+"""Input channels a jump network may take (:func:`field_inputs`), in this order."""
 
 CPU_BATCH_BYTES = 8 * 2**20
 """Bytes of one backbone activation (tiles × channels × window² × itemsize) per CPU forward pass. Activations that
@@ -65,7 +66,6 @@ stay in the last-level cache run the convolutions about 2x faster than the 256 t
 (shipped network, 2 cores: 509 ns against 1043 ns per output point; 128 tiles 654 ns, 8 tiles 542 ns)."""
 GPU_BATCH = 256
 """Tiles per forward pass on an accelerator, where large batches keep the device busy."""
-"""Input channels a jump network may take (:func:`field_inputs`), in this order."""
 
 
 class EnsembleJumpNet2d(nn.Module):
