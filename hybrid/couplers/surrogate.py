@@ -203,17 +203,13 @@ class JumpEnsemble:
         )
         out = state.backend.asarray(pred.mean if isinstance(field, torch.Tensor) else pred.mean.numpy())
         events = getattr(self.equation, "jump_events", None)
-        if self.topology_check and events is not None:
-            vanished, merged = events(eta, pred.mean, self.horizon)
-            if vanished or merged:
-                # a topology change no DNS window of this length can make: not trusted whatever the indicator
-                log.debug("step %d: the jump vanishes %d and merges %d large grains", state.step, vanished, merged)
-                self.implausible += 1
-                self.seconds += time.perf_counter() - t0
-                self.calls += 1
-                self.active_fractions.append(pred.active_fraction)
-                return out, math.inf
-        if self.indicator == "rate_residual":
+        vanished, merged = events(eta, pred.mean, self.horizon) if self.topology_check and events else (0, 0)
+        if vanished or merged:
+            # a topology change no DNS window of this length can make: not trusted whatever the indicator
+            log.debug("step %d: the jump vanishes %d and merges %d large grains", state.step, vanished, merged)
+            self.implausible += 1
+            u = math.inf
+        elif self.indicator == "rate_residual":
             jumped = State({**state.fields, self.field: out}, state.time, state.step, state.backend)
             u = rate_residual(tensor(self.equation.rhs(jumped)[self.field]), pred.mean, eta, self.horizon)
         else:

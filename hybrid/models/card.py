@@ -42,6 +42,7 @@ __all__ = [
     "WEIGHTS_FILE",
     "ModelCardError",
     "card_threshold",
+    "file_sha256",
     "load_ensemble",
     "read_card",
     "save_ensemble",
@@ -83,7 +84,7 @@ def save_ensemble(out_dir: str | os.PathLike[str], model: EnsembleCNN1d, card: M
     full["architecture"] = {"class": type(model).__name__, **model.config()}
     full["weights"] = {
         "file": WEIGHTS_FILE,
-        "sha256": _sha256(weights_path),
+        "sha256": file_sha256(weights_path),
         "parameters": model.parameter_count(),
         "members": model.members,
     }
@@ -193,7 +194,7 @@ def load_ensemble(
     weights_path = card_path.parent / str(weights.get("file", WEIGHTS_FILE))
     if not weights_path.is_file():
         raise FileNotFoundError(f"{weights_path}: weights file named by {card_path} not found")
-    if check_hash and weights.get("sha256") and _sha256(weights_path) != weights["sha256"]:
+    if check_hash and weights.get("sha256") and file_sha256(weights_path) != weights["sha256"]:
         raise ModelCardError(f"{weights_path}: sha256 differs from the one recorded in {card_path}")
     try:
         state = torch.load(weights_path, map_location="cpu", weights_only=True)
@@ -231,7 +232,8 @@ def _card_path(path: str | os.PathLike[str]) -> Path:
     return p / CARD_FILE if p.is_dir() or p.suffix != ".json" else p
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """Hex SHA-256 of a file's bytes (weights and dataset provenance in the model card)."""
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):

@@ -38,7 +38,6 @@ order). Same spec + same data + same device give the same weights.
 from __future__ import annotations
 
 import datetime
-import hashlib
 import logging
 import math
 import os
@@ -62,7 +61,7 @@ from hybrid.models.calibration import (
     slope_strata,
     uncertainty,
 )
-from hybrid.models.card import load_ensemble, read_card, save_ensemble, write_card
+from hybrid.models.card import file_sha256, load_ensemble, read_card, save_ensemble, write_card
 from hybrid.models.data import SPLITS, bootstrap_indices, load_datasets, split_by_group
 from hybrid.models.ensemble import ACTIVATIONS, EnsembleCNN1d
 from hybrid.models.features import ELASTIC_CHANNELS, ELASTIC_FEATURES, elastic_features
@@ -364,7 +363,7 @@ def train_ensemble(
         "spec_file": spec_file,
         "data": {
             "path": ";".join(str(Path(p).resolve()) for p in paths),
-            "sha256": ";".join(_sha256(Path(p)) for p in paths),
+            "sha256": ";".join(file_sha256(p) for p in paths),
             "spec": ds.spec,
             "created": str(ds.attrs.get("created", "")),
             "hybrid_version": str(ds.attrs.get("hybrid_version", "")),
@@ -476,7 +475,7 @@ def recalibrate_ensemble(
     spec = validate_spec(spec, file=str(Path(card["path"])))
     paths = [data_path] if isinstance(data_path, str | os.PathLike) else list(data_path)
     expected = str(card.get("data", {}).get("sha256", "")).split(";")
-    got = [_sha256(Path(p)) for p in paths]
+    got = [file_sha256(p) for p in paths]
     if got != expected:
         raise ValueError(
             f"{card['path']}: the ensemble was trained on {len(expected)} data file(s) "
@@ -632,14 +631,6 @@ def _progress_bar(total: int) -> Any:
     from tqdm import tqdm
 
     return tqdm(total=total, desc="training", unit="epoch", file=sys.stderr)
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _versions() -> dict[str, str]:
