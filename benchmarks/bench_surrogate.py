@@ -1,14 +1,15 @@
 """Grain growth, DNS vs the jump surrogate over the same simulated time (issue #4's hybrid target).
 
 Run: ``python benchmarks/bench_surrogate.py [--size 512] [--start 2000] [--windows 10] [--device cpu]
-[--backend numpy]`` (never in CI). Builds ``cases/graingrowth_hybrid.toml`` (at ``--size``² with the shipped grain
-density) three ways from the same state — the DNS at step ``--start`` of the shipped DNS case — and advances each
-by ``--windows`` windows of ``jump`` DNS steps, with the model's tracking/reassignment hooks as in ``hybrid run``
-(no output file):
+[--backend numpy] [--dtype float32]`` (never in CI). Builds ``cases/graingrowth_hybrid.toml`` (at ``--size``² with
+the shipped grain density) three ways from the same state — the DNS at step ``--start`` of the shipped DNS case —
+and advances each by ``--windows`` windows of ``jump`` DNS steps, with the model's tracking/reassignment hooks as in
+``hybrid run`` (no output file):
 
 - ``dns``: the case's DNS stepper (fused numba explicit Euler, dt = 0.25: the fastest stable setting, see
   benchmarks/bench_graingrowth.py);
-- ``nn``: every window one jump of the shipped ensemble (float32 inference; torch threads = the machine's cores);
+- ``nn``: every window one jump of the shipped ensemble (float32 inference unless ``--dtype bfloat16``; torch
+  threads = the machine's cores);
 - ``monitor``: the shipped ensemble with the calibrated threshold; rejected windows re-run with the DNS.
 
 Prints seconds per window, the speed-up over the DNS, the NN's share of windows, the mean fraction of
@@ -34,7 +35,7 @@ os.environ.setdefault("NUMBA_THREADING_LAYER", "workqueue")
 CASE = Path(__file__).resolve().parents[1] / "cases" / "graingrowth_hybrid.toml"
 
 
-def _overrides(size: int, provider: str, device: str, backend: str) -> dict[str, Any]:
+def _overrides(size: int, provider: str, device: str, backend: str, dtype: str) -> dict[str, Any]:
     grains = round(1000 * (size / 512) ** 2)
     out: dict[str, Any] = {
         "grid.shape": [size, size],
@@ -48,6 +49,7 @@ def _overrides(size: int, provider: str, device: str, backend: str) -> dict[str,
     if provider != "dns":
         out["stepper.device"] = device
         out["stepper.threads"] = os.cpu_count() or 1
+        out["stepper.dtype"] = dtype
     return out
 
 
@@ -77,16 +79,22 @@ def main(argv: list[str] | None = None) -> int:
         help="array backend of the DNS: numpy (fused numba on the CPU, the default and fastest on CPUs) or torch "
         "(the torch kernel on --device)",
     )
+    ap.add_argument(
+        "--dtype",
+        choices=("float32", "bfloat16"),
+        default="float32",
+        help="the network's inference dtype (stepper.dtype; default float32, the card's)",
+    )
     args = ap.parse_args(argv)
 
     print(f"machine: {platform.platform()}, {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}")
     print(
         f"versions: torch {torch.__version__}, numpy {np.__version__}; "
-        f"network device {args.device}, DNS backend {args.backend}"
+        f"network device {args.device} ({args.dtype}), DNS backend {args.backend}"
     )
     sims = {}
     for provider in ("dns", "nn", "monitor"):
-        sim = hybrid.load_case(CASE, overrides=_overrides(args.size, provider, args.device, args.backend))
+        sim = hybrid.load_case(CASE, overrides=_overrides(args.size, provider, args.device, args.backend, args.dtype))
         sim.output = OutputSpec(path=None, checkpoint_every=None)
         sims[provider] = sim
     jump = sims["nn"].stepper.steps_per_call

@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
@@ -126,8 +126,16 @@ class EnsembleJumpNet2d(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         """(B, C, H, W) inputs -> (B, K, H − 2·halo, W − 2·halo) predicted changes Δη, one per member.
 
-        Without autograd the GELUs run in place on the convolutions' outputs (the same values; on CPU about half
-        the time of a new tensor per GELU)."""
+        Without autograd, on a CPU, in float32 or bfloat16, every convolution followed by a GELU is one oneDNN
+        convolution with the (exact, erf) GELU applied to its accumulator (:func:`_fused_conv_gelu`): float32 gives
+        the unfused values to float32 rounding, 1.2-1.3x faster (shipped network, 24-96 tiles); bfloat16 1.6x
+        faster, and a little closer to the float32 answer than rounding each convolution's output to bfloat16
+        before its GELU. Otherwise (autograd, float64, other devices) the GELUs run in place on the convolutions'
+        outputs without autograd (the same values; on CPU about half the time of a new tensor per GELU)."""
+        if not torch.is_grad_enabled() and _fusable(x):
+            for conv in self.backbone:
+                x = _fused_conv_gelu(x, cast(nn.Conv2d, conv))
+            return self.head_out(_fused_conv_gelu(x, self.head_hidden))
         act = F.gelu if torch.is_grad_enabled() else torch.ops.aten.gelu_
         for conv in self.backbone:
             x = act(conv(x))
@@ -152,6 +160,37 @@ class EnsembleJumpNet2d(nn.Module):
         first = 9 * self.inputs * c
         rest = 9 * c * c * (len(self.dilations) - 1)
         return first + rest + c * k * h + k * h
+
+
+_CONV_POINTWISE = getattr(getattr(torch.ops, "mkldnn", None), "_convolution_pointwise", None)
+"""oneDNN's convolution with a fused elementwise post-op (the op torch's inductor emits on CPU); None where this
+torch build lacks it, and the unfused path serves."""
+_fusion_failed = False
+
+
+def _fusable(x: Tensor) -> bool:
+    """True when :func:`_fused_conv_gelu` serves ``x``: a CPU tensor in float32 or bfloat16, oneDNN present."""
+    return (
+        _CONV_POINTWISE is not None
+        and not _fusion_failed
+        and x.device.type == "cpu"
+        and x.dtype in (torch.float32, torch.bfloat16)
+        and torch.backends.mkldnn.is_available()
+    )
+
+
+def _fused_conv_gelu(x: Tensor, conv: nn.Conv2d) -> Tensor:
+    """GELU(conv(x)) (exact erf GELU) as one oneDNN convolution with a GELU post-op; the unfused F.gelu(conv(x))
+    if oneDNN refuses it (then for the rest of the process)."""
+    global _fusion_failed
+    if not _fusion_failed:
+        try:
+            assert _CONV_POINTWISE is not None
+            geometry = (list(conv.padding), list(conv.stride), list(conv.dilation), conv.groups)
+            return _CONV_POINTWISE(x, conv.weight, conv.bias, *geometry, "gelu", [], "none")
+        except RuntimeError:
+            _fusion_failed = True
+    return F.gelu(conv(x))
 
 
 def field_inputs(eta: Tensor, features: Sequence[str] = ("eta", "psi"), rate: Tensor | None = None) -> Tensor:

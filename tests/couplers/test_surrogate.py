@@ -17,6 +17,7 @@ from hybrid.core.config import ConfigError
 from hybrid.core.io import read_output
 from hybrid.core.state import State
 from hybrid.couplers.compare import compare
+from hybrid.models import jump_net
 from hybrid.models.jump_net import (
     EnsembleJumpNet2d,
     field_inputs,
@@ -97,6 +98,41 @@ def test_channels_last_model_and_skipped_spread_give_the_same_jump() -> None:
     for batch in (1, 5, 10_000):  # the cache-sized default (None) is only a grouping of the same tiles
         other = jump_members(m, eta, tile=8, activity=1e-3, batch=batch)
         assert torch.allclose(other.mean, ref.mean, rtol=0, atol=1e-12), batch
+
+
+@pytest.mark.skipif(not jump_net._fusable(torch.zeros(1)), reason="this torch build has no oneDNN convolution fusion")
+def test_fused_convolution_gelu_equals_the_unfused_network(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Inference on CPU in float32 or bfloat16 runs each convolution + GELU as one oneDNN op with a GELU post-op:
+    float32 equals the unfused network (autograd on: F.gelu after each convolution) to float32 rounding (1e-6 of
+    outputs of order 1, a few hundred products per output), bfloat16 stays within bfloat16 rounding of it (outputs
+    of order 1, 8-bit mantissa: 2 %); float64 (no oneDNN fusion) is the unfused path bit for bit; and if oneDNN
+    refuses the fused op, the unfused path answers."""
+    torch.manual_seed(7)
+    m = EnsembleJumpNet2d(members=3, channels=8, dilations=(1, 2, 1), head_channels=4).eval()
+    with torch.no_grad():
+        m.head_out.weight.mul_(100.0)  # outputs of order 1
+    x = field_inputs(_eta(7).float())[:, :, :20, :20].contiguous()
+    reference = m(x).detach()  # autograd on: the unfused F.gelu path
+    assert 0.3 < reference.abs().max() < 3.0
+    with torch.no_grad():
+        assert jump_net._fusable(x)
+        fused = m(x)
+        assert torch.allclose(fused, reference, rtol=0, atol=1e-6) and not torch.equal(fused, torch.zeros_like(fused))
+        last = copy.deepcopy(m).to(memory_format=torch.channels_last)
+        assert torch.allclose(last(x.to(memory_format=torch.channels_last)), reference, rtol=0, atol=1e-6)
+        low = copy.deepcopy(m).to(torch.bfloat16)(x.bfloat16()).float()
+        assert (low - reference).abs().max() <= 0.02 * reference.abs().max()
+        m64 = copy.deepcopy(m).double()
+        assert not jump_net._fusable(x.double())
+        assert torch.equal(m64(x.double()), m64.requires_grad_(True)(x.double()).detach())
+
+        def refuse(*args: object) -> torch.Tensor:
+            raise RuntimeError("no primitive")
+
+        monkeypatch.setattr(jump_net, "_CONV_POINTWISE", refuse)
+        monkeypatch.setattr(jump_net, "_fusion_failed", False)
+        assert torch.allclose(m(x), reference, rtol=0, atol=1e-6)
+        assert jump_net._fusion_failed
 
 
 def test_a_bfloat16_network_updates_a_float32_state() -> None:
