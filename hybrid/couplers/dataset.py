@@ -892,50 +892,22 @@ def _run_local(tasks: Sequence[Task], bar: Any) -> list[dict[str, Any]]:
 def _run_distributed(
     tasks: Sequence[Task], bar: Any, *, n_workers: int | None = None, scheduler: str | None = None
 ) -> list[dict[str, Any]]:
-    """Run the tasks on a dask.distributed cluster (local processes or ``scheduler``); results in task order."""
-    from distributed import Client, LocalCluster, as_completed
+    """Run the tasks on a dask.distributed cluster (local processes or ``scheduler``); results in task order.
+    Trajectories are the long tasks: they start first, so that the short chunks fill the gaps at the end."""
+    from hybrid.couplers.parallel import run_on_dask
 
-    # distributed logs every worker start and stop at INFO: keep that out of the caller's log unless at DEBUG
-    dlog = logging.getLogger("distributed")
-    saved_level = dlog.level
-    if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
-        dlog.setLevel(logging.WARNING)
-    cluster = None
-    try:
-        if scheduler is None:
-            cluster = LocalCluster(
-                n_workers=n_workers,
-                threads_per_worker=1,
-                processes=True,
-                dashboard_address=":0",  # a random free port: nothing fixed is bound
-                silence_logs=logging.WARNING,
-            )
-            client = Client(cluster)
-        else:
-            client = Client(scheduler)
-        results: list[dict[str, Any] | None] = [None] * len(tasks)
-        try:
-            # trajectories are the long tasks: start them first so that the short chunks fill the gaps at the end
-            futures = [
-                client.submit(run_task, t, pure=False, priority=1 if t.kind == "trajectory" else 0) for t in tasks
-            ]
-            try:
-                for fut in as_completed(futures):
-                    res = fut.result()
-                    results[res["index"]] = res
-                    fut.release()
-                    if bar is not None:
-                        bar.update(tasks[res["index"]].count)
-            except BaseException:
-                client.cancel(futures)
-                raise
-        finally:
-            client.close()
-    finally:
-        if cluster is not None:
-            cluster.close()
-        dlog.setLevel(saved_level)
-    return [r for r in results if r is not None]
+    def tick(res: dict[str, Any]) -> None:
+        if bar is not None:
+            bar.update(tasks[res["index"]].count)
+
+    return run_on_dask(
+        run_task,
+        tasks,
+        n_workers=n_workers,
+        scheduler=scheduler,
+        priority=lambda t: 1 if t.kind == "trajectory" else 0,
+        on_result=tick,
+    )
 
 
 def _write(

@@ -620,48 +620,11 @@ def _run_distributed(
     tasks: Sequence[TrajectoryTask], bar: Any, *, n_workers: int | None = None, scheduler: str | None = None
 ) -> list[dict[str, Any]]:
     """Run the trajectories on a dask.distributed cluster (local processes or ``scheduler``); results in order."""
-    from distributed import Client, LocalCluster, as_completed
+    from hybrid.couplers.parallel import run_on_dask
 
-    # distributed logs every worker start and stop at INFO: keep that out of the caller's log unless at DEBUG
-    dlog = logging.getLogger("distributed")
-    saved_level = dlog.level
-    if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
-        dlog.setLevel(logging.WARNING)
-    cluster = None
-    try:
-        if scheduler is None:
-            cluster = LocalCluster(
-                n_workers=n_workers,
-                threads_per_worker=1,
-                processes=True,
-                dashboard_address=":0",  # a random free port: nothing fixed is bound
-                silence_logs=logging.WARNING,
-            )
-            client = Client(cluster)
-        else:
-            client = Client(scheduler)
-        results: list[dict[str, Any] | None] = [None] * len(tasks)
-        try:
-            futures = [client.submit(run_trajectory, t, pure=False) for t in tasks]
-            try:
-                for fut in as_completed(futures):
-                    res = fut.result()
-                    results[res["index"]] = res
-                    fut.release()
-                    _tick(res, bar)
-            except BaseException:
-                client.cancel(futures)
-                raise
-        finally:
-            client.close()
-    finally:
-        if cluster is not None:
-            cluster.close()
-        dlog.setLevel(saved_level)
-    missing = [i for i, r in enumerate(results) if r is None]
-    if missing:  # pragma: no cover - defensive
-        raise RuntimeError(f"trajectories {missing} returned no result")
-    return [r for r in results if r is not None]
+    return run_on_dask(
+        run_trajectory, tasks, n_workers=n_workers, scheduler=scheduler, on_result=lambda res: _tick(res, bar)
+    )
 
 
 def _write(
