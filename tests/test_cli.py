@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from hybrid.cli import main
@@ -132,3 +133,100 @@ def test_train_writes_an_ensemble_and_prints_its_summary(tmp_path: Path, capsys:
     assert out.startswith(f"written: {tmp_path / 'm'}: NN ensemble for term 'elastic'")
     assert "for metric rho0, tolerance 0.02" in out and "for metric modulation, tolerance 0.05" in out
     assert (tmp_path / "m" / "weights.pt").is_file()
+
+
+def test_compare_writes_the_report_and_prints_the_speedup(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`hybrid compare` on the tiny case: the report of the two runs, and the line a user reads."""
+    import json
+
+    case = _write(tmp_path, TINY)
+    out = tmp_path / "ab"
+    args = ["compare", str(case), "--term", "elastic", "--providers", "linear,fem", "--out", str(out)]
+    assert main([*args, "--no-progress", "--set", "time.steps=10"]) == 0
+    printed = capsys.readouterr().out
+    report = json.loads((out / "report.json").read_text())
+    assert report["providers"] == ["linear", "fem"] and report["time"][-1] == pytest.approx(0.1)
+    assert f"speedup {report['speedup']:.2f}x" in printed and "h: max rmse_rel" in printed
+    from hybrid.core.io import read_output
+
+    a, b = (read_output(out / f"{x}.h5")["fields"]["h"][-1] for x in "AB")  # the two runs, kept in --out
+    rel = report["metrics"]["h"]["rmse_rel"]
+    assert rel[0] == 0.0 and rel[-1] > 0  # the same start, then the small-slope law and the FEM part
+    assert rel[-1] == pytest.approx(np.sqrt(np.mean((b - a) ** 2)) / np.std(a), rel=1e-12)  # DESIGN.md's rmse_rel
+
+
+@pytest.mark.parametrize("providers", ["linear", "linear,fem,nn", ","])
+def test_compare_needs_exactly_two_providers(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], providers: str
+) -> None:
+    case = _write(tmp_path, TINY)
+    assert main(["compare", str(case), "--term", "elastic", "--providers", providers, "--no-progress"]) == 2
+    assert "--providers needs two names" in capsys.readouterr().err
+
+
+def test_dataset_writes_what_the_library_writes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`hybrid dataset` picks the generator from the spec (profiles or trajectories) and passes --set through."""
+    from hybrid.couplers.dataset import generate_dataset, read_dataset
+    from hybrid.couplers.trajectories import generate_trajectories, read_trajectories
+
+    root = Path(__file__).resolve().parents[1] / "datasets"
+    small = {"family.random.count": 4, "family.perlin.count": 4, "family.islands.count": 1}
+    small |= {"family.islands.snapshots": 3}
+    sets = [x for k, v in small.items() for x in ("--set", f"{k}={v}")]
+    cli = tmp_path / "cli.h5"
+    assert main(["dataset", str(root / "atg_elastic_tiny.toml"), "--out", str(cli), "--workers", "1", *sets]) == 0
+    assert f"dataset written: {cli}" in capsys.readouterr().out
+    lib = generate_dataset(root / "atg_elastic_tiny.toml", tmp_path / "lib.h5", workers=1, overrides=small)
+    a, b = read_dataset(cli), read_dataset(lib)
+    assert len(a["h"]) == 4 + 4 + 3
+    for key in ("h", "rho", "rho0", "family"):
+        np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+
+    spec, sets = root / "graingrowth_trajectories_tiny.toml", ["--set", "trajectories.count=1"]
+    assert main(["dataset", str(spec), "--out", str(tmp_path / "traj.h5"), "--workers", "1", *sets]) == 0
+    lib = generate_trajectories(spec, tmp_path / "traj_lib.h5", workers=1, overrides={"trajectories.count": 1})
+    ta, tb = read_trajectories(tmp_path / "traj.h5"), read_trajectories(lib)
+    assert ta["seed"].tolist() == [5] and ta["attrs"]["spec"] == tb["attrs"]["spec"]
+    for key in ("step", "pairs"):
+        np.testing.assert_array_equal(ta[key], tb[key], err_msg=key)
+    np.testing.assert_array_equal(ta["fields"]["eta"], tb["fields"]["eta"])
+
+
+def test_run_restart_continues_an_interrupted_run_bitwise(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A run cut after its step-10 checkpoint and continued with `hybrid run --restart` ends as the uncut run."""
+    from hybrid.cases import load_case
+    from hybrid.core.io import read_checkpoint, read_output
+
+    case = _write(tmp_path, TINY.replace("every = 10", "every = 10\ncheckpoint_every = 10"))
+    full = tmp_path / "full.h5"
+    assert main(["run", str(case), "--out", str(full), "--no-progress", "--no-plots"]) == 0
+    cut = tmp_path / "cut.h5"
+    sim = load_case(case, out=cut, progress=False)
+    for _ in range(13):
+        sim.step()
+    sim.close()
+    ckpt = tmp_path / "cut.ckpt.h5"
+    assert read_checkpoint(ckpt).step == 10
+    assert main(["run", str(case), "--out", str(cut), "--restart", str(ckpt), "--no-progress", "--no-plots"]) == 0
+    assert "done: 20 steps" in capsys.readouterr().out
+    a, b = read_output(full), read_output(cut)
+    np.testing.assert_array_equal(a["step"], b["step"])
+    np.testing.assert_array_equal(a["fields"]["h"], b["fields"]["h"])
+
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")  # the blow-up itself
+def test_a_run_that_blows_up_exits_3_and_keeps_its_checkpoint(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from hybrid.core.io import read_checkpoint, read_output
+
+    # explicit Euler at dt = 0.05 on dx = 1: ~12x the stability limit dx^4 / (8 M γ) of the surface-diffusion term
+    case = _write(tmp_path, TINY.replace('integrator = "imex"', 'integrator = "euler"'))
+    sets = ["--set", "time.dt=0.05", "--set", "time.steps=2000", "--set", "output.checkpoint_every=2"]
+    out = tmp_path / "boom.h5"
+    assert main(["run", str(case), "--out", str(out), "--no-progress", *sets]) == 3
+    err = capsys.readouterr().err
+    assert "hybrid: run stopped:" in err and "NaN/inf" in err and "boom.ckpt.h5" in err
+    ck = read_checkpoint(tmp_path / "boom.ckpt.h5")
+    assert ck.step > 0 and np.isfinite(ck.fields["h"]).all()
+    assert np.isfinite(read_output(out)["fields"]["h"]).all()
