@@ -7,6 +7,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from hybrid.core.config import (
@@ -541,7 +542,6 @@ def test_dumps_toml_resolved_case_round_trip() -> None:
 
 
 def test_dumps_toml_converts_numpy_and_tuples() -> None:
-    np = pytest.importorskip("numpy")
     data = {
         "a": np.float64(0.5),
         "b": np.int64(3),
@@ -555,7 +555,6 @@ def test_dumps_toml_converts_numpy_and_tuples() -> None:
 
 
 def test_validate_accepts_numpy_values() -> None:
-    np = pytest.importorskip("numpy")
     out = validate(
         apply_overrides(good(), {"time.dt": np.float32(0.5), "grid.points": np.array([8, 8])}),
         SCHEMA,

@@ -508,3 +508,27 @@ def test_shipped_hybrid_case_loads_the_shipped_ensemble(tmp_path: Path) -> None:
     assert res["step"].tolist() == [0, 212] and set(res["monitor"]["stepper"]["source"].tolist()) == {"nn"}
     grain = res["fields"]["grain"]
     assert grain.shape == (2, 64, 64) and 1 < len(np.unique(grain[-1])) <= 16
+
+
+def test_shipped_surrogate_keeps_its_accepted_windows_within_the_tolerance(tmp_path: Path) -> None:
+    """The shipped ensemble on a fresh 128² Voronoi start (62 grains as in training, whose seeds are 0 to 5), every
+    window audited against the DNS: at most the card's 1 - confidence share of the accepted windows exceed its
+    tolerance (up to binomial chance), and the window the indicator rates worst, the sharp Voronoi start, is refused.
+    """
+    from scipy.stats import binom
+
+    case = ROOT / "cases" / "graingrowth_hybrid.toml"
+    sets = {"grid.shape": [128, 128], "grid.lengths": [256.0, 256.0], "initial.grains": 62, "case.seed": 7}
+    sets |= {"time.steps": 106 * 20, "output.every": 106 * 20, "stepper.audit_every": 1}
+    sim = hybrid.load_case(case, overrides=sets, out=tmp_path / "audit.h5")
+    cal = sim.stepper.nn.card["calibration"]
+    sim.run()
+    log = read_output(tmp_path / "audit.h5")["monitor"]["stepper"]
+    source, error = np.asarray(log["source"]).astype(str), np.asarray(log["audit_error"], dtype=float)
+    assert len(error) == 20 and np.all(np.isfinite(error))
+    accepted = error[source == "nn"]
+    assert len(accepted) >= 10  # the shipped compare takes 74 % of its windows from the NN
+    allowed = binom.ppf(0.999, len(accepted), 1 - cal["confidence"])  # a false alarm once in 1000 runs
+    assert np.sum(accepted > cal["tolerance"]) <= allowed
+    assert np.mean(accepted) < cal["tolerance"]
+    assert source[0] == "dns" and error[0] == error.max()

@@ -121,9 +121,10 @@ def test_held_out_coverage_within_binomial_error() -> None:
     assert 0.2 < res["accept_fraction"] < 1.0  # neither trivial nor everything
     assert res["coverage_all"] < CONF  # the NN alone would not meet the target here
     assert res["spearman"] > 0.3
-    # oracle check with the known relation: among u <= tau, P(e > tol) = mean of exp(-tol / (2u))
+    # oracle check with the known relation: among u <= tau, P(e > tol) = mean of exp(-tol / (2u)); tau rests on the
+    # n_cal_acc accepted calibration samples, so the true rate may exceed 1 - CONF by their binomial error
     u_fine = np.linspace(1e-9, tau, 200001)
-    assert np.mean(np.exp(-TOL / (2 * u_fine))) <= (1 - CONF) + 0.02
+    assert np.mean(np.exp(-TOL / (2 * u_fine))) <= (1 - CONF) + 3 * math.sqrt(CONF * (1 - CONF) / n_cal_acc)
 
 
 def test_conformal_rule_valid_on_average_and_binomial_rule_with_high_probability() -> None:

@@ -125,16 +125,13 @@ def test_shipped_cards_come_from_the_shipped_training_specs() -> None:
 
     weights = ROOT / "hybrid" / "models" / "weights"
     elastic = weights / "atg_elastic" / CARD_FILE
-    if elastic.exists():
-        spec = tomllib.loads((ROOT / "training" / "atg_elastic.toml").read_text())
-        spec = apply_overrides(spec, ["training.stratify=family", "calibration.conditional=family"])
-        assert validate_spec(spec) == validate_spec(read_card(elastic.parent)["spec"])  # keys added since: defaults
     surrogate = weights / "graingrowth_surrogate" / CARD_FILE
-    if surrogate.exists():
-        spec = validate(tomllib.loads((ROOT / "training" / "graingrowth_surrogate.toml").read_text()), JUMP_TRAIN_SPEC)
-        card = read_card(surrogate.parent)
-        trained = {k: v for k, v in card["training"].items() if k in spec["training"]}
-        assert trained == spec["training"]
-        assert card["inference"] == {**spec["inference"], "dtype": "float32"}
-    if not (elastic.exists() or surrogate.exists()):
-        pytest.skip("no shipped ensemble")
+    assert elastic.is_file() and surrogate.is_file()  # both ensembles ship with the package
+    spec = tomllib.loads((ROOT / "training" / "atg_elastic.toml").read_text())
+    spec = apply_overrides(spec, ["training.stratify=family", "calibration.conditional=family"])
+    assert validate_spec(spec) == validate_spec(read_card(elastic.parent)["spec"])  # keys added since: defaults
+    spec = validate(tomllib.loads((ROOT / "training" / "graingrowth_surrogate.toml").read_text()), JUMP_TRAIN_SPEC)
+    card = read_card(surrogate.parent)
+    trained = {k: v for k, v in card["training"].items() if k in spec["training"]}
+    assert trained == spec["training"]
+    assert card["inference"] == {**spec["inference"], "dtype": "float32"}

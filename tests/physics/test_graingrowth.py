@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 
 from hybrid.cases import load_case
-from hybrid.core.io import read_table
+from hybrid.core.io import read_output, read_table
 from hybrid.solvers.graingrowth_kernels import graingrowth_rhs_numpy
 from hybrid.solvers.grains import GRAINS_TABLE, fit_growth_exponent, late_time_window
 
@@ -158,6 +158,10 @@ def test_shipped_case_runs_at_a_tiny_size(tmp_path: Path) -> None:
     sim.run()
     stats = read_table(out, GRAINS_TABLE)
     assert stats["count"][0] == 16 and len(stats["count"]) == 3
+    assert np.all(np.diff(stats["count"]) <= 0)  # grains vanish, none appear
+    np.testing.assert_allclose(stats["count"] * stats["mean_area"], 128.0 * 128.0, rtol=1e-12)  # labels tile it
+    grain = read_output(out)["fields"]["grain"]
+    assert [len(np.unique(g)) for g in grain] == stats["count"].tolist()
 
 
 @pytest.mark.slow

@@ -160,13 +160,73 @@ def test_colouring_keeps_same_index_grains_apart_and_fails_clearly() -> None:
         colour_grains(geo, 2, 14.0)
 
 
-def test_smallest_last_order_bounds_the_back_degree() -> None:
+def _max_back_degree(order: np.ndarray, edges: set[tuple[int, int]]) -> int:
+    """Largest number of neighbours a vertex has earlier in ``order`` (what greedy colouring must avoid)."""
+    pos = {int(v): i for i, v in enumerate(order)}
+    back = dict.fromkeys(pos, 0)
+    for a, b in edges:
+        back[a if pos[a] > pos[b] else b] += 1
+    return max(back.values())
+
+
+def _degeneracy(n: int, edges: set[tuple[int, int]]) -> int:
+    """Degeneracy by plain peeling (Matula & Beck): the largest minimum degree met removing min-degree vertices."""
+    alive = set(range(n))
+    nbr: dict[int, set[int]] = {v: set() for v in alive}
+    for a, b in edges:
+        nbr[a].add(b)
+        nbr[b].add(a)
+    k = 0
+    while alive:
+        v = min(alive, key=lambda u: len(nbr[u] & alive))
+        k = max(k, len(nbr[v] & alive))
+        alive.remove(v)
+    return k
+
+
+def _lattice_edges(m: int, periodic: bool) -> set[tuple[int, int]]:
+    edges = set()
+    for i in range(m):
+        for j in range(m):
+            for di, dj in ((1, 0), (0, 1)):
+                ii, jj = i + di, j + dj
+                if periodic:
+                    ii, jj = ii % m, jj % m
+                elif ii >= m or jj >= m:
+                    continue
+                a, b = i * m + j, ii * m + jj
+                edges.add((min(a, b), max(a, b)))
+    return edges
+
+
+@pytest.mark.parametrize(
+    ("name", "n", "edges", "degeneracy"),
+    [
+        ("path", 30, {(i, i + 1) for i in range(29)}, 1),  # a tree: 1
+        ("open square lattice", 36, _lattice_edges(6, periodic=False), 2),  # planar, corners of degree 2
+        ("periodic square lattice", 36, _lattice_edges(6, periodic=True), 4),  # 4-regular: 4
+        ("complete K6", 6, {(a, b) for a in range(6) for b in range(a + 1, 6)}, 5),  # K_k: k - 1
+    ],
+)
+def test_smallest_last_order_reaches_the_known_degeneracy(
+    name: str, n: int, edges: set[tuple[int, int]], degeneracy: int
+) -> None:
+    """Greedy colouring in this order sees at most ``degeneracy`` coloured neighbours, the least any order allows."""
+    g, h = (np.array(sorted(edges))[:, k] for k in (0, 1))
+    order = smallest_last_order(n, g, h)
+    assert sorted(order.tolist()) == list(range(n)), name
+    assert _max_back_degree(order, edges) == degeneracy == _degeneracy(n, edges), name
+
+
+def test_smallest_last_order_bounds_the_back_degree_of_a_random_graph() -> None:
     rng = np.random.default_rng(0)
     g = rng.integers(0, 50, 200)
     h = rng.integers(0, 50, 200)
-    keep = g != h
-    order = smallest_last_order(50, g[keep], h[keep])
+    edges = {(int(min(a, b)), int(max(a, b))) for a, b in zip(g, h, strict=True) if a != b}
+    e = np.array(sorted(edges))
+    order = smallest_last_order(50, e[:, 0], e[:, 1])
     assert sorted(order.tolist()) == list(range(50))
+    assert _max_back_degree(order, edges) == _degeneracy(50, edges)  # no order does better than the degeneracy
 
 
 # ----------------------------------------------------------------------------------------------- reassignment
