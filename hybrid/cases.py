@@ -105,7 +105,9 @@ OUTPUT = Table(
         "fields": Option("list[str]", [], "fields to save (default: all)"),
         "terms": Option("list[str]", [], "terms whose values to save as /terms/<name> (one extra call per frame)"),
         "checkpoint_every": Option("int", 0, "steps between checkpoints (0: only at the end)", min=0),
-        "check_every": Option("int", 10, "steps between NaN/inf checks (always at frames and checkpoints)", min=1),
+        "check_every": Option(
+            "int", 10, "steps between NaN/inf and physical-state checks (always at frames and checkpoints)", min=1
+        ),
     }
 )
 

@@ -40,3 +40,7 @@ class Equation(Protocol):
         IMEX steps solve (1 − dt L) φ^{n+1} = φ^n + dt (R(φ^n) − L φ^n) in Fourier space.
         """
         ...
+
+
+# Optional: ``check_state(state) -> str | None`` names what makes a finite state unphysical (for example a negative
+# film thickness), or returns None. The run loop calls it with its NaN/inf check and stops the run on a message.

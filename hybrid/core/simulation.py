@@ -8,7 +8,9 @@ Schedule (steps counted from the start of the run, 0-based):
 - a checkpoint (``<output stem>.ckpt.h5``, replaced atomically) every ``checkpoint_every`` steps and at the end;
 - the fields are checked for NaN/inf every ``check_every`` steps and always before a frame or checkpoint is
   written, so neither ever holds a non-finite value. A blow-up raises :class:`SimulationBlowUp`, naming the field,
-  step and time, and the last good checkpoint (which stays untouched).
+  step and time, and the last good checkpoint (which stays untouched). So does a state the model calls unphysical:
+  the equation's ``check_state`` at the same checks, or a provider raising :class:`hybrid.core.state.UnphysicalState`
+  (the FEM on a negative film thickness).
 
 Model hooks (optional attributes of the equation):
 - ``after_step(state) -> state``: applied after every step (e.g. re-indexing of order parameters); must be
@@ -41,7 +43,7 @@ import numpy as np
 from hybrid.core.equation import Equation
 from hybrid.core.integrators import Stepper
 from hybrid.core.io import Checkpoint, OutputFile, read_checkpoint, write_checkpoint
-from hybrid.core.state import State
+from hybrid.core.state import State, UnphysicalState
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +113,13 @@ class Simulation:
         """Advance by one stepper call, then write whatever the schedule asks for. Returns the new state."""
         self._ensure_output()
         t0 = _time.perf_counter()
-        new = self.stepper(self.state)
+        try:
+            new = self.stepper(self.state)
+        except UnphysicalState as err:
+            raise SimulationBlowUp(
+                f"step {self.state.step + 1} (from t = {self.state.time:g}) met an unphysical state: {err}; "
+                f"{self._last_good()}. Reduce time.dt or check the model parameters."
+            ) from err
         post = getattr(self.equation, "after_step", None)
         if post is not None:
             new = post(new)
@@ -223,18 +231,26 @@ class Simulation:
             return False
         return n == self.steps or (ce > 0 and n % ce == 0)
 
+    def _last_good(self) -> str:
+        if self._last_checkpoint:
+            return f"last good checkpoint: {self._last_checkpoint[0]} (step {self._last_checkpoint[1]})"
+        return "no checkpoint was written"
+
     def _check_finite(self, state: State) -> None:
+        """Stop on NaN/inf in any field, or on what the equation's ``check_state`` calls unphysical."""
         for name, arr in state.fields.items():
             if not state.backend.all_finite(arr):
-                where = (
-                    f"last good checkpoint: {self._last_checkpoint[0]} (step {self._last_checkpoint[1]})"
-                    if self._last_checkpoint
-                    else "no checkpoint was written"
-                )
                 raise SimulationBlowUp(
-                    f"field {name!r} became NaN/inf at step {state.step} (t = {state.time:g}); {where}. "
+                    f"field {name!r} became NaN/inf at step {state.step} (t = {state.time:g}); {self._last_good()}. "
                     "Reduce time.dt or check the model parameters."
                 )
+        check = getattr(self.equation, "check_state", None)
+        problem = check(state) if check is not None else None
+        if problem:
+            raise SimulationBlowUp(
+                f"step {state.step} (t = {state.time:g}): {problem}; {self._last_good()}. "
+                "Reduce time.dt or check the model parameters."
+            )
 
     def _root_attrs(self) -> dict[str, Any]:
         be = self.state.backend

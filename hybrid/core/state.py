@@ -10,6 +10,14 @@ import numpy as np
 from hybrid.core.backend import Array, Backend, to_numpy
 
 
+class UnphysicalState(ValueError):
+    """A state outside the model's domain (for example a negative film thickness).
+
+    A provider raises it when its input cannot be physical; the run loop stops on it as on NaN/inf, keeping its
+    last good checkpoint (:class:`hybrid.core.simulation.SimulationBlowUp`).
+    """
+
+
 @dataclass
 class State:
     """Named fields on one backend/device, with the simulated time and the step index.

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from hybrid.core.backend import Array
+from hybrid.core.backend import Array, to_numpy
 from hybrid.core.config import ConfigError, Option, Table, Tagged
 from hybrid.core.grid import Grid
 from hybrid.core.registry import Context, ModelSpec, register_model, register_provider
@@ -191,6 +191,11 @@ class ATGEquation:
     def linear_symbol(self, field: str) -> Array | None:
         """−M (γ_imp s⁴ + S s²) on the rfft layout (s² the compact second-difference symbol)."""
         return self._symbol if field == "h" else None
+
+    def check_state(self, state: State) -> str | None:
+        """A negative film thickness is unphysical (an unstable step, typically): say so, or None."""
+        low = float(to_numpy(state["h"]).min())
+        return f"field 'h' fell below 0 (minimum {low:.4g} nm), which a film thickness cannot" if low < 0 else None
 
 
 # ---------------------------------------------------------------------------- providers of `elastic`

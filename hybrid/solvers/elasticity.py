@@ -112,6 +112,8 @@ from skfem import ElementQuad2
 from skfem.quadrature import get_quadrature
 from skfem.refdom import RefLine, RefQuad
 
+from hybrid.core.state import UnphysicalState
+
 logger = logging.getLogger(__name__)
 
 __all__ = [
@@ -708,7 +710,7 @@ class FilmElasticitySolver:
         if not np.all(np.isfinite(h)):
             raise ValueError("h contains non-finite values (NaN or inf)")
         if np.any(h < 0):
-            raise ValueError(f"h must be >= 0 (film thickness), minimum is {h.min():.6g}")
+            raise UnphysicalState(f"h must be >= 0 (film thickness), minimum is {h.min():.6g}")
         return h
 
     def _element_gradients(

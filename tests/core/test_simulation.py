@@ -13,6 +13,9 @@ from hybrid.core.io import read_checkpoint, read_output
 from hybrid.core.simulation import SimulationBlowUp
 from tests.helpers import atg_case
 
+ATG_FILM = Path(__file__).resolve().parents[2] / "cases" / "atg_film.toml"
+GRAIN_GROWTH = ATG_FILM.parent / "graingrowth.toml"
+
 
 def _base_case(tmp_path: Path, name: str, **time: object) -> dict:
     case = atg_case(points=32, length=32.0, steps=40, dt=1e-3)
@@ -86,19 +89,45 @@ def test_restart_refuses_a_checkpoint_of_another_case(tmp_path: Path) -> None:
 
 
 def test_blow_up_stops_with_a_message_and_keeps_the_last_good_checkpoint(tmp_path: Path) -> None:
-    # dt = 12x the explicit limit dx^4 / (8 M γ) ≈ 4.2e-3: grid-scale modes grow by ~|1 - 24| per step and
-    # overflow after about ten steps; checkpoints every 2 steps come before that
-    case = _case(tmp_path, "boom", dt=5e-2, steps=2000)
-    case["output"].update(every=50, checkpoint_every=2)
-    sim = load_case(case)
-    with pytest.raises(SimulationBlowUp, match="field 'h' became NaN/inf at step") as err:
+    # grain growth, explicit Euler at dt = 0.8, 1.6x the limit dx² / (4 L κ) = 0.5: grid-scale modes grow by
+    # |1 - 8 L κ dt / dx²| = 2.2 per step, the cubic term takes over and η overflows within about ten steps;
+    # checkpoints every 2 steps come before that (a negative h of ATG is caught earlier, see below)
+    sets = {"grid.shape": [32, 32], "grid.lengths": [64.0, 64.0], "initial.grains": 6, "model.order_parameters": 8}
+    sets |= {"time.integrator": "euler", "time.dt": 0.8, "time.steps": 2000}
+    sets |= {"output.every": 50, "output.checkpoint_every": 2, "output.check_every": 1}
+    sim = load_case(GRAIN_GROWTH, sets, out=tmp_path / "boom.h5", progress=False)
+    with pytest.raises(SimulationBlowUp, match="field 'eta' became NaN/inf at step") as err:
         sim.run()
     assert "boom.ckpt.h5" in str(err.value)
     ck = read_checkpoint(tmp_path / "boom.ckpt.h5")
-    assert np.isfinite(ck.fields["h"]).all() and ck.step > 0
+    assert np.isfinite(ck.fields["eta"]).all() and ck.step > 0
     assert f"step {ck.step})" in str(err.value)  # the message names the checkpoint that was kept
     out = read_output(tmp_path / "boom.h5")  # frames written before the blow-up are intact and finite
-    assert len(out["step"]) >= 1 and np.isfinite(out["fields"]["h"]).all()
+    assert len(out["step"]) >= 1 and np.isfinite(out["fields"]["grain"]).all()
+
+
+def test_a_negative_film_thickness_stops_the_run_like_a_blow_up(tmp_path: Path) -> None:
+    """Explicit Euler past its limit: h oscillates below 0 long before it overflows; the run stops there."""
+    sets = {"terms.elastic.provider": "linear", "time.integrator": "euler", "time.dt": 0.01, "time.end": 5.0}
+    sets |= {"output.every": 5, "output.checkpoint_every": 5}
+    sim = load_case(ATG_FILM, sets, out=tmp_path / "neg.h5", progress=False)
+    with pytest.raises(SimulationBlowUp, match=r"field 'h' fell below 0 \(minimum -") as err:
+        sim.run()
+    assert sim.state.step < 500 and "neg.ckpt.h5" in str(err.value)
+    ck = read_checkpoint(tmp_path / "neg.ckpt.h5")
+    assert f"(step {ck.step})" in str(err.value) and ck.fields["h"].min() >= 0
+    assert read_output(tmp_path / "neg.h5")["fields"]["h"].min() >= 0  # no frame holds the unphysical state
+
+
+def test_a_provider_refusing_an_unphysical_state_stops_the_run_with_its_reason(tmp_path: Path) -> None:
+    """The FEM raises UnphysicalState on h < 0 between two checks; the run loop reports it as a blow-up."""
+    sets = {"terms.elastic.provider": "fem", "time.integrator": "euler", "time.dt": 0.05, "time.end": 20.0}
+    sets |= {"output.every": 1000, "output.checkpoint_every": 2, "output.check_every": 1000}
+    sim = load_case(ATG_FILM, sets, out=tmp_path / "fem.h5", progress=False)
+    with pytest.raises(SimulationBlowUp, match=r"met an unphysical state: h must be >= 0 \(film thickness\)") as err:
+        sim.run()
+    ck = read_checkpoint(tmp_path / "fem.ckpt.h5")
+    assert ck.step > 0 and ck.fields["h"].min() >= 0 and f"(step {ck.step})" in str(err.value)
 
 
 def test_step_by_step_driving_without_output() -> None:
