@@ -284,7 +284,10 @@ def build_provider(rc: ResolvedCase, term: str) -> Any:
     """Instantiate the provider chosen for ``term`` in a resolved case."""
     opts = dict(rc.data["terms"][term])
     name = opts.pop("provider")
-    return get_provider(term, name).build(rc.context, opts)
+    try:
+        return get_provider(term, name).build(rc.context, opts)
+    except ConfigError as err:  # a provider's own checks (weights, device) name the key; add the case file
+        raise ConfigError(err.message, key=err.key, file=err.file or rc.file) from None
 
 
 def build_simulation(rc: ResolvedCase, *, out: str | Path | None = None, progress: bool = False) -> Simulation:
@@ -304,8 +307,11 @@ def build_simulation(rc: ResolvedCase, *, out: str | Path | None = None, progres
     t = rc.data["time"]
     stepper = make_stepper(t["integrator"], equation, t["dt"])
     options = dict(rc.data.get(STEPPER_TERM) or {"provider": "dns"})
-    factory = get_provider(STEPPER_TERM, options.pop("provider")).build(ctx, options)
-    stepper = factory(equation, stepper)
+    try:
+        factory = get_provider(STEPPER_TERM, options.pop("provider")).build(ctx, options)
+        stepper = factory(equation, stepper)
+    except ConfigError as err:
+        raise ConfigError(err.message, key=err.key, file=err.file or rc.file) from None
     o = rc.data["output"]
     output = OutputSpec(
         path=Path(o["path"]),

@@ -22,6 +22,18 @@ def _add_set_option(parser: argparse.ArgumentParser, help_text: str) -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help=help_text)
 
 
+def _add_overwrite_option(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument("--overwrite", action="store_true", help=f"replace {what} if it exists (default: refuse)")
+
+
+def _refuse_to_replace(path: Path | None, args: argparse.Namespace, what: str = "an earlier result") -> None:
+    """Nothing already written is lost: an existing output is replaced only with --overwrite."""
+    from hybrid.core.config import ConfigError
+
+    if path is not None and path.is_file() and not args.overwrite:
+        raise ConfigError(f"{path} holds {what}; pass --overwrite to replace it, or --out to write elsewhere")
+
+
 def _parser() -> argparse.ArgumentParser:
     from hybrid import __version__
 
@@ -47,6 +59,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
     run.add_argument("--no-plots", action="store_true", help="do not write the model's PNG plots at the end")
+    _add_overwrite_option(run, "the results file")
 
     cmp_ = sub.add_parser(
         "compare",
@@ -60,6 +73,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_set_option(cmp_, "override a case key for both runs; repeatable")
     cmp_.add_argument("--out", type=Path, default=None, metavar="DIR", help="output directory")
     cmp_.add_argument("--no-progress", action="store_true", help="no progress bars")
+    _add_overwrite_option(cmp_, "an earlier comparison in DIR")
 
     ds = sub.add_parser(
         "dataset",
@@ -78,6 +92,7 @@ def _parser() -> argparse.ArgumentParser:
     grp.add_argument("--scheduler", default=None, metavar="ADDRESS", help="use an existing dask scheduler")
     _add_set_option(ds, "override a spec key; repeatable")
     ds.add_argument("--no-progress", action="store_true")
+    _add_overwrite_option(ds, "the HDF5 file")
 
     tr = sub.add_parser(
         "train",
@@ -97,6 +112,7 @@ def _parser() -> argparse.ArgumentParser:
     tr.add_argument("--out", type=Path, required=True, metavar="DIR", help="model directory to write")
     _add_set_option(tr, "override a spec key; repeatable")
     tr.add_argument("--no-progress", action="store_true")
+    _add_overwrite_option(tr, "an ensemble in DIR")
 
     cal = sub.add_parser(
         "calibrate",
@@ -124,7 +140,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     sim = load_case(args.case, args.overrides, out=args.out, progress=not args.no_progress)
     if args.restart is not None:
-        sim.restart_from(args.restart)
+        sim.restart_from(args.restart)  # appends to its output
+    else:
+        _refuse_to_replace(sim.output.path, args)
     state = sim.run()
     timing = sim.timing()
     print(f"done: {state.step} steps, t = {state.time:g}, wall {timing['run_seconds']:.2f} s -> {sim.output.path}")
@@ -173,6 +191,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         overrides=args.overrides,
         out_dir=args.out,
         progress=not args.no_progress,
+        overwrite=args.overwrite,
     )
     a, b = report["labels"] if "labels" in report else report["providers"]
     print(
@@ -194,6 +213,7 @@ def _cmd_dataset(args: argparse.Namespace) -> int:
     from hybrid.couplers.trajectories import generate_trajectories, is_trajectory_spec
 
     generate = generate_trajectories if is_trajectory_spec(load_toml(args.spec)) else generate_dataset
+    _refuse_to_replace(args.out, args, "an earlier dataset")
     path = generate(
         args.spec,
         args.out,
@@ -212,6 +232,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from hybrid.models.training import train_ensemble
 
     spec = apply_overrides(load_toml(args.spec), args.overrides, file=str(args.spec))
+    _refuse_to_replace(args.out / "weights.pt", args, "a trained ensemble")
     data = args.data[0] if len(args.data) == 1 else args.data
     if is_jump_spec(spec):
         if len(args.data) != 1:
@@ -333,7 +354,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SimulationBlowUp as err:
         print(f"hybrid: run stopped: {err}", file=sys.stderr)
         return 3
-    except (FileNotFoundError, ValueError, KeyError) as err:
+    except (OSError, ValueError, KeyError) as err:  # OSError: a file the checks above could not foresee
         print(f"hybrid: error: {err}", file=sys.stderr)
         return 2
     return 1

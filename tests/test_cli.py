@@ -229,3 +229,26 @@ def test_a_run_that_blows_up_exits_3_and_keeps_its_checkpoint(
     ck = read_checkpoint(tmp_path / "boom.ckpt.h5")
     assert ck.step > 0 and np.isfinite(ck.fields["h"]).all()
     assert np.isfinite(read_output(out)["fields"]["h"]).all()
+
+
+def test_an_earlier_result_is_replaced_only_with_overwrite(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    case = _write(tmp_path, TINY)
+    out = tmp_path / "res.h5"
+    assert main(["run", str(case), "--out", str(out), "--no-progress", "--no-plots"]) == 0
+    before = out.read_bytes()
+    assert main(["run", str(case), "--out", str(out), "--no-progress", "--no-plots", "--set", "time.dt=0.02"]) == 2
+    assert "holds an earlier result; pass --overwrite" in capsys.readouterr().err
+    assert out.read_bytes() == before  # untouched
+    assert main(["run", str(case), "--out", str(out), "--no-progress", "--no-plots", "--overwrite"]) == 0
+
+
+def test_bad_devices_and_unreadable_paths_name_the_key(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    case = _write(tmp_path, TINY.replace('provider = "linear"', 'provider = "nn"\ndevice = "tpu"'))
+    assert main(["run", str(case), "--out", str(tmp_path / "x.h5"), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "case.toml" in err and "terms.elastic.device" in err and "'cpu', 'cuda', 'cuda:N'" in err
+    assert main(["run", str(tmp_path), "--no-progress"]) == 2  # a folder as the case file
+    assert "is a folder; give a TOML file" in capsys.readouterr().err
+    (tmp_path / "afile").write_text("x")
+    assert main(["run", str(_write(tmp_path, TINY)), "--out", str(tmp_path / "afile" / "r.h5"), "--no-progress"]) == 2
+    assert "afile is a file, not a folder" in capsys.readouterr().err

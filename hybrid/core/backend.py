@@ -16,6 +16,29 @@ Array = Any  # numpy.ndarray or torch.Tensor
 BACKENDS = ("numpy", "torch")
 
 
+def torch_device(name: str, *, auto: bool = False) -> Any:
+    """The torch device called ``name``: ``"cpu"``, ``"cuda"`` or ``"cuda:N"`` (and ``"auto"`` if allowed: cuda when
+    torch sees one, else cpu). hybrid is tested on these two device types only.
+
+    Raises:
+        ValueError: not such a name (the message lists the allowed ones), or a CUDA device torch cannot see.
+    """
+    import torch
+
+    allowed = ("'auto', " if auto else "") + "'cpu', 'cuda', 'cuda:N'"
+    if auto and name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"{name!r} is not a device; allowed: {allowed}") from None
+    if dev.type not in ("cpu", "cuda"):
+        raise ValueError(f"device {name!r}: hybrid runs on {allowed}")
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} requested but torch sees no CUDA device (use 'cpu')")
+    return dev
+
+
 @dataclass(frozen=True)
 class Backend:
     """An array library and a device.
@@ -34,11 +57,7 @@ class Backend:
         if self.name == "numpy" and self.device != "cpu":
             raise ValueError(f"the numpy backend runs on the cpu only, not {self.device!r}")
         if self.name == "torch":
-            import torch
-
-            dev = torch.device(self.device)
-            if dev.type == "cuda" and not torch.cuda.is_available():
-                raise ValueError(f"device {self.device!r} requested but torch sees no CUDA device")
+            torch_device(self.device)
 
     @property
     def is_torch(self) -> bool:

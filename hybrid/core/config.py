@@ -498,7 +498,7 @@ def load_toml(path: str | os.PathLike[str]) -> dict[str, Any]:
         The parsed document.
 
     Raises:
-        ConfigError: If the file does not exist or is not valid TOML (the message names
+        ConfigError: If the file does not exist, cannot be read or is not valid TOML (the message names
             the file and the line/column of the syntax error).
     """
     name = os.fspath(path)
@@ -507,6 +507,12 @@ def load_toml(path: str | os.PathLike[str]) -> dict[str, Any]:
             return tomllib.load(fh)
     except FileNotFoundError:
         raise ConfigError("file not found", file=name) from None
+    except IsADirectoryError:
+        raise ConfigError("is a folder; give a TOML file", file=name) from None
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"not a text TOML file ({err.reason})", file=name) from None
+    except OSError as err:
+        raise ConfigError(f"cannot read it ({err.strerror or err})", file=name) from None
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(f"invalid TOML: {err}", file=name) from None
 

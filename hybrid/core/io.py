@@ -51,10 +51,13 @@ import h5py  # type: ignore[import-untyped, unused-ignore]
 import numpy as np
 import numpy.typing as npt
 
+from hybrid.core.config import ConfigError
+
 __all__ = [
     "MONITOR_COLUMNS",
     "Checkpoint",
     "OutputFile",
+    "check_writable",
     "describe_file",
     "read_checkpoint",
     "read_output",
@@ -1142,6 +1145,39 @@ def read_checkpoint(path: PathLike) -> Checkpoint:
 # --------------------------------------------------------------------------------------------
 # hybrid info
 # --------------------------------------------------------------------------------------------
+
+
+def check_writable(path: PathLike, what: str, *, directory: bool = False) -> Path:
+    """Check, before any work is done, that ``path`` can be written; create its folder.
+
+    Args:
+        path: the file (or, with ``directory``, the folder) a command will write.
+        what: how the user named it, for the message (``"--out"``, ``"output.path (or --out)"``).
+        directory: ``path`` is a folder to write files into, not a file.
+
+    Returns:
+        ``path`` as a Path.
+
+    Raises:
+        ConfigError: names ``what`` and the path: a file path that is a folder, a folder path that is a file, a folder
+            that cannot be created, or one this process cannot write in.
+    """
+    p = Path(path)
+    if not directory and p.is_dir():
+        raise ConfigError(f"{what} = {p} is a folder; give a file name (for example {p / 'result.h5'})")
+    if directory and p.exists() and not p.is_dir():
+        raise ConfigError(f"{what} = {p} is a file; give a folder")
+    folder = p if directory else p.parent
+    existing = next((a for a in (folder, *folder.parents) if a.exists()), None)
+    if existing is not None and not existing.is_dir():
+        raise ConfigError(f"{what} = {p}: {existing} is a file, not a folder")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".hybrid-write-test-"):
+            pass
+    except OSError as err:
+        raise ConfigError(f"{what} = {p}: cannot write in {folder} ({err.strerror or err})") from err
+    return p
 
 
 def _format_attr(value: Any, max_lines: int = 6) -> str:

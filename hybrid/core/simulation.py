@@ -42,7 +42,7 @@ import numpy as np
 
 from hybrid.core.equation import Equation
 from hybrid.core.integrators import Stepper
-from hybrid.core.io import Checkpoint, OutputFile, read_checkpoint, write_checkpoint
+from hybrid.core.io import Checkpoint, OutputFile, check_writable, read_checkpoint, write_checkpoint
 from hybrid.core.state import State, UnphysicalState
 
 log = logging.getLogger(__name__)
@@ -271,7 +271,7 @@ class Simulation:
         if self._out is not None or self.output.path is None:
             return
         fresh = self.state.step == 0
-        self.output.path.parent.mkdir(parents=True, exist_ok=True)
+        check_writable(self.output.path, "output.path (or --out)")
         self._out = self._open_output("w" if fresh else "a")
         if fresh:
             self._check_finite(self.state)

@@ -56,7 +56,7 @@ from typing import Any
 import numpy as np
 
 from hybrid.core.config import ConfigError, apply_overrides, load_toml, parse_override
-from hybrid.core.io import read_output
+from hybrid.core.io import check_writable, read_output
 from hybrid.couplers.descriptors import frame_descriptors
 from hybrid.couplers.metrics import METRICS, compare_frame
 
@@ -164,6 +164,7 @@ def compare(
     overrides: Mapping[str, Any] | Sequence[str] | None = None,
     out_dir: str | Path | None = None,
     progress: bool = False,
+    overwrite: bool = True,
 ) -> dict[str, Any]:
     """Run ``case`` with provider A and with provider B of ``term`` and compare B against A.
 
@@ -175,6 +176,8 @@ def compare(
         out_dir: directory for ``A.h5``, ``B.h5``, ``report.json`` and the plots (created; default
             ``compare-<case name>-<term>-<A>-vs-<B>`` in the working directory).
         progress: show a progress bar for each run.
+        overwrite: replace an earlier comparison in ``out_dir`` (False: a ConfigError if it holds a report.json;
+            the ``hybrid compare`` command passes False unless ``--overwrite``).
 
     Returns:
         The report (as written to ``out_dir/report.json``, but with NaN/inf kept as floats).
@@ -204,7 +207,9 @@ def compare(
         built.append(_build(provider_document(doc, term, name, file=file), file, case_dir, stem, path, progress))
         build_seconds.append(_time.perf_counter() - t0)
     rc = built[0][0]
-    out.mkdir(parents=True, exist_ok=True)
+    check_writable(out, "--out (the compare folder)", directory=True)  # before either run
+    if not overwrite and (out / "report.json").exists():
+        raise ConfigError(f"{out} holds an earlier comparison; pass --overwrite to replace it, or --out for another")
 
     wall: list[float] = []
     for label, (_, sim) in zip(labels, built, strict=True):

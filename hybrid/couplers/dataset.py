@@ -123,6 +123,7 @@ from hybrid.core.config import (
     validate,
 )
 from hybrid.core.grid import Grid
+from hybrid.core.io import check_writable
 from hybrid.solvers.atg import PARAMS as ATG_PARAMS
 from hybrid.solvers.atg import finalize_params
 
@@ -823,6 +824,7 @@ def generate_dataset(
     if workers is not None and workers < 0:
         raise ValueError(f"workers must be >= 0, got {workers}")
     resolved, _file = resolve_spec(spec, overrides)
+    check_writable(out, "--out")  # before the labelling, not after it
     tasks = plan_tasks(resolved)
     total = sum(t.count for t in tasks)
     per_family = {name: sum(t.count for t in tasks if t.family == name) for name in resolved["family"]}

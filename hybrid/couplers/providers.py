@@ -34,13 +34,22 @@ log = logging.getLogger(__name__)
 SHIPPED_WEIGHTS = Path(__file__).resolve().parents[1] / "models" / "weights" / "atg_elastic"
 
 
+def require_model_dir(path: Path, key: str, hint: str = "") -> Path:
+    """``path`` if it holds a model card, else a ConfigError naming ``key`` and what the key accepts."""
+    if not (path / "model_card.json").exists():
+        where = f"no model_card.json in {path}" if path.is_dir() else f"{path} does not exist"
+        raise ConfigError(
+            f"{where}{hint}; allowed: 'shipped' or a folder with weights.pt and model_card.json (hybrid train --out)",
+            key=key,
+        )
+    return path
+
+
 def resolve_weights(ctx: Context, weights: str) -> Path:
     """``"shipped"`` -> the ensemble shipped in the package; otherwise a directory (relative to the case file)."""
     path = SHIPPED_WEIGHTS if weights == "shipped" else ctx.resolve_path(weights)
-    if not (path / "model_card.json").exists():
-        hint = " (the shipped ensemble is missing: reinstall, or train one: see README)" if weights == "shipped" else ""
-        raise ConfigError(f"no model_card.json in {path}{hint}", key="terms.elastic.weights")
-    return path
+    hint = " (the shipped ensemble is missing: reinstall, or train one: see README)" if weights == "shipped" else ""
+    return require_model_dir(path, "terms.elastic.weights", hint)
 
 
 class NNElastic(TermProvider):
@@ -71,7 +80,9 @@ class NNElastic(TermProvider):
         self.dx = float(ctx.grid.dx)
         self.weights = resolve_weights(ctx, options.get("weights", "shipped"))
         device = options.get("device") or (ctx.backend.device if ctx.backend.is_torch else "cpu")
-        self.device = torch.device(device)
+        from hybrid.models.training import resolve_device
+
+        self.device = resolve_device(device, key="terms.elastic.device")
         self.model, self.card = load_ensemble(self.weights, device=str(self.device), expect=EnsembleCNN1d)
         if self.device.type == "cpu" and options.get("threads"):
             # batch-1 inference of a small network is dominated by per-op overhead: extra threads only add

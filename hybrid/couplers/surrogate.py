@@ -75,6 +75,7 @@ from hybrid.core.integrators import Stepper
 from hybrid.core.registry import Context, register_provider
 from hybrid.core.state import State
 from hybrid.couplers.monitor import MonitorPolicy
+from hybrid.couplers.providers import require_model_dir
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +111,9 @@ class JumpEnsemble:
         from hybrid.models.jump_net import INDICATORS, EnsembleJumpNet2d
 
         device = options.get("device") or (ctx.backend.device if ctx.backend.is_torch else "cpu")
-        self.device = torch.device(device)
+        from hybrid.models.training import resolve_device
+
+        self.device = resolve_device(device, key="stepper.device")
         self.model, self.card = load_ensemble(weights, device=str(self.device), expect=EnsembleJumpNet2d)
         self.weights = weights
         if self.device.type == "cpu" and options.get("threads"):
@@ -375,10 +378,8 @@ class SurrogateStepper(Stepper):
 def resolve_surrogate_weights(ctx: Context, weights: str) -> Path:
     """``"shipped"`` -> the ensemble shipped for the case's model; otherwise a directory relative to the case."""
     path = SHIPPED_SURROGATES / f"{ctx.model}_surrogate" if weights == "shipped" else ctx.resolve_path(weights)
-    if not (path / "model_card.json").exists():
-        hint = f" (no surrogate ships for model {ctx.model!r}: train one, see README)" if weights == "shipped" else ""
-        raise ConfigError(f"no model_card.json in {path}{hint}", key="stepper.weights")
-    return path
+    hint = f" (no surrogate ships for model {ctx.model!r}: train one, see README)" if weights == "shipped" else ""
+    return require_model_dir(path, "stepper.weights", hint)
 
 
 NN_OPTIONS = Table(

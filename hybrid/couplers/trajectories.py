@@ -81,6 +81,7 @@ from hybrid.core.config import (
     parse_override,
     validate,
 )
+from hybrid.core.io import check_writable
 from hybrid.core.state import State
 
 logger = logging.getLogger(__name__)
@@ -532,6 +533,7 @@ def generate_trajectories(
     if workers is not None and workers < 0:
         raise ValueError(f"workers must be >= 0, got {workers}")
     resolved, file = resolve_trajectory_spec(spec, overrides)
+    check_writable(out, "--out")  # before the runs, not after them
     tr = resolved["trajectories"]
     rc0 = _resolve_case(resolved, 0, file)
     starts = pair_start_steps(resolved, _step_quantum(rc0.data), file=file)

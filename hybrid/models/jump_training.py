@@ -43,6 +43,7 @@ from scipy.stats import spearmanr
 from torch.nn import functional as F  # noqa: N812 (the torch convention)
 
 from hybrid.core.config import ConfigError, Option, Table, validate
+from hybrid.core.io import check_writable
 from hybrid.models.calibration import calibrate
 from hybrid.models.card import save_ensemble
 from hybrid.models.jump_net import (
@@ -55,6 +56,7 @@ from hybrid.models.jump_net import (
     relative_spread,
     window_error,
 )
+from hybrid.models.training import resolve_device
 
 __all__ = ["JUMP_TRAIN_SPEC", "is_jump_spec", "load_trajectories", "relax_steps", "train_jump_ensemble"]
 
@@ -242,7 +244,8 @@ def train_jump_ensemble(
         torch.set_num_threads(int(tr["threads"]))
     torch.manual_seed(tr["seed"])
     rng = np.random.default_rng(tr["seed"])
-    device = torch.device(tr["device"])
+    device = resolve_device(tr["device"], file=spec_file)
+    check_writable(out_dir, "--out", directory=True)  # before the training, not after it
     try:
         model = EnsembleJumpNet2d(m["members"], m["channels"], m["dilations"], m["head_channels"], m["features"])
     except ValueError as err:

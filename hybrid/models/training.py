@@ -52,7 +52,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from hybrid.core.backend import torch_device
 from hybrid.core.config import ConfigError, Option, Table, validate
+from hybrid.core.io import check_writable
 from hybrid.models.calibration import (
     calibrate,
     ensemble_error,
@@ -192,11 +194,12 @@ def validate_spec(spec: Mapping[str, Any], *, file: str | None = None) -> dict[s
     return out
 
 
-def resolve_device(name: str) -> torch.device:
-    """``"auto"`` -> cuda if available else cpu; otherwise ``torch.device(name)``."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+def resolve_device(name: str, key: str = "training.device", file: str | None = None) -> torch.device:
+    """``"auto"`` -> cuda if available else cpu; otherwise the device ``name`` (ConfigError naming ``key`` if bad)."""
+    try:
+        return torch_device(name, auto=True)
+    except ValueError as err:
+        raise ConfigError(str(err), key=key, file=file) from None
 
 
 @torch.no_grad()
@@ -294,7 +297,8 @@ def train_ensemble(
     t_start = time.perf_counter()
     spec = validate_spec(spec, file=spec_file)
     m_spec, t_spec, c_spec = spec["model"], spec["training"], spec["calibration"]
-    device = resolve_device(t_spec["device"])
+    device = resolve_device(t_spec["device"], file=spec_file)
+    check_writable(out_dir, "--out", directory=True)  # before the training, not after it
     seed, k = t_spec["seed"], t_spec["members"]
 
     paths = [data_path] if isinstance(data_path, str | os.PathLike) else list(data_path)
@@ -473,6 +477,7 @@ def recalibrate_ensemble(
     spec = dict(card["spec"])
     spec["calibration"] = {**spec.get("calibration", {}), **calibration}
     spec = validate_spec(spec, file=str(Path(card["path"])))
+    check_writable(model_dir if out_dir is None else out_dir, "--out", directory=True)
     paths = [data_path] if isinstance(data_path, str | os.PathLike) else list(data_path)
     expected = str(card.get("data", {}).get("sha256", "")).split(";")
     got = [file_sha256(p) for p in paths]

@@ -401,3 +401,17 @@ def test_not_hdf5(tmp_path: Path) -> None:
     for fn in (describe_file, read_output, read_checkpoint):
         with pytest.raises(ValueError, match=r"weights\.pt"):
             fn(bogus)
+
+
+def test_check_writable_names_what_cannot_be_written(tmp_path: Path) -> None:
+    from hybrid.core.config import ConfigError
+
+    assert io.check_writable(tmp_path / "new" / "r.h5", "--out") == tmp_path / "new" / "r.h5"
+    assert (tmp_path / "new").is_dir()  # the folder is made, the file is not
+    with pytest.raises(ConfigError, match=r"--out = .* is a folder; give a file name"):
+        io.check_writable(tmp_path / "new", "--out")
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(ConfigError, match=r"afile is a file, not a folder"):
+        io.check_writable(tmp_path / "afile" / "r.h5", "output.path (or --out)")
+    with pytest.raises(ConfigError, match=r"is a file; give a folder"):
+        io.check_writable(tmp_path / "afile", "--out", directory=True)

@@ -247,7 +247,8 @@ def test_uncertainty_plot_from_synthetic_table(tmp_path: Path) -> None:
 
 
 def test_errors(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match=r"no model_card\.json"):  # no surrogate ships for atg
+    no_surrogate = r"atg_surrogate does not exist \(no surrogate ships for model 'atg'.*allowed: 'shipped'"
+    with pytest.raises(ConfigError, match=no_surrogate):
         compare(tiny_case(), "stepper", ("dns", "monitor"), out_dir=tmp_path)
     with pytest.raises(ConfigError, match="no term 'bogus'"):
         compare(tiny_case(), "bogus", ("a", "b"), out_dir=tmp_path)

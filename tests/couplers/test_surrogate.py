@@ -475,8 +475,12 @@ def test_case_errors(tiny_ensemble: Path, tmp_path: Path) -> None:
     case["model"]["kappa"] = 3.0
     with pytest.raises(ConfigError, match="kappa"):
         hybrid.load_case(case)
-    with pytest.raises(ConfigError, match=r"no model_card\.json"):
+    with pytest.raises(ConfigError, match=r"nowhere does not exist; allowed: 'shipped' or a folder") as err:
         hybrid.load_case(_case(tmp_path / "nowhere"))
+    assert err.value.key == "stepper.weights"
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ConfigError, match=r"no model_card\.json in .*empty"):
+        hybrid.load_case(_case(tmp_path / "empty"))
     with pytest.raises(ConfigError, match="bogus"):
         hybrid.load_case(_case(tiny_ensemble, bogus=1))
 
