@@ -15,9 +15,10 @@ working directory (default ``<case.name>.h5``).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -218,10 +219,8 @@ def _check_windows(
     if table.get("provider", "dns") == "dns":
         return
     ctx = Context(grid=grid, backend=Backend("numpy"), params=params, case_dir=case_dir, model=spec.name)
-    try:
+    with _in_file(file):
         jump = jump_of(table, ctx)
-    except ConfigError as err:
-        raise ConfigError(err.message, key=err.key, file=file) from None
     for key, value in (
         ("time.steps", resolved["time"]["steps"]),
         ("output.every", resolved["output"]["every"]),
@@ -280,14 +279,23 @@ def _make_grid(g: Mapping[str, Any], spec: ModelSpec, file: str | None) -> Grid:
     return Grid(tuple(g["lengths"]), tuple(g["shape"]))
 
 
+@contextlib.contextmanager
+def _in_file(file: str | None) -> Iterator[None]:
+    """A ConfigError raised inside without a file name (a model's or provider's own check) gets the case file's."""
+    try:
+        yield
+    except ConfigError as err:
+        if err.file or not file:
+            raise
+        raise ConfigError(err.message, key=err.key, file=file) from None
+
+
 def build_provider(rc: ResolvedCase, term: str) -> Any:
     """Instantiate the provider chosen for ``term`` in a resolved case."""
     opts = dict(rc.data["terms"][term])
     name = opts.pop("provider")
-    try:
+    with _in_file(rc.file):  # a provider's own checks (weights, device) name the key
         return get_provider(term, name).build(rc.context, opts)
-    except ConfigError as err:  # a provider's own checks (weights, device) name the key; add the case file
-        raise ConfigError(err.message, key=err.key, file=err.file or rc.file) from None
 
 
 def build_simulation(rc: ResolvedCase, *, out: str | Path | None = None, progress: bool = False) -> Simulation:
@@ -299,19 +307,15 @@ def build_simulation(rc: ResolvedCase, *, out: str | Path | None = None, progres
         rc.data["output"]["path"] = str(out)
     terms = {t: build_provider(rc, t) for t in spec.terms}
     equation = spec.build(ctx, terms)
-    try:
+    with _in_file(rc.file):
         init = spec.initial_state(ctx, rc.data["initial"])
-    except ConfigError as err:
-        raise ConfigError(err.message, key=err.key, file=rc.file) from None
     state = State({k: ctx.backend.asarray(v) for k, v in init.items()}, 0.0, 0, ctx.backend)
     t = rc.data["time"]
     stepper = make_stepper(t["integrator"], equation, t["dt"])
     options = dict(rc.data.get(STEPPER_TERM) or {"provider": "dns"})
-    try:
+    with _in_file(rc.file):
         factory = get_provider(STEPPER_TERM, options.pop("provider")).build(ctx, options)
         stepper = factory(equation, stepper)
-    except ConfigError as err:
-        raise ConfigError(err.message, key=err.key, file=err.file or rc.file) from None
     o = rc.data["output"]
     output = OutputSpec(
         path=Path(o["path"]),

@@ -39,6 +39,16 @@ def torch_device(name: str, *, auto: bool = False) -> Any:
     return dev
 
 
+def resolve_device(name: str, key: str, file: str | None = None) -> Any:
+    """:func:`torch_device` with ``"auto"`` allowed, for a case or spec key: a bad name is a ConfigError naming it."""
+    from hybrid.core.config import ConfigError
+
+    try:
+        return torch_device(name, auto=True)
+    except ValueError as err:
+        raise ConfigError(str(err), key=key, file=file) from None
+
+
 @dataclass(frozen=True)
 class Backend:
     """An array library and a device.

@@ -116,9 +116,8 @@ class Simulation:
         try:
             new = self.stepper(self.state)
         except UnphysicalState as err:
-            raise SimulationBlowUp(
-                f"step {self.state.step + 1} (from t = {self.state.time:g}) met an unphysical state: {err}; "
-                f"{self._last_good()}. Reduce time.dt or check the model parameters."
+            raise self._blow_up(
+                f"step {self.state.step + 1} (from t = {self.state.time:g}) met an unphysical state: {err}"
             ) from err
         post = getattr(self.equation, "after_step", None)
         if post is not None:
@@ -231,26 +230,23 @@ class Simulation:
             return False
         return n == self.steps or (ce > 0 and n % ce == 0)
 
-    def _last_good(self) -> str:
+    def _blow_up(self, what: str) -> SimulationBlowUp:
+        """The error that stops a run: what happened, the last good checkpoint, and what to change."""
         if self._last_checkpoint:
-            return f"last good checkpoint: {self._last_checkpoint[0]} (step {self._last_checkpoint[1]})"
-        return "no checkpoint was written"
+            kept = f"last good checkpoint: {self._last_checkpoint[0]} (step {self._last_checkpoint[1]})"
+        else:
+            kept = "no checkpoint was written"
+        return SimulationBlowUp(f"{what}; {kept}. Reduce time.dt or check the model parameters.")
 
     def _check_finite(self, state: State) -> None:
         """Stop on NaN/inf in any field, or on what the equation's ``check_state`` calls unphysical."""
         for name, arr in state.fields.items():
             if not state.backend.all_finite(arr):
-                raise SimulationBlowUp(
-                    f"field {name!r} became NaN/inf at step {state.step} (t = {state.time:g}); {self._last_good()}. "
-                    "Reduce time.dt or check the model parameters."
-                )
+                raise self._blow_up(f"field {name!r} became NaN/inf at step {state.step} (t = {state.time:g})")
         check = getattr(self.equation, "check_state", None)
         problem = check(state) if check is not None else None
         if problem:
-            raise SimulationBlowUp(
-                f"step {state.step} (t = {state.time:g}): {problem}; {self._last_good()}. "
-                "Reduce time.dt or check the model parameters."
-            )
+            raise self._blow_up(f"step {state.step} (t = {state.time:g}): {problem}")
 
     def _root_attrs(self) -> dict[str, Any]:
         be = self.state.backend

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from hybrid.core.backend import Array
+from hybrid.core.backend import Array, resolve_device
 from hybrid.core.config import ConfigError, Option, Table
 from hybrid.core.registry import Context, get_provider, register_provider
 from hybrid.core.state import State
@@ -80,9 +80,7 @@ class NNElastic(TermProvider):
         self.dx = float(ctx.grid.dx)
         self.weights = resolve_weights(ctx, options.get("weights", "shipped"))
         device = options.get("device") or (ctx.backend.device if ctx.backend.is_torch else "cpu")
-        from hybrid.models.training import resolve_device
-
-        self.device = resolve_device(device, key="terms.elastic.device")
+        self.device = resolve_device(device, "terms.elastic.device")
         self.model, self.card = load_ensemble(self.weights, device=str(self.device), expect=EnsembleCNN1d)
         if self.device.type == "cpu" and options.get("threads"):
             # batch-1 inference of a small network is dominated by per-op overhead: extra threads only add

@@ -70,6 +70,7 @@ from typing import Any
 
 import numpy as np
 
+from hybrid.core.backend import resolve_device
 from hybrid.core.config import ConfigError, Option, Table
 from hybrid.core.integrators import Stepper
 from hybrid.core.registry import Context, register_provider
@@ -111,9 +112,7 @@ class JumpEnsemble:
         from hybrid.models.jump_net import INDICATORS, EnsembleJumpNet2d
 
         device = options.get("device") or (ctx.backend.device if ctx.backend.is_torch else "cpu")
-        from hybrid.models.training import resolve_device
-
-        self.device = resolve_device(device, key="stepper.device")
+        self.device = resolve_device(device, "stepper.device")
         self.model, self.card = load_ensemble(weights, device=str(self.device), expect=EnsembleJumpNet2d)
         self.weights = weights
         if self.device.type == "cpu" and options.get("threads"):

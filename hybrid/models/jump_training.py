@@ -42,6 +42,7 @@ import torch
 from scipy.stats import spearmanr
 from torch.nn import functional as F  # noqa: N812 (the torch convention)
 
+from hybrid.core.backend import resolve_device
 from hybrid.core.config import ConfigError, Option, Table, validate
 from hybrid.core.io import check_writable
 from hybrid.models.calibration import calibrate
@@ -56,7 +57,6 @@ from hybrid.models.jump_net import (
     relative_spread,
     window_error,
 )
-from hybrid.models.training import resolve_device
 
 __all__ = ["JUMP_TRAIN_SPEC", "is_jump_spec", "load_trajectories", "relax_steps", "train_jump_ensemble"]
 
@@ -244,7 +244,7 @@ def train_jump_ensemble(
         torch.set_num_threads(int(tr["threads"]))
     torch.manual_seed(tr["seed"])
     rng = np.random.default_rng(tr["seed"])
-    device = resolve_device(tr["device"], file=spec_file)
+    device = resolve_device(tr["device"], "training.device", spec_file)
     check_writable(out_dir, "--out", directory=True)  # before the training, not after it
     try:
         model = EnsembleJumpNet2d(m["members"], m["channels"], m["dilations"], m["head_channels"], m["features"])

@@ -52,7 +52,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from hybrid.core.backend import torch_device
+from hybrid.core.backend import resolve_device
 from hybrid.core.config import ConfigError, Option, Table, validate
 from hybrid.core.io import check_writable
 from hybrid.models.calibration import (
@@ -73,7 +73,6 @@ __all__ = [
     "evaluate_ensemble",
     "predict",
     "recalibrate_ensemble",
-    "resolve_device",
     "time_inference",
     "train_ensemble",
     "validate_spec",
@@ -194,14 +193,6 @@ def validate_spec(spec: Mapping[str, Any], *, file: str | None = None) -> dict[s
     return out
 
 
-def resolve_device(name: str, key: str = "training.device", file: str | None = None) -> torch.device:
-    """``"auto"`` -> cuda if available else cpu; otherwise the device ``name`` (ConfigError naming ``key`` if bad)."""
-    try:
-        return torch_device(name, auto=True)
-    except ValueError as err:
-        raise ConfigError(str(err), key=key, file=file) from None
-
-
 @torch.no_grad()
 def predict(model: EnsembleCNN1d, features: Tensor, chunk: int = 512) -> Tensor:
     """Member predictions for many inputs, in chunks.
@@ -297,7 +288,7 @@ def train_ensemble(
     t_start = time.perf_counter()
     spec = validate_spec(spec, file=spec_file)
     m_spec, t_spec, c_spec = spec["model"], spec["training"], spec["calibration"]
-    device = resolve_device(t_spec["device"], file=spec_file)
+    device = resolve_device(t_spec["device"], "training.device", spec_file)
     check_writable(out_dir, "--out", directory=True)  # before the training, not after it
     seed, k = t_spec["seed"], t_spec["members"]
 
