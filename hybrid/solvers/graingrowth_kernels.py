@@ -16,13 +16,14 @@ Kernels (same signature per kind; ``make_graingrowth_rhs(backend)`` / ``make_gra
 - ``rhs(eta, dx, dy, mobility, alpha, beta, gamma, kappa) -> dη/dt``;
 - ``step(eta, dt, dx, dy, mobility, alpha, beta, gamma, kappa) -> η + dt dη/dt`` (explicit Euler, fused).
 
-``*_numpy`` are the plain numpy references. The numba kernels are fused: a row of the grid is one parallel work item
-(``prange`` over y); for it S is accumulated over the Q order parameters, then every order parameter of the row is
-updated in one sweep over x whose interior is branch-free (so LLVM vectorises it) and the two periodic end points
-are done apart. The three rows each sweep touches stay in cache, so a step reads η once and writes the result once:
-2·Q·ny·nx·8 bytes of memory traffic, the model used in ``benchmarks/bench_graingrowth.py``. Small arrays
-(< ``PARALLEL_MIN_SIZE`` values) use a serial build of the same kernel. The torch kernels use a circular pad and
-in-place elementwise ops and run on CPU or CUDA tensors.
+``*_numpy`` are the plain numpy references. The numba kernels are fused: the grid's rows are split into a few
+blocks per thread (``prange`` over blocks); for each row S is accumulated over the Q order parameters (skipped for
+Q = 1, where the coupling vanishes), then every order parameter of the row is updated in one sweep over x whose
+interior is branch-free (so LLVM vectorises it) and the two periodic end points are done apart. The three rows each
+sweep touches stay in cache, so a step reads η once and writes the result once: 2·Q·ny·nx·8 bytes of memory
+traffic, the model used in ``benchmarks/bench_graingrowth.py``. Small arrays (< :func:`parallel_min_size` values,
+which depends on numba's threading layer) use a serial build of the same kernel. The torch kernels use a circular
+pad and in-place elementwise ops and run on CPU or CUDA tensors.
 
 Threads: numba's default OpenMP layer lets idle workers spin; on a machine whose cores are shared with other jobs
 that makes each parallel step wait for a descheduled thread (a 2-core machine showed 8–12 ms instead of 3 ms per
@@ -112,6 +113,7 @@ def _fused_row(
     eta: np.ndarray,
     out: np.ndarray,
     y: int,
+    s: np.ndarray,
     base: float,
     scale: float,
     cx: float,
@@ -121,15 +123,21 @@ def _fused_row(
     g2: float,
     kappa: float,
 ) -> None:  # pragma: no cover - compiled
-    """One grid row y of out = base·η + scale·(f'(η) − κ∇²η), all Q order parameters."""
+    """One grid row y of out = base·η + scale·(f'(η) − κ∇²η), all Q order parameters; ``s`` (nx,) is scratch.
+
+    With one order parameter the coupling Σ_{p≠q} η_p² is zero, so the pass that sums S is skipped.
+    """
     nq, ny, nx = eta.shape
     ym = y - 1 if y > 0 else ny - 1
     yp = y + 1 if y < ny - 1 else 0
-    s = np.zeros(nx)
-    for q in range(nq):
-        row = eta[q, y]
+    if nq > 1:
+        first = eta[0, y]
         for x in range(nx):
-            s[x] += row[x] * row[x]
+            s[x] = first[x] * first[x]
+        for q in range(1, nq):
+            row = eta[q, y]
+            for x in range(nx):
+                s[x] += row[x] * row[x]
     for q in range(nq):
         row = eta[q, y]
         up = eta[q, yp]
@@ -141,19 +149,30 @@ def _fused_row(
             xp = x + 1 if x < nx - 1 else 0
             e = row[x]
             e2 = e * e
+            others = s[x] - e2 if nq > 1 else 0.0
             lap = (row[xm] + row[xp] - 2.0 * e) * cx + (up[x] + dn[x] - 2.0 * e) * cy
-            o[x] = base * e + scale * (e * (-alpha + beta * e2 + g2 * (s[x] - e2)) - kappa * lap)
-        # branch-free interior (vectorised)
-        for x in range(1, nx - 1):
-            e = row[x]
-            e2 = e * e
-            lap = (row[x - 1] + row[x + 1] - 2.0 * e) * cx + (up[x] + dn[x] - 2.0 * e) * cy
-            o[x] = base * e + scale * (e * (-alpha + beta * e2 + g2 * (s[x] - e2)) - kappa * lap)
+            o[x] = base * e + scale * (e * (-alpha + beta * e2 + g2 * others) - kappa * lap)
+        # branch-free interiors (vectorised)
+        if nq > 1:
+            for x in range(1, nx - 1):
+                e = row[x]
+                e2 = e * e
+                lap = (row[x - 1] + row[x + 1] - 2.0 * e) * cx + (up[x] + dn[x] - 2.0 * e) * cy
+                o[x] = base * e + scale * (e * (-alpha + beta * e2 + g2 * (s[x] - e2)) - kappa * lap)
+        else:
+            for x in range(1, nx - 1):
+                e = row[x]
+                e2 = e * e
+                lap = (row[x - 1] + row[x + 1] - 2.0 * e) * cx + (up[x] + dn[x] - 2.0 * e) * cy
+                o[x] = base * e + scale * (e * (-alpha + beta * e2) - kappa * lap)
 
 
 # fastmath "contract" only: lets LLVM fuse a*b + c into FMA instructions (≈ 15 % faster, results differ from the
 # reference by ~1 ulp); NaN/inf semantics stay IEEE so a blow-up still shows as NaN.
 _FASTMATH = {"contract"}
+
+CHUNKS_PER_THREAD = 4
+"""Row blocks per numba thread in the parallel kernel (each block allocates its scratch row once)."""
 
 
 @numba.njit(parallel=True, cache=True, fastmath=_FASTMATH)
@@ -168,9 +187,13 @@ def _fused_parallel(
     beta: float,
     g2: float,
     kappa: float,
+    blocks: int,
 ) -> None:  # pragma: no cover - compiled
-    for y in prange(eta.shape[1]):
-        _fused_row(eta, out, y, base, scale, cx, cy, alpha, beta, g2, kappa)
+    ny, nx = eta.shape[1], eta.shape[2]
+    for b in prange(blocks):
+        s = np.empty(nx)
+        for y in range(b * ny // blocks, (b + 1) * ny // blocks):
+            _fused_row(eta, out, y, s, base, scale, cx, cy, alpha, beta, g2, kappa)
 
 
 @numba.njit(cache=True, fastmath=_FASTMATH)
@@ -186,12 +209,24 @@ def _fused_serial(
     g2: float,
     kappa: float,
 ) -> None:  # pragma: no cover - compiled
+    s = np.empty(eta.shape[2])
     for y in range(eta.shape[1]):
-        _fused_row(eta, out, y, base, scale, cx, cy, alpha, beta, g2, kappa)
+        _fused_row(eta, out, y, s, base, scale, cx, cy, alpha, beta, g2, kappa)
 
 
 PARALLEL_MIN_SIZE = 1 << 16
 """Arrays with fewer values than this run the serial kernel (thread start-up would cost more than it saves)."""
+
+PARALLEL_MIN_SIZE_WORKQUEUE = 1 << 19
+"""The same under numba's workqueue threading layer, whose parallel region costs about 58 µs against 7 µs for
+OpenMP (2-core machine, 2 threads): the serial kernel wins there up to about 2.6·10⁵ values (a 512² field)."""
+
+
+def parallel_min_size() -> int:
+    """The smallest array (values) that the parallel kernel serves under the configured threading layer."""
+    if str(getattr(numba.config, "THREADING_LAYER", "")) == "workqueue":
+        return PARALLEL_MIN_SIZE_WORKQUEUE
+    return PARALLEL_MIN_SIZE
 
 
 def _fused(
@@ -210,8 +245,7 @@ def _fused(
     """out = dη/dt (euler False) or η + dt·dη/dt (euler True), written as base·η + scale·(f'(η) − κ∇²η)."""
     base = 1.0 if euler else 0.0
     scale = -float(mobility) * float(dt) if euler else -float(mobility)
-    kernel = _fused_parallel if eta.size >= PARALLEL_MIN_SIZE else _fused_serial
-    kernel(
+    args = (
         eta,
         out,
         base,
@@ -223,6 +257,10 @@ def _fused(
         2.0 * float(gamma),
         float(kappa),
     )
+    if eta.size >= parallel_min_size():
+        _fused_parallel(*args, min(eta.shape[1], CHUNKS_PER_THREAD * numba.get_num_threads()))
+    else:
+        _fused_serial(*args)
 
 
 def _prepare(eta: np.ndarray, out: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:

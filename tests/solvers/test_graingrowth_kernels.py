@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
+import hybrid.solvers.graingrowth_kernels as kernels
 from hybrid.cases import load_case
 from hybrid.solvers.graingrowth_kernels import (
     KERNELS,
-    PARALLEL_MIN_SIZE,
     STEP_KERNELS,
     graingrowth_rhs_numba,
     graingrowth_rhs_numpy,
@@ -42,8 +42,13 @@ def _call(kind: str, name: str, eta: np.ndarray, device: str = "cpu", dt: float 
 
 @pytest.mark.parametrize("kind", ["rhs", "step"])
 @pytest.mark.parametrize("name,device", [("numba", "cpu")] + [("torch", d) for d in _devices()])
-@pytest.mark.parametrize("shape", [(5, 24, 40), (3, 160, 144)])  # serial and parallel numba paths
-def test_kernel_equals_reference_on_one_call(kind: str, name: str, device: str, shape: tuple[int, int, int]) -> None:
+@pytest.mark.parametrize("shape", [(5, 24, 40), (3, 160, 144), (1, 24, 40), (1, 7, 5)])
+@pytest.mark.parametrize("parallel", [False, True])
+def test_kernel_equals_reference_on_one_call(
+    kind: str, name: str, device: str, shape: tuple[int, int, int], parallel: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Both numba builds (serial, parallel over row blocks, including fewer rows than blocks) and Q = 1."""
+    monkeypatch.setattr(kernels, "parallel_min_size", lambda: 0 if parallel else 1 << 62)
     eta = _eta(*shape)
     ref = _call(kind, "reference", eta)
     out = _call(kind, name, eta, device)
@@ -51,8 +56,11 @@ def test_kernel_equals_reference_on_one_call(kind: str, name: str, device: str, 
     np.testing.assert_allclose(out, ref, rtol=1e-12, atol=1e-12 * np.abs(ref).max())
 
 
-def test_parallel_and_serial_paths_are_both_exercised() -> None:
-    assert 5 * 24 * 40 < PARALLEL_MIN_SIZE <= 3 * 160 * 144
+def test_parallel_threshold_follows_the_threading_layer(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(kernels.numba.config, "THREADING_LAYER", "workqueue")
+    assert kernels.parallel_min_size() == kernels.PARALLEL_MIN_SIZE_WORKQUEUE
+    monkeypatch.setattr(kernels.numba.config, "THREADING_LAYER", "omp")
+    assert kernels.parallel_min_size() == kernels.PARALLEL_MIN_SIZE < kernels.PARALLEL_MIN_SIZE_WORKQUEUE
 
 
 def test_reference_is_the_fan_chen_equation_at_one_point() -> None:
