@@ -114,22 +114,22 @@ def _fused_row(
     out: np.ndarray,
     y: int,
     s: np.ndarray,
-    base: float,
-    scale: float,
-    cx: float,
-    cy: float,
-    alpha: float,
-    beta: float,
-    g2: float,
-    kappa: float,
+    c_self: float,
+    c_cube: float,
+    c_pair: float,
+    c_x: float,
+    c_y: float,
 ) -> None:  # pragma: no cover - compiled
-    """One grid row y of out = base·η + scale·(f'(η) − κ∇²η), all Q order parameters; ``s`` (nx,) is scratch.
+    """One grid row y of out = η·(c_self + c_cube·η² + c_pair·S) + c_x·(η_{x−1} + η_{x+1}) + c_y·(η_{y−1} + η_{y+1}),
+    all Q order parameters (coefficients from :func:`_coefficients`); ``s`` (nx,) is scratch for S = Σ_p η_p².
 
-    With one order parameter the coupling Σ_{p≠q} η_p² is zero, so the pass that sums S is skipped.
+    With one order parameter S = η² and the coupling 2γη(S − η²) vanishes: the pass that sums S is skipped and
+    c_pair·S = c_pair·η² is folded into the cubic coefficient (c_cube + c_pair).
     """
     nq, ny, nx = eta.shape
     ym = y - 1 if y > 0 else ny - 1
     yp = y + 1 if y < ny - 1 else 0
+    c_one = c_cube + c_pair  # the cubic coefficient when Q = 1
     if nq > 1:
         first = eta[0, y]
         for x in range(nx):
@@ -148,23 +148,21 @@ def _fused_row(
             xm = x - 1 if x > 0 else nx - 1
             xp = x + 1 if x < nx - 1 else 0
             e = row[x]
-            e2 = e * e
-            others = s[x] - e2 if nq > 1 else 0.0
-            lap = (row[xm] + row[xp] - 2.0 * e) * cx + (up[x] + dn[x] - 2.0 * e) * cy
-            o[x] = base * e + scale * (e * (-alpha + beta * e2 + g2 * others) - kappa * lap)
+            pair = c_pair * (s[x] if nq > 1 else e * e)
+            o[x] = e * (c_self + c_cube * e * e + pair) + c_x * (row[xm] + row[xp]) + c_y * (up[x] + dn[x])
         # branch-free interiors (vectorised)
         if nq > 1:
             for x in range(1, nx - 1):
                 e = row[x]
-                e2 = e * e
-                lap = (row[x - 1] + row[x + 1] - 2.0 * e) * cx + (up[x] + dn[x] - 2.0 * e) * cy
-                o[x] = base * e + scale * (e * (-alpha + beta * e2 + g2 * (s[x] - e2)) - kappa * lap)
+                o[x] = (
+                    e * (c_self + c_cube * e * e + c_pair * s[x])
+                    + c_x * (row[x - 1] + row[x + 1])
+                    + c_y * (up[x] + dn[x])
+                )
         else:
             for x in range(1, nx - 1):
                 e = row[x]
-                e2 = e * e
-                lap = (row[x - 1] + row[x + 1] - 2.0 * e) * cx + (up[x] + dn[x] - 2.0 * e) * cy
-                o[x] = base * e + scale * (e * (-alpha + beta * e2) - kappa * lap)
+                o[x] = e * (c_self + c_one * e * e) + c_x * (row[x - 1] + row[x + 1]) + c_y * (up[x] + dn[x])
 
 
 # fastmath "contract" only: lets LLVM fuse a*b + c into FMA instructions (≈ 15 % faster, results differ from the
@@ -179,39 +177,33 @@ CHUNKS_PER_THREAD = 4
 def _fused_parallel(
     eta: np.ndarray,
     out: np.ndarray,
-    base: float,
-    scale: float,
-    cx: float,
-    cy: float,
-    alpha: float,
-    beta: float,
-    g2: float,
-    kappa: float,
+    c_self: float,
+    c_cube: float,
+    c_pair: float,
+    c_x: float,
+    c_y: float,
     blocks: int,
 ) -> None:  # pragma: no cover - compiled
     ny, nx = eta.shape[1], eta.shape[2]
     for b in prange(blocks):
         s = np.empty(nx)
         for y in range(b * ny // blocks, (b + 1) * ny // blocks):
-            _fused_row(eta, out, y, s, base, scale, cx, cy, alpha, beta, g2, kappa)
+            _fused_row(eta, out, y, s, c_self, c_cube, c_pair, c_x, c_y)
 
 
 @numba.njit(cache=True, fastmath=_FASTMATH)
 def _fused_serial(
     eta: np.ndarray,
     out: np.ndarray,
-    base: float,
-    scale: float,
-    cx: float,
-    cy: float,
-    alpha: float,
-    beta: float,
-    g2: float,
-    kappa: float,
+    c_self: float,
+    c_cube: float,
+    c_pair: float,
+    c_x: float,
+    c_y: float,
 ) -> None:  # pragma: no cover - compiled
     s = np.empty(eta.shape[2])
     for y in range(eta.shape[1]):
-        _fused_row(eta, out, y, s, base, scale, cx, cy, alpha, beta, g2, kappa)
+        _fused_row(eta, out, y, s, c_self, c_cube, c_pair, c_x, c_y)
 
 
 PARALLEL_MIN_SIZE = 1 << 16
@@ -229,6 +221,24 @@ def parallel_min_size() -> int:
     return PARALLEL_MIN_SIZE
 
 
+def _coefficients(
+    dt: float, euler: bool, dx: float, dy: float, mobility: float, alpha: float, beta: float, gamma: float, kappa: float
+) -> tuple[float, float, float, float, float]:
+    """(c_self, c_cube, c_pair, c_x, c_y) of :func:`_fused_row` for dη/dt (euler False) or η + dt·dη/dt (True).
+
+    With r = −L (or −L·dt for a step), b = 1 for a step and 0 for the tendency, and the pair sum written as
+    Σ_{p≠q} η_p² = S − η_q²: b·η + r·(−αη + βη³ + 2γη(S − η²) − κ∇²η) regrouped by powers of η and neighbour sums,
+    so a point costs five multiply-adds instead of about a dozen operations.
+    """
+    r = -float(mobility) * (float(dt) if euler else 1.0)
+    cx = 1.0 / (float(dx) * float(dx))
+    cy = 1.0 / (float(dy) * float(dy))
+    k = float(kappa)
+    g2 = 2.0 * float(gamma)
+    c_self = (1.0 if euler else 0.0) + r * (-float(alpha) + 2.0 * k * (cx + cy))
+    return c_self, r * (float(beta) - g2), r * g2, -r * k * cx, -r * k * cy
+
+
 def _fused(
     eta: np.ndarray,
     out: np.ndarray,
@@ -242,25 +252,12 @@ def _fused(
     gamma: float,
     kappa: float,
 ) -> None:
-    """out = dη/dt (euler False) or η + dt·dη/dt (euler True), written as base·η + scale·(f'(η) − κ∇²η)."""
-    base = 1.0 if euler else 0.0
-    scale = -float(mobility) * float(dt) if euler else -float(mobility)
-    args = (
-        eta,
-        out,
-        base,
-        scale,
-        1.0 / (float(dx) * float(dx)),
-        1.0 / (float(dy) * float(dy)),
-        float(alpha),
-        float(beta),
-        2.0 * float(gamma),
-        float(kappa),
-    )
+    """out = dη/dt (euler False) or η + dt·dη/dt (euler True), one pass (serial or parallel by size)."""
+    coefficients = _coefficients(dt, euler, dx, dy, mobility, alpha, beta, gamma, kappa)
     if eta.size >= parallel_min_size():
-        _fused_parallel(*args, min(eta.shape[1], CHUNKS_PER_THREAD * numba.get_num_threads()))
+        _fused_parallel(eta, out, *coefficients, min(eta.shape[1], CHUNKS_PER_THREAD * numba.get_num_threads()))
     else:
-        _fused_serial(*args)
+        _fused_serial(eta, out, *coefficients)
 
 
 def _prepare(eta: np.ndarray, out: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
