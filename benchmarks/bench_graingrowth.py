@@ -17,10 +17,10 @@ CI). Prints the machine, the versions and a table. Measured in one run, on one m
   ``interface_width`` = κ) on the same periodic grid with explicit Euler at the same dt: our fused kernel vs py-pde's
   compiled numba stepper (``EulerSolver(backend="numba")``; compile time excluded; both results compared). py-pde
   allocates temporaries every step, so its time depends on the allocator's state: timed here, after the large
-  arrays above were allocated and freed (glibc then serves 2 MiB from its heap), a 512² step took 0.9–1.7 ms; in a
+  arrays above were allocated and freed (glibc then serves 2 MiB from its heap), a 512² step took 0.6–1.7 ms; in a
   fresh process, where glibc maps fresh pages for each, 4.5–6 ms (2-core AMD EPYC). The faster figure is printed.
-  Both solvers run under the same numba threading layer: workqueue's parallel region costs ~58 µs against ~7 µs
-  for OpenMP, so at Q = 1 our kernel runs serially there (``parallel_min_size``).
+  Both solvers run under the same numba threading layer; under workqueue, whose parallel regions are much dearer
+  than OpenMP's, our kernel runs serially at Q = 1 (``parallel_min_size``).
 
 Timings are medians (and best times) over ``--repeat`` calls after a warm-up. On a machine shared with other jobs
 the parallel kernels suffer first; the script prints the 1-minute load average and numba's threading layer so a

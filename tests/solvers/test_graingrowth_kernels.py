@@ -41,9 +41,11 @@ def _call(kind: str, name: str, eta: np.ndarray, device: str = "cpu", dt: float 
 
 
 @pytest.mark.parametrize("kind", ["rhs", "step"])
-@pytest.mark.parametrize("name,device", [("numba", "cpu")] + [("torch", d) for d in _devices()])
+@pytest.mark.parametrize(
+    "name,device,parallel",
+    [("numba", "cpu", False), ("numba", "cpu", True)] + [("torch", d, False) for d in _devices()],
+)
 @pytest.mark.parametrize("shape", [(5, 24, 40), (3, 160, 144), (1, 24, 40), (1, 7, 5)])
-@pytest.mark.parametrize("parallel", [False, True])
 def test_kernel_equals_reference_on_one_call(
     kind: str, name: str, device: str, shape: tuple[int, int, int], parallel: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
