@@ -145,7 +145,7 @@ def bench_steps(points: list[int], calls: int) -> None:
             sim.steps = 10**9
             out[integ] = _median_time(lambda i, sim=sim: sim.step(), calls * 20)
         print(f"{n:>6} {out['euler']:12.3e} {out['imex']:12.3e} {out['imex'] / out['euler']:12.2f}")
-    print("(an IMEX step costs about as much as an explicit one but may be ~10-100x longer: see PHYSICS.md §1)")
+    print("(an IMEX step costs about as much as an explicit one but may be ~10-100x longer: see docs/physics.md §1)")
 
 
 def main() -> None:

@@ -1,7 +1,8 @@
 """Assembling a Simulation or a term provider from a case file, via the registries.
 
 A case file (TOML) has the fixed top-level tables ``[case] [grid] [model] [initial] [terms.NAME] [time] [output]``
-(DESIGN.md) and the optional ``[stepper]`` (whole-model NN surrogate steppers, :mod:`hybrid.couplers.surrogate`;
+(docs/architecture.md), and the optional ``[stepper]`` (whole-model NN surrogate steppers,
+:mod:`hybrid.couplers.surrogate`;
 default ``provider = "dns"``: the ``[time]`` integrator). Validation is schema-driven: the ``[case]`` table is checked
 first to learn the model, then the whole file is checked against the schema assembled from that model's
 registration (its ``[model]`` keys, initial condition kinds and terms) and from the providers registered for each

@@ -1,4 +1,4 @@
-"""The ``hybrid`` command line (DESIGN.md "Command line")."""
+"""The ``hybrid`` command line (docs/architecture.md "Command line")."""
 
 from __future__ import annotations
 

@@ -152,7 +152,9 @@ def test_compare_writes_the_report_and_prints_the_speedup(tmp_path: Path, capsys
     a, b = (read_output(out / f"{x}.h5")["fields"]["h"][-1] for x in "AB")  # the two runs, kept in --out
     rel = report["metrics"]["h"]["rmse_rel"]
     assert rel[0] == 0.0 and rel[-1] > 0  # the same start, then the small-slope law and the FEM part
-    assert rel[-1] == pytest.approx(np.sqrt(np.mean((b - a) ** 2)) / np.std(a), rel=1e-12)  # DESIGN.md's rmse_rel
+    assert rel[-1] == pytest.approx(
+        np.sqrt(np.mean((b - a) ** 2)) / np.std(a), rel=1e-12
+    )  # rmse_rel as defined in docs
 
 
 @pytest.mark.parametrize("providers", ["linear", "linear,fem,nn", ","])

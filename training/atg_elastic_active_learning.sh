@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Active learning for the elastic ensemble on the shipped case (PHYSICS.md §1, cases/atg_film.toml): a base
+# Active learning for the elastic ensemble on the shipped case (docs/physics.md §1, cases/atg_film.toml): a base
 # ensemble trained on the FEM-labelled dataset (round 0), then three capture -> retrain rounds.
 #
 #   bash training/atg_elastic_active_learning.sh [WORK_DIR]     # default WORK_DIR = data; about 80 min on 2 cores

@@ -1,6 +1,6 @@
 """HDF5 results files (+ XDMF sidecar for ParaView) and atomic checkpoints.
 
-Results file layout (the names are fixed public interface, see DESIGN.md "Output files")::
+Results file layout (the names are fixed public interface, see docs/architecture.md "Output files")::
 
     /time                 (F,)      float64   simulated time of each saved frame
     /step                 (F,)      int64     step index of each frame (strictly increasing)
@@ -262,7 +262,7 @@ def _table_dict(group: Any) -> dict[str, Array]:
 
 
 class OutputFile:
-    """HDF5 results file of a run, in the layout of DESIGN.md, with an XDMF sidecar.
+    """HDF5 results file of a run, in the layout of docs/architecture.md, with an XDMF sidecar.
 
     Layout (see the module docstring): ``/time`` (F,) float64, ``/step`` (F,) int64,
     ``/fields/<name>`` and ``/terms/<name>`` (F, ...), tables such as ``/monitor/<term>``

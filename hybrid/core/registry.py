@@ -26,7 +26,7 @@ class Context:
     Attributes:
         grid: the simulation grid.
         backend: array backend and device.
-        params: resolved ``[model]`` table (physical parameters in the units of PHYSICS.md).
+        params: resolved ``[model]`` table (physical parameters in the units of docs/physics.md).
         seed: case seed; draw randomness only through :meth:`rng`.
         case_dir: directory of the case file (relative paths in options resolve against it).
         model: model name.

@@ -6,7 +6,7 @@ reference, typically the DNS), from the same seed and therefore the same initial
 
 - ``A.h5``, ``B.h5``: the two results files (``output.terms`` gains the compared term, so its values are saved
   at every frame as ``/terms/<term>``);
-- ``report.json``: the fixed keys of DESIGN.md ("Command line") plus extras (below);
+- ``report.json``: the fixed keys of docs/architecture.md ("Command line") plus extras (below);
 - ``profiles.png``, ``error.png``, ``uncertainty.png``: plots; each is skipped when its data does not exist.
 
 ``report.json``::

@@ -12,7 +12,7 @@ Spec (TOML; every key is validated, errors name the file, the dotted key and wha
 
     [dataset]   name (default: the spec file's stem), seed = 0, description = ""
     [grid]      length (L [nm], required), points (N, required, >= 8); dx = L/N, x_i = i dx
-    [model]     the ATG [model] table of PHYSICS.md §1 (Ge/Si defaults): young, poisson, misfit and
+    [model]     the ATG [model] table of docs/physics.md §1 (Ge/Si defaults): young, poisson, misfit and
                 substrate_depth (default = grid.length) define the labels; the others drive trajectories
     [labels]    solver = "pcg" (CG preconditioned by a reused LU; the profiles of a random/perlin chunk are
                 labelled in order of increasing max slope so that one LU serves many: ~40% cheaper than

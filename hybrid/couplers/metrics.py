@@ -11,7 +11,7 @@ Conventions:
 
 - ``data range`` of a frame = max(A) − min(A), the range of the *reference frame* (not of a dtype and not of
   B), used by :func:`psnr` and :func:`ssim`.
-- ``rmse_rel`` = RMSE(B, A) / std(A), the standard deviation of A over space at that frame (DESIGN.md).
+- ``rmse_rel`` = RMSE(B, A) / std(A), the standard deviation of A over space at that frame (docs/architecture.md).
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ Output of member k at point x (in units of the target, e.g. rho/rho0)::
     y_k(x) = baseline_offset + baseline_coefficient * input[baseline_channel](x) + correction_k(x)
 
 With the elastic features (channel 1 = Lambda h) and the defaults 1 and -4 the baseline is the small-slope law
-rho/rho0 = 1 - 4 Lambda h (PHYSICS.md §1), and the network learns only the nonlinear correction.
+rho/rho0 = 1 - 4 Lambda h (docs/physics.md §1), and the network learns only the nonlinear correction.
 
 With ``linear_channels`` (the input channels that are first order in the profile, e.g. h_dev and Lambda h) the
 correction's value and first-order response at the flat profile (all inputs 0) are subtracted::

@@ -1,13 +1,13 @@
 """Input features of the neural networks, computed from the physical fields (torch, CPU or CUDA).
 
-The elastic-energy network (PHYSICS.md §1, term ``elastic``) sees a periodic film profile h(x) [nm] on the grid
+The elastic-energy network (docs/physics.md §1, term ``elastic``) sees a periodic film profile h(x) [nm] on the grid
 x_i = i dx, i = 0..N-1, only through :func:`elastic_features`. The features are chosen so that the symmetries
 of the physics hold by construction:
 
 * translation (roll of the grid) and mirror (x -> -x) equivariance: every channel is a scalar under both;
 * scale freedom: linear elasticity has no length scale, so rho/rho0 depends on the *shape* of the profile
   only; scaling h and dx by the same factor leaves every channel unchanged (all lengths are in grid units);
-* thickness freedom: rho does not depend on the mean film thickness or on the wetting layer (PHYSICS.md:
+* thickness freedom: rho does not depend on the mean film thickness or on the wetting layer (docs/physics.md:
   "film thickness does not change rho along the surface"), so the mean of h is removed and there is no
   thickness channel;
 * any N: nothing depends on the number of points except through the periodic FFT.
@@ -67,7 +67,7 @@ def elastic_features(h: Tensor | np.ndarray, dx: float | Tensor | np.ndarray) ->
     0. ``h_dev`` = (h - mean h) / dx: height deviation in grid units.
     1. ``lambda_h`` = Lambda h = F^-1[|k| F[h]], with |k| = 2 pi m / (N dx) [1/nm] and h [nm]: the product
        of a height and a wavenumber, so dimensionless (computed as F^-1[|k dx| F[h_dev]] in grid units).
-       The small-slope law is rho/rho0 = 1 - 4 Lambda h (PHYSICS.md §1). Lambda of a constant is 0.
+       The small-slope law is rho/rho0 = 1 - 4 Lambda h (docs/physics.md §1). Lambda of a constant is 0.
     2. ``slope2`` = (dh/dx)^2, the squared spectral derivative (Nyquist mode dropped for even N): the
        leading nonlinearity of the elastic problem is second order in the slope.
 

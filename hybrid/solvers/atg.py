@@ -1,4 +1,4 @@
-"""Strained-film surface diffusion: the Asaro–Tiller–Grinfeld (ATG) model (PHYSICS.md §1).
+"""Strained-film surface diffusion: the Asaro–Tiller–Grinfeld (ATG) model (docs/physics.md §1).
 
 State: film thickness h(x) [nm] ≥ 0 on a periodic grid of ``grid.points`` = N points over ``grid.length`` = L nm.
 
@@ -65,7 +65,7 @@ PARAMS = Table(
             "float", None, "S of the implicit stabilising M S ∂²h part (default: max(γ'') = |γ_s − γ_f|/δ²) [eV/nm⁴]"
         ),
     },
-    doc="Ge on Si(001) defaults (PHYSICS.md §1)",
+    doc="Ge on Si(001) defaults (docs/physics.md §1)",
 )
 
 INITIAL = Tagged(
@@ -358,6 +358,6 @@ register_model(
         terms={"elastic": "fem"},
         finalize_params=finalize_params,
         grid_ndim=1,
-        doc="strained-film surface diffusion (Asaro–Tiller–Grinfeld), PHYSICS.md §1",
+        doc="strained-film surface diffusion (Asaro–Tiller–Grinfeld), docs/physics.md §1",
     )
 )

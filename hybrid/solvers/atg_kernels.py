@@ -3,7 +3,7 @@
     ∂h/∂t = M ∂x[(∂x μ) / sqrt(1 + h_x²)] + F,
     μ = γ(h) κ + γ'(h) / sqrt(1 + h_x²) + ρ,   κ = −h_xx / (1 + h_x²)^{3/2},   γ(h) = γ_f + (γ_s − γ_f) e^{−h/δ}
 
-Discretisation (compact / staggered flux form of PHYSICS.md §1): h_x and h_xx by second-order central
+Discretisation (compact / staggered flux form of docs/physics.md §1): h_x and h_xx by second-order central
 differences at the nodes give μ_j; the flux J_{j+½} = M (μ_{j+1} − μ_j)/dx / sqrt(1 + ((h_{j+1} − h_j)/dx)²) lives
 on the half points, and ∂h/∂t_j = (J_{j+½} − J_{j−½})/dx + F. Explicit Euler is stable for roughly
 dt < dx⁴ / (8 M γ_max).

@@ -1,6 +1,6 @@
 """Plane-strain elasticity of a strained film on a substrate: surface elastic energy density (DNS).
 
-This module is the ``fem`` provider of the ATG term ``elastic`` (PHYSICS.md §1): for a periodic film profile
+This module is the ``fem`` provider of the ATG term ``elastic`` (docs/physics.md §1): for a periodic film profile
 h(x) >= 0 [nm] it returns the elastic energy density rho [eV/nm^3] at the free-surface points (x_i, h(x_i)),
 x_i = i L / N.
 
@@ -50,7 +50,7 @@ Discretisation
       an independent cross-check (tested to converge to the same values).
 
 Accuracy (default options; Ge/Si constants; L = 100 nm, N = 100, H = L; h = 5 + A cos kx, kA = 1e-2)
-    First harmonic of rho against -4 A k rho0 g(kT) (PHYSICS.md): relative error 1.7e-4 for mode 1 (mostly
+    First harmonic of rho against -4 A k rho0 g(kT) (docs/physics.md): relative error 1.7e-4 for mode 1 (mostly
     the third-order (kA)^2 term), 7e-5 for wavelength 20 nm (mode 5, ~ lambda_max), 1e-4 for 10 nm and
     1.0e-2 for 5 nm (5 points per wavelength); mean of rho = rho0 to 1e-6. Converges with ``refine`` (mode 20:
     1.0e-2, 2.6e-4, 1.0e-4 for refine = 1, 2, 4 at kA = 1e-3). Non-small slopes, max-norm difference to a 4x
@@ -175,7 +175,7 @@ def plane_strain_energy_density(
 
 
 def depth_factor(kt: float | np.ndarray, poisson: float) -> float | np.ndarray:
-    """Finite-depth factor g(kT) of the linear ATG driving term (clamped bottom at depth T), PHYSICS.md §1.
+    """Finite-depth factor g(kT) of the linear ATG driving term (clamped bottom at depth T), docs/physics.md §1.
 
     Args:
         kt: wavenumber times total depth, k (h0 + H) [-].

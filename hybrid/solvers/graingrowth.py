@@ -1,4 +1,4 @@
-"""Grain growth: the multi-order-parameter phase-field model of Fan & Chen (1997), PHYSICS.md §2.
+"""Grain growth: the multi-order-parameter phase-field model of Fan & Chen (1997), docs/physics.md §2.
 
 State: order parameters η_q, q = 0..Q−1 (``model.order_parameters`` = Q), field ``eta`` of shape (Q, ny, nx) on a
 periodic grid (``grid.lengths = [Lx, Ly]``, ``grid.shape = [nx, ny]``), nondimensional units. A grain is a region
@@ -134,7 +134,7 @@ PARAMS = Table(
             min_exclusive=True,
         ),
     },
-    doc="Fan–Chen multi-order-parameter grain growth (PHYSICS.md §2), nondimensional units",
+    doc="Fan–Chen multi-order-parameter grain growth (docs/physics.md §2), nondimensional units",
 )
 
 INITIAL = Tagged(
@@ -818,6 +818,6 @@ register_model(
         finalize_params=finalize_params,
         grid_ndim=2,
         plot=plot_grain_growth,
-        doc="multi-order-parameter (Fan–Chen) grain growth with grain tracking and index reassignment, PHYSICS.md §2",
+        doc="multi-order-parameter (Fan–Chen) grain growth, grain tracking, index reassignment (docs/physics.md §2)",
     )
 )

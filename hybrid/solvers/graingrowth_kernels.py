@@ -1,6 +1,6 @@
 """Allen–Cahn right-hand side of the multi-order-parameter grain-growth model, one kernel per backend.
 
-For order parameters η_q, q = 0..Q−1, on a periodic 2D grid (PHYSICS.md §2, Fan & Chen 1997):
+For order parameters η_q, q = 0..Q−1, on a periodic 2D grid (docs/physics.md §2, Fan & Chen 1997):
 
     ∂η_q/∂t = −L ( −α η_q + β η_q³ + 2γ η_q Σ_{p≠q} η_p² − κ ∇²η_q )
 

@@ -180,8 +180,8 @@ def test_nn_runs_on_a_longer_domain_than_training() -> None:
     k = 2 * np.pi * 10 / 256
     rho = nn(h)
     first = 2 * np.mean(rho * np.cos(k * np.arange(256))) / nn.rho0
-    # The small-slope law (PHYSICS.md §1), which the ensemble's exact linear response reproduces to first order; the
-    # law omits terms of relative size (kA)² = 1.5e-4 (the FEM's first harmonic here differs from it by 2.0e-4).
+    # The small-slope law (docs/physics.md §1), which the ensemble's exact linear response reproduces to first order;
+    # the law omits terms of relative size (kA)² = 1.5e-4 (the FEM's first harmonic here differs from it by 2.0e-4).
     assert first == pytest.approx(-4 * 0.05 * k, rel=1e-3)
 
 

@@ -29,7 +29,7 @@ def test_values_match_numpy_reference(n: int) -> None:
 
 
 def test_sinusoid_gives_small_slope_law() -> None:
-    """h = h0 + A cos(kx): Lambda h = A k cos(kx) (PHYSICS.md), slope^2 = (A k sin kx)^2."""
+    """h = h0 + A cos(kx): Lambda h = A k cos(kx) (docs/physics.md), slope^2 = (A k sin kx)^2."""
     n, length, mode, amp = 64, 100.0, 5, 0.3
     x = np.arange(n) * length / n
     k = 2 * np.pi * mode / length

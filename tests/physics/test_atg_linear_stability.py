@@ -1,4 +1,4 @@
-"""ATG linear stability (PHYSICS.md §1): growth rates from running the engine vs the analytic dispersion relation.
+"""ATG linear stability (docs/physics.md §1): growth rates from running the engine vs the analytic dispersion relation.
 
 ω(k) = M (4 ρ0 |k|³ − γ(h0) k⁴) − M γ''(h0) k²   (γ(h0) = γ_f without wetting; γ'' the wetting curvature)
 

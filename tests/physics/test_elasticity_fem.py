@@ -1,8 +1,8 @@
-"""Physics validation of the scikit-fem strained-film solver (PHYSICS.md §1, term ``elastic``, provider ``fem``).
+"""Physics validation of the scikit-fem strained-film solver (docs/physics.md §1, term ``elastic``, provider ``fem``).
 
 References: flat film rho0 = E eps_m^2 / (2 (1 - nu^2)); small sinusoid rho = rho0 [1 - 4 A k g(kT) cos kx] +
-O((kA)^2) with the finite-depth factor g(kT) of PHYSICS.md; film thickness does not change rho. Material:
-Ge on Si(001) defaults of PHYSICS.md.
+O((kA)^2) with the finite-depth factor g(kT) of docs/physics.md; film thickness does not change rho. Material:
+Ge on Si(001) defaults of docs/physics.md.
 """
 
 from __future__ import annotations
@@ -63,7 +63,7 @@ def test_flat_film_closed_forms() -> None:
 
 
 def test_depth_factor_limits() -> None:
-    # PHYSICS.md: kT >= 2 pi gives g > 0.9997; g -> 1 for a deep body; g(0) = 0 (fully clamped film)
+    # docs/physics.md: kT >= 2 pi gives g > 0.9997; g -> 1 for a deep body; g(0) = 0 (fully clamped film)
     assert depth_factor(2 * np.pi, NU) > 0.9997
     assert depth_factor(1e3, NU) == pytest.approx(1.0, abs=1e-15)
     assert depth_factor(0.0, NU) == pytest.approx(0.0, abs=1e-15)
@@ -100,7 +100,7 @@ def test_small_sinusoid_matches_linear_theory(shipped: FilmElasticitySolver, mod
 
 @pytest.mark.parametrize(("depth", "mode"), [(11.0, 1), (5.0, 2)])
 def test_shallow_substrate_matches_depth_factor(depth: float, mode: int) -> None:
-    """kT ~ 1 (g ~ 0.77-0.82): checks the clamped bottom and the finite-depth factor g(kT) of PHYSICS.md."""
+    """kT ~ 1 (g ~ 0.77-0.82): checks the clamped bottom and the finite-depth factor g(kT) of docs/physics.md."""
     length, n = 100.0, 100
     x = grid(length, n)
     k = 2 * np.pi * mode / length
@@ -192,7 +192,7 @@ def test_film_thickness_does_not_change_rho(
 ) -> None:
     h, rho, s = rough_case
     # same total depth (substrate thinner by the same amount): the body is the same up to a translation,
-    # and so is the mesh, so rho must agree to round-off; this is the exact form of the PHYSICS.md statement
+    # and so is the mesh, so rho must agree to round-off; this is the exact form of the docs/physics.md statement
     same_total = FilmElasticitySolver(64.0, 64, 64.0 - extra, E, NU, EPS, solver="direct")
     np.testing.assert_allclose(same_total(h + extra), rho, rtol=0, atol=1e-10 * RHO0)
     # same substrate depth: the body is deeper by `extra`. Linear theory bounds the change by

@@ -1,4 +1,4 @@
-"""Grain-growth physics (PHYSICS.md §2): curvature-driven shrinkage of a circular grain, a flat boundary at rest,
+"""Grain-growth physics (docs/physics.md §2): curvature-driven shrinkage of a circular grain, a flat boundary at rest,
 the semi-implicit (Chen–Shen) step, and — behind ``-m slow`` — the coarsening exponent of the shipped case.
 
 Circular grain: in the sharp-interface limit the boundary moves with v = L κ K, so the area of a circular grain of
@@ -8,7 +8,7 @@ radius R obeys dA/dt = −2π L κ for any R. Choices, so that the check at 5 % 
 - dx = 1 puts 4–6 grid points in the interface; halving dx changes the rate by 1 % (measured: 0.990 at dx = 1,
   1.004 at dx = 0.5, while dx = 2 gives 0.92);
 - dt = 0.05: explicit Euler is far inside its stability limit (dt ≤ 0.11 at dx = 1) and its O(dt) error is
-  negligible; the semi-implicit scheme slows the boundary by O(dt L κ k²) ≈ 2 % (PHYSICS.md: dt ≲ 0.05 for 2 %);
+  negligible; the semi-implicit scheme slows the boundary by O(dt L κ k²) ≈ 2 % (docs/physics.md: dt ≲ 0.05 for 2 %);
 - the area is ∫ (1 + η_in − η_out)/2 dA, a profile that is antisymmetric about the boundary, so its integral is the
   area inside the boundary up to O((ℓ/R)²); the rate is the slope of a linear fit over t ∈ [5, 60] (after the
   initial tanh profile has relaxed);
