@@ -63,6 +63,8 @@ class ModelSpec:
         grid_ndim: 1 or 2.
         doc: one line.
         plot: (results .h5, output dir) -> PNG paths written at the end of `hybrid run`.
+        units: unit of each field and term (by name), of ``"time"`` and of the grid coordinate ``"x"`` (and
+            ``"y"``), as written to the results file's ``units`` attributes and on plot axes ("1": dimensionless).
     """
 
     name: str
@@ -75,6 +77,11 @@ class ModelSpec:
     grid_ndim: int = 1
     doc: str = ""
     plot: Callable[[Path, Path], list[Path]] | None = None
+    units: Mapping[str, str] = field(default_factory=dict)
+
+    def unit(self, name: str) -> str:
+        """Unit of a field, term, ``"time"`` or coordinate; ``""`` where the model does not state one."""
+        return self.units.get(name, "")
 
 
 @dataclass(frozen=True)

@@ -358,6 +358,7 @@ register_model(
         terms={"elastic": "fem"},
         finalize_params=finalize_params,
         grid_ndim=1,
+        units={"h": "nm", "elastic": "eV/nm³", "x": "nm", "time": "time unit"},
         doc="strained-film surface diffusion (Asaro–Tiller–Grinfeld), docs/physics.md §1",
     )
 )

@@ -815,6 +815,7 @@ register_model(
         initial=INITIAL,
         initial_state=initial_state,
         terms={},
+        units={"eta": "1", "grain": "1", "x": "grid unit", "y": "grid unit", "time": "time unit"},
         finalize_params=finalize_params,
         grid_ndim=2,
         plot=plot_grain_growth,
