@@ -36,13 +36,17 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as _dt
+import errno
+import hashlib
 import importlib.metadata
 import json
 import logging
+import math
 import os
+import re
 import tempfile
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal
@@ -53,15 +57,22 @@ import numpy.typing as npt
 
 from hybrid.core.config import ConfigError
 
+try:  # POSIX: results files are locked while a run writes them
+    import fcntl
+except ImportError:  # pragma: no cover - not POSIX
+    fcntl = None  # type: ignore[assignment]
+
 __all__ = [
     "MONITOR_COLUMNS",
     "Checkpoint",
+    "FileInUse",
     "OutputFile",
     "check_writable",
     "describe_file",
     "read_checkpoint",
     "read_output",
     "read_table",
+    "verify_results",
     "write_checkpoint",
 ]
 
@@ -188,15 +199,101 @@ def _attrs_dict(obj: Any) -> dict[str, Any]:
     return {str(k): _attr_to_python(v) for k, v in obj.attrs.items()}
 
 
+class FileInUse(OSError):
+    """A results file another live process holds open (a run writing it): it is left untouched."""
+
+
+def _umask() -> int:
+    """The process's umask (read without changing it where the system tells it)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _temp_beside(target: Path) -> tuple[int, Path]:
+    """A new temporary file next to ``target`` (same file system, so ``os.replace`` is atomic), with the
+    permissions an ordinary new file gets under the user's umask (``0666 & ~umask``), not mkstemp's 0600."""
+    fd, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        os.fchmod(fd, 0o666 & ~_umask())
+    except OSError:  # pragma: no cover - a file system without modes
+        pass
+    return fd, Path(name)
+
+
+def _damaged(path: Path, exc: OSError) -> OSError:
+    """An error naming ``path`` and, in words, what HDF5 found wrong with it."""
+    text = str(exc)
+    m = re.search(r"truncated file: eof = (\d+).*stored_eof = (\d+)", text)
+    if m:
+        why = (
+            f"the file is truncated: it holds {int(m.group(1))} of its {int(m.group(2))} bytes (a copy cut short, a "
+            "full disk, or a file truncated by another program); its frames cannot be read. A run's checkpoint "
+            "(<stem>.ckpt.h5) restarts it into a new file: hybrid run CASE --restart CKPT --out NEW.h5"
+        )
+    elif "signature" in text.lower():
+        why = "the file is not a readable HDF5 file (damaged or overwritten)"
+    else:
+        why = f"HDF5 cannot open it ({text})"
+    return OSError(f"{path}: {why}")
+
+
 def _open_read(path: Path) -> Any:
-    """Open an HDF5 file read-only, tolerating a writer that holds the file lock (a live run)."""
+    """Open an HDF5 file read-only, tolerating a writer that holds the file lock (a live run).
+
+    Raises:
+        OSError: the file cannot be read; the message names the file and what is wrong (truncated, damaged).
+    """
     try:
         return h5py.File(path, "r")
     except OSError as exc:
         if "lock" not in str(exc).lower():
-            raise
+            raise _damaged(path, exc) from exc
         logger.debug("%s is locked by a writer; reading without file locking", path)
-        return h5py.File(path, "r", locking=False)
+        try:
+            return h5py.File(path, "r", locking=False)
+        except OSError as exc2:
+            raise _damaged(path, exc2) from exc2
+
+
+def _lock_for_writing(path: Path) -> int | None:
+    """Take an exclusive lock on ``path`` (created empty if missing) before anything in it is truncated.
+
+    The lock is ``flock`` on the results file itself, the lock HDF5 takes too, so a second writer (another run,
+    or any HDF5 program opening it for writing) fails while the first holds it; readers fall back to unlocked
+    reading (:func:`_open_read`). Returns the descriptor holding the lock (None where the system has no flock).
+
+    Raises:
+        FileInUse: another process holds the file open (its message says so; the file is not touched).
+    """
+    if fcntl is None:  # pragma: no cover - not POSIX: HDF5's own locking applies
+        return None
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        os.close(fd)
+        if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+            raise FileInUse(
+                f"{path} is held open by another process (a run still writing it, or a program reading it); it was "
+                "left untouched. Wait for that run to finish, or write to another file (--out)"
+            ) from None
+        raise
+    return fd
+
+
+def _unlock(fd: int | None) -> None:
+    """Release a lock taken by :func:`_lock_for_writing`."""
+    if fd is not None:
+        with contextlib.suppress(OSError):
+            os.close(fd)  # closing the descriptor releases its flock
 
 
 def _require_hdf5(path: PathLike) -> Path:
@@ -210,7 +307,9 @@ def _require_hdf5(path: PathLike) -> Path:
     if not p.is_file():
         raise FileNotFoundError(f"no such file: {p}")
     if not h5py.is_hdf5(p):
-        raise ValueError(f"{p} is not an HDF5 file")
+        size = p.stat().st_size
+        what = "it is empty" if size == 0 else f"{size} bytes without an HDF5 signature: damaged, or another format"
+        raise ValueError(f"{p} is not an HDF5 file ({what})")
     return p
 
 
@@ -303,8 +402,13 @@ class OutputFile:
         grid_lengths: Sequence[float],
         grid_shape: Sequence[int],
         mode: Literal["w", "a"] = "w",
+        units: Mapping[str, str] | None = None,
+        same_case: Callable[[str], str | None] | None = None,
     ) -> None:
         """Create (``"w"``) or reopen for continuation (``"a"``) a results file.
+
+        The file is locked (``flock``) before anything in it is truncated and stays locked until :meth:`close`: a
+        second writer of the same path fails with :class:`FileInUse` and leaves the first one's file as it is.
 
         Args:
             path: the ``.h5`` file; the sidecar is ``path.with_suffix(".xdmf")``.
@@ -316,14 +420,23 @@ class OutputFile:
             grid_shape: grid points per axis, array-axis order; 1 or 2 axes.
             mode: ``"w"`` creates/overwrites; ``"a"`` opens an existing file written by this
                 class to continue it (restart), trimming any partially written frame.
+            units: unit of each field and term (by name) and of ``"time"``, stored as the ``units``
+                attribute of ``/time``, ``/fields/<name>`` and ``/terms/<name>`` ("" where not given;
+                None: no ``units`` attributes).
+            same_case: ``"a"`` mode: given the file's ``case`` text, returns why the run's case may not continue
+                it (None: it may; the file's ``case`` then becomes ``case_text``). Default: the texts must be
+                equal.
 
         Raises:
             ValueError: bad grid, bad mode, ``attrs`` containing ``case`` or ``created``, or in
                 ``"a"`` mode a file that is not a results file or whose ``case`` attr (or grid)
                 differs from the given one.
             FileNotFoundError: ``"a"`` mode and the file does not exist.
+            FileInUse: another process holds the file (a live run writing it); nothing was changed.
+            OSError: the file cannot be opened (the message names it and says what is wrong).
         """
         self.path = Path(path)
+        self.units = dict(units) if units is not None else None
         self.xdmf_path = self.path.with_suffix(".xdmf")
         self.case_text = case_text
         lengths = tuple(float(v) for v in grid_lengths)
@@ -338,10 +451,18 @@ class OutputFile:
         self.grid_lengths = lengths
         self.grid_shape = shape
         self._h5: Any = None
+        self._lock: int | None = None
+        if mode not in ("w", "a"):
+            raise ValueError(f"mode must be 'w' or 'a', not {mode!r}")
 
         if mode == "w":
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._h5 = h5py.File(self.path, "w")
+            self._lock = _lock_for_writing(self.path)  # before "w" truncates anything
+            try:
+                self._h5 = h5py.File(self.path, "w", locking=False)
+            except OSError as exc:
+                _unlock(self._lock)
+                raise _damaged(self.path, exc) from exc
             root = self._h5.attrs
             root["case"] = case_text
             root["hybrid_version"] = _hybrid_version()
@@ -354,32 +475,44 @@ class OutputFile:
             root["grid_shape"] = np.asarray(shape, dtype=np.int64)
             self._set_root_attrs(attrs)
             self._h5.create_dataset("time", shape=(0,), maxshape=(None,), dtype="f8", chunks=(1024,))
+            self._set_units(self._h5["time"], "time")
             self._h5.create_dataset("step", shape=(0,), maxshape=(None,), dtype="i8", chunks=(1024,))
             self._h5.create_group("fields")
             self._h5.create_group("terms")
             self._h5.create_group("timing")
             self._h5.flush()
             logger.info("created results file %s", self.path)
-        elif mode == "a":
-            self._open_append(attrs)
         else:
-            raise ValueError(f"mode must be 'w' or 'a', not {mode!r}")
+            self._open_append(attrs, same_case)
         self._write_xdmf()
+
+    def _set_units(self, ds: Any, name: str) -> None:
+        """Store the ``units`` attribute of a dataset from :attr:`units` (nothing when no units were given)."""
+        if self.units is not None:
+            ds.attrs["units"] = str(self.units.get(name, ""))
 
     # -- opening -----------------------------------------------------------------------------
 
-    def _open_append(self, attrs: Mapping[str, Any]) -> None:
+    def _open_append(self, attrs: Mapping[str, Any], same_case: Callable[[str], str | None] | None) -> None:
         """Open an existing results file for continuation, checking case and grid."""
         _require_hdf5(self.path)
-        h5 = h5py.File(self.path, "r+")
+        self._lock = _lock_for_writing(self.path)
+        try:
+            h5 = h5py.File(self.path, "r+", locking=False)
+        except OSError as exc:
+            _unlock(self._lock)
+            raise _damaged(self.path, exc) from exc
         try:
             if _attr_to_python(h5.attrs.get("hybrid_kind")) != "results" or "step" not in h5:
                 raise ValueError(f"{self.path} is not a results file written by hybrid")
-            old_case = _attr_to_python(h5.attrs.get("case", ""))
-            if old_case != self.case_text:
+            old_case = str(_attr_to_python(h5.attrs.get("case", "")))
+            if same_case is not None:
+                why = same_case(old_case)
+            else:
+                why = _first_difference(old_case, self.case_text) if old_case != self.case_text else None
+            if why:
                 raise ValueError(
-                    f"cannot continue {self.path}: it was written for a different case "
-                    f"({_first_difference(str(old_case), self.case_text)}); "
+                    f"cannot continue {self.path}: it was written for a different case ({why}); "
                     "restart with the same case file or write to a new output"
                 )
             old_lengths = tuple(float(v) for v in np.atleast_1d(h5.attrs.get("grid_lengths", [])))
@@ -392,10 +525,15 @@ class OutputFile:
                 )
         except BaseException:
             h5.close()
+            _unlock(self._lock)
             raise
         self._h5 = h5
+        if h5.attrs.get("case") != self.case_text:
+            h5.attrs["case"] = self.case_text  # a continuation that runs further (a later time.end)
         for name in ("fields", "terms", "timing"):
             h5.require_group(name)
+        if "units" not in h5["time"].attrs:
+            self._set_units(h5["time"], "time")
         self._set_root_attrs(attrs)
         self._repair()
         h5.flush()
@@ -509,6 +647,7 @@ class OutputFile:
                     dtype=dtype,
                     chunks=_chunks_for(arr.shape, dtype.itemsize),
                 )
+                self._set_units(h5[group][name], name)
             ds = h5[group][name]
             ds.resize(n + 1, axis=0)
             ds[n] = arr.astype(ds.dtype, copy=False)
@@ -723,6 +862,35 @@ class OutputFile:
         h5.flush()
         self._write_xdmf()
 
+    def drop_frame(self, step: int) -> bool:
+        """Remove the last frame if it is at ``step``, with the rows at ``step`` of tables outside ``monitor/``.
+
+        A restart that runs further than the run that wrote its checkpoint drops the old run's final frame this
+        way when the longer schedule has no frame there.
+
+        Returns:
+            Whether a frame was removed.
+        """
+        h5 = self._file
+        n = self.frames
+        if not n or int(h5["step"][n - 1]) != int(step):
+            return False
+        for ds in [h5["time"], h5["step"], *self._frame_datasets()]:
+            ds.resize(n - 1, axis=0)
+        for path, group in _iter_tables(h5):
+            if path.startswith("monitor/") or "step" not in group:
+                continue
+            steps = np.asarray(group["step"][()])
+            keep = steps.size
+            while keep and int(steps[keep - 1]) == int(step):  # the trailing rows of that frame
+                keep -= 1
+            for name in group:
+                group[name].resize(keep, axis=0)
+        h5.flush()
+        self._write_xdmf()
+        logger.info("dropped the frame at step %d of %s", step, self.path)
+        return True
+
     # -- XDMF --------------------------------------------------------------------------------
 
     def _xdmf_attributes(
@@ -851,7 +1019,7 @@ class OutputFile:
     def _write_xdmf(self) -> None:
         """Rewrite the XDMF sidecar atomically (temp file + ``os.replace``)."""
         text = self._xdmf_text()
-        fd, tmp = tempfile.mkstemp(dir=self.xdmf_path.parent, prefix=f".{self.xdmf_path.name}.", suffix=".tmp")
+        fd, tmp = _temp_beside(self.xdmf_path)
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as fh:
                 fh.write(text)
@@ -870,6 +1038,8 @@ class OutputFile:
             self._h5.close()
             self._h5 = None
             logger.debug("closed %s", self.path)
+        _unlock(self._lock)
+        self._lock = None
 
     def __enter__(self) -> OutputFile:
         """Return self."""
@@ -946,6 +1116,42 @@ def read_output(path: PathLike) -> dict[str, Any]:
         out["attrs"] = _attrs_dict(h5)
         out["timing"] = {k: float(v) for k, v in h5["timing"].attrs.items()} if "timing" in h5 else {}
     return out
+
+
+def verify_results(path: PathLike, last_step: int) -> int:
+    """Check that a results file a run has just closed is complete: it opens, every frame dataset has
+    ``len(/step)`` frames, the last frame (read back) is at ``last_step``.
+
+    Args:
+        path: results file.
+        last_step: step index of the run's final state.
+
+    Returns:
+        The number of frames.
+
+    Raises:
+        OSError, ValueError: the file is unreadable or incomplete (the message names the file and what is wrong).
+    """
+    p = _require_hdf5(path)
+    with _open_read(p) as h5:
+        if "step" not in h5 or "time" not in h5:
+            raise ValueError(f"{p} is not a complete results file: it has no /time and /step")
+        n = int(h5["step"].shape[0])
+        datasets = [h5["time"], *(h5[g][k] for g in _FRAME_GROUPS if g in h5 for k in h5[g])]
+        for ds in datasets:
+            if ds.shape[0] < n:
+                raise ValueError(f"{p} is incomplete: {ds.name} has {ds.shape[0]} frames, /step has {n}")
+        last = int(h5["step"][n - 1]) if n else None
+        if last != int(last_step):
+            raise ValueError(
+                f"{p} is incomplete: its last frame is at step {last}, the run ended at step {int(last_step)}"
+            )
+        try:
+            for ds in datasets:
+                np.asarray(ds[n - 1])
+        except OSError as exc:
+            raise OSError(f"{p}: the last frame cannot be read back ({exc})") from exc
+    return n
 
 
 # --------------------------------------------------------------------------------------------
@@ -1036,6 +1242,41 @@ def _read_arrays(group: Any) -> list[Array]:
     return out
 
 
+def _digest_array(h: Any, arr: Array) -> None:
+    """Feed an array's dtype, shape and values into a hash (unicode arrays by their text)."""
+    arr = np.asarray(arr)
+    if arr.dtype.kind == "U":
+        h.update(b"U" + repr(arr.shape).encode() + json.dumps(arr.tolist()).encode())
+        return
+    h.update(arr.dtype.str.encode() + repr(arr.shape).encode())
+    h.update(np.ascontiguousarray(arr).tobytes())
+
+
+def _checksum(
+    fields: Mapping[str, Array],
+    step: int,
+    time: float,
+    case: str,
+    extra_json: str,
+    rng_json: str,
+    extra_arrays: Sequence[Array],
+    rng_arrays: Sequence[Array],
+) -> str:
+    """SHA-256 of everything a checkpoint restarts from (fields, step, time, case, extra and RNG state)."""
+    h = hashlib.sha256()
+    h.update(f"step={int(step)}\ntime={float(time)!r}\n".encode())
+    for text in (case, extra_json, rng_json):
+        h.update(len(text).to_bytes(8, "little") + text.encode("utf-8"))
+    for name in sorted(fields):
+        h.update(b"field:" + name.encode("utf-8"))
+        _digest_array(h, _to_numpy(fields[name]))
+    for tag, arrays in ((b"extra", extra_arrays), (b"rng", rng_arrays)):
+        for arr in arrays:
+            h.update(tag)
+            _digest_array(h, arr)
+    return "sha256:" + h.hexdigest()
+
+
 def _fsync_dir(directory: Path) -> None:
     """Best-effort fsync of a directory so that a rename survives a crash."""
     try:
@@ -1055,7 +1296,9 @@ def write_checkpoint(path: PathLike, ckpt: Checkpoint) -> None:
 
     The data goes to a temporary file in the same directory, which is flushed, fsynced and
     then renamed over ``path`` with ``os.replace``: a reader sees either the old or the new
-    checkpoint, never a half-written one. Float64 values round-trip exactly (arrays are stored
+    checkpoint, never a half-written one. The root attr ``checksum`` (``sha256:<hex>``) covers the
+    fields, step, time, case, extra and RNG state; :func:`read_checkpoint` verifies it. Float64
+    values round-trip exactly (arrays are stored
     in their own dtype, ``time`` as a float64 attr, JSON floats with ``repr`` precision).
 
     Args:
@@ -1073,9 +1316,12 @@ def write_checkpoint(path: PathLike, ckpt: Checkpoint) -> None:
     rng_arrays: list[Array] = []
     extra_json = json.dumps(_encode_tree(ckpt.extra, extra_arrays, "extra"))
     rng_json = json.dumps(_encode_tree(ckpt.rng_state, rng_arrays, "rng_state"))
-    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    fields = {name: _to_numpy(value) for name, value in ckpt.fields.items()}
+    for name in fields:
+        _check_name(name, "field")
+    checksum = _checksum(fields, ckpt.step, ckpt.time, ckpt.case_text, extra_json, rng_json, extra_arrays, rng_arrays)
+    fd, tmp = _temp_beside(target)
     os.close(fd)
-    tmp = Path(tmp_name)
     try:
         with h5py.File(tmp, "w") as h5:
             h5.attrs["hybrid_kind"] = "checkpoint"
@@ -1087,10 +1333,10 @@ def write_checkpoint(path: PathLike, ckpt: Checkpoint) -> None:
             h5.attrs["time"] = np.float64(ckpt.time)
             h5.attrs["extra_json"] = extra_json
             h5.attrs["rng_json"] = rng_json
-            fields = h5.create_group("fields")
-            for name, value in ckpt.fields.items():
-                _check_name(name, "field")
-                fields.create_dataset(name, data=_to_numpy(value))
+            h5.attrs["checksum"] = checksum
+            group = h5.create_group("fields")
+            for name, value in fields.items():
+                group.create_dataset(name, data=value)
             _write_arrays(h5.create_group("extra"), extra_arrays)
             _write_arrays(h5.create_group("rng"), rng_arrays)
             h5.flush()
@@ -1119,27 +1365,46 @@ def read_checkpoint(path: PathLike) -> Checkpoint:
 
     Raises:
         FileNotFoundError: the file does not exist.
-        ValueError: the file is not a checkpoint (message names the file).
+        ValueError: the file is not a checkpoint, its content does not match its checksum (edited or damaged),
+            or its step or time cannot be a run's (negative or fractional step, non-finite time); the message
+            names the file.
+        OSError: the file cannot be read (truncated, damaged); the message names the file.
     """
     p = _require_hdf5(path)
-    with _open_read(p) as h5:
+    try:
+        h5 = _open_read(p)
+    except OSError as exc:
+        raise OSError(f"checkpoint {exc}") from exc
+    with h5:
         if _attr_to_python(h5.attrs.get("hybrid_kind")) != "checkpoint":
             raise ValueError(f"{p} is not a hybrid checkpoint")
         try:
             extra_arrays = _read_arrays(h5["extra"]) if "extra" in h5 else []
             rng_arrays = _read_arrays(h5["rng"]) if "rng" in h5 else []
-            extra = _decode_tree(json.loads(str(_attr_to_python(h5.attrs["extra_json"]))), extra_arrays)
-            rng = _decode_tree(json.loads(str(_attr_to_python(h5.attrs["rng_json"]))), rng_arrays)
-            return Checkpoint(
-                fields={name: np.asarray(ds[()]) for name, ds in h5["fields"].items()},
-                step=int(h5.attrs["step"]),
-                time=float(h5.attrs["time"]),
-                rng_state=rng,
-                extra=extra,
-                case_text=str(_attr_to_python(h5.attrs.get("case", ""))),
-            )
-        except (KeyError, json.JSONDecodeError) as exc:
+            extra_json = str(_attr_to_python(h5.attrs["extra_json"]))
+            rng_json = str(_attr_to_python(h5.attrs["rng_json"]))
+            extra = _decode_tree(json.loads(extra_json), extra_arrays)
+            rng = _decode_tree(json.loads(rng_json), rng_arrays)
+            fields = {name: np.asarray(ds[()]) for name, ds in h5["fields"].items()}
+            raw_step = _attr_to_python(h5.attrs["step"])
+            time = float(h5.attrs["time"])
+            case = str(_attr_to_python(h5.attrs.get("case", "")))
+            stored = _attr_to_python(h5.attrs.get("checksum"))
+        except (KeyError, json.JSONDecodeError, OSError) as exc:
             raise ValueError(f"{p} is a damaged hybrid checkpoint: {exc}") from exc
+    if not isinstance(raw_step, int | float) or not float(raw_step).is_integer() or raw_step < 0:
+        raise ValueError(f"{p}: step = {raw_step!r} is not a step count (a whole number >= 0)")
+    step = int(raw_step)
+    if not math.isfinite(time) or time < 0:
+        raise ValueError(f"{p}: time = {time!r} is not a simulated time (finite and >= 0)")
+    if stored is None:
+        logger.warning("%s has no checksum (written by an older hybrid); its content is not verified", p)
+    elif stored != _checksum(fields, step, time, case, extra_json, rng_json, extra_arrays, rng_arrays):
+        raise ValueError(
+            f"{p}: its content does not match its checksum (the file was edited or damaged after it was "
+            "written); restart from another checkpoint or start the run afresh"
+        )
+    return Checkpoint(fields=fields, step=step, time=time, rng_state=rng, extra=extra, case_text=case)
 
 
 # --------------------------------------------------------------------------------------------

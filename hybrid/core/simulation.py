@@ -8,9 +8,11 @@ Schedule (steps counted from the start of the run, 0-based):
 - a checkpoint (``<output stem>.ckpt.h5``, replaced atomically) every ``checkpoint_every`` steps and at the end;
 - the fields are checked for NaN/inf every ``check_every`` steps and always before a frame or checkpoint is
   written, so neither ever holds a non-finite value. A blow-up raises :class:`SimulationBlowUp`, naming the field,
-  step and time, and the last good checkpoint (which stays untouched). So does a state the model calls unphysical:
-  the equation's ``check_state`` at the same checks, or a provider raising :class:`hybrid.core.state.UnphysicalState`
-  (the FEM on a negative film thickness).
+  step and time, and the last good checkpoint (which stays untouched). So does a state outside the model's
+  declared bounds (the equation's ``state_bounds``, ``{field: (low, high)}``: a diverging run is caught while its
+  values are still finite), a state the model calls unphysical (the equation's ``check_state``, at the same
+  checks), or a provider raising :class:`hybrid.core.state.UnphysicalState` (the FEM on a negative film
+  thickness). Every checkpoint has passed these checks, so the "last good" one is good.
 
 Model hooks (optional attributes of the equation):
 - ``after_step(state) -> state``: applied after every step (e.g. re-indexing of order parameters); must be
@@ -25,14 +27,24 @@ Monitor logs: a term provider or the stepper with ``take_log_rows()`` has its de
 steps per call (``steps_per_call``); the output and checkpoint intervals must then be multiples of it.
 
 Restart: a checkpoint holds the fields (float64, bitwise), the step, the time, the RNG state and the state of the
-stepper and every term provider (warm starts, monitor history), so a restarted run ends bit-identical to an
-uninterrupted one and appends to the same output file.
+stepper and every term provider (warm starts, monitor history and audits), so a restarted run ends bit-identical
+to an uninterrupted one and appends to the same output file. The checkpoint's checksum, its step and time (against
+the case's ``time.dt`` and step count) and its state (finite, within bounds) are verified first. The case must be
+the checkpoint's except for keys that do not change the computed states (:data:`RESTART_FREE_KEYS`) and a
+longer (or shorter) ``time.steps``/``time.end``: a restart may extend the run. A restart whose results file does
+not exist (gone, or a new ``--out`` beside a damaged one) starts a new file at the checkpoint's frame.
+
+Results files are locked while the run writes them (:class:`hybrid.core.io.OutputFile`); at the end of
+:meth:`Simulation.run` the file is read back (:func:`hybrid.core.io.verify_results`) and an incomplete one raises
+:class:`IncompleteOutput`.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import time as _time
+import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,14 +54,65 @@ import numpy as np
 
 from hybrid.core.equation import Equation
 from hybrid.core.integrators import Stepper
-from hybrid.core.io import Checkpoint, OutputFile, check_writable, read_checkpoint, write_checkpoint
+from hybrid.core.io import (
+    Checkpoint,
+    OutputFile,
+    check_writable,
+    read_checkpoint,
+    verify_results,
+    write_checkpoint,
+)
 from hybrid.core.state import State, UnphysicalState
 
 log = logging.getLogger(__name__)
 
+RESTART_FREE_KEYS = frozenset({"output.path", "output.checkpoint_every", "output.check_every"})
+"""Case keys a restart may change: where and how often to write checkpoints and checks, not what is computed."""
+
+RESTART_EXTENSIBLE_KEYS = frozenset({"time.steps"})
+"""Case keys a restart may change as long as the checkpoint's step is still within the run."""
+
 
 class SimulationBlowUp(RuntimeError):
     """A field became NaN or infinite; the message names the field, step, time and the last good checkpoint."""
+
+
+class IncompleteOutput(OSError):
+    """The run finished but its results file, read back, is incomplete or unreadable (the message says why)."""
+
+
+def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, Mapping):
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def case_difference(
+    old: str, new: str, *, ignore: frozenset[str] = RESTART_FREE_KEYS | RESTART_EXTENSIBLE_KEYS
+) -> str | None:
+    """The first key whose value differs between two resolved cases (TOML texts), or None.
+
+    Keys in ``ignore`` are not compared (by default: output paths and intervals, and ``time.steps``, which a
+    restart checks against the checkpoint's step itself). Texts that are not TOML must be equal.
+    """
+    try:
+        a, b = _flatten(tomllib.loads(old)), _flatten(tomllib.loads(new))
+    except tomllib.TOMLDecodeError:
+        return None if old == new else "the case texts differ"
+    missing = object()
+    for key in sorted(set(a) | set(b)):
+        if key in ignore:
+            continue
+        va, vb = a.get(key, missing), b.get(key, missing)
+        if va != vb:
+            shown_a = "(not set)" if va is missing else repr(va)
+            shown_b = "(not set)" if vb is missing else repr(vb)
+            return f"{key} = {shown_a} there, {shown_b} in this case"
+    return None
 
 
 @dataclass
@@ -92,6 +155,8 @@ class Simulation:
         rng: the run's random generator (saved in checkpoints).
         check_every: steps between NaN/inf checks.
         progress: show a progress bar in :meth:`run`.
+        units: unit of each field and term and of ``"time"``, written as ``units`` attributes of the results
+            file's datasets (None: the registered model's ``ModelSpec.units``, found by ``attrs["model"]``).
     """
 
     equation: Equation
@@ -104,6 +169,7 @@ class Simulation:
     rng: np.random.Generator = field(default_factory=lambda: np.random.default_rng(0))
     check_every: int = 10
     progress: bool = False
+    units: Mapping[str, str] | None = None
     _out: OutputFile | None = field(default=None, init=False, repr=False)
     _last_checkpoint: tuple[Path, int] | None = field(default=None, init=False, repr=False)
     _wall: float = field(default=0.0, init=False, repr=False)
@@ -153,7 +219,22 @@ class Simulation:
                 bar.set_postfix_str(self._postfix(), refresh=False)
                 bar.close()
             self.close()
+        if self.output.path is not None and self.state.step == self.steps:
+            self._verify_output()
         return self.state
+
+    def _verify_output(self) -> None:
+        """Read the closed results file back: a run reports success only with a complete file."""
+        assert self.output.path is not None
+        try:
+            verify_results(self.output.path, self.state.step)
+        except (OSError, ValueError) as err:
+            kept = (
+                f"; the final state is in the checkpoint {self._last_checkpoint[0]} (restart from it with --out NEW)"
+                if self._last_checkpoint and self._last_checkpoint[1] == self.state.step
+                else ""
+            )
+            raise IncompleteOutput(f"the run reached step {self.state.step}, but {err}{kept}") from err
 
     def close(self) -> None:
         """Flush timers and close the output file (the simulation can be stepped again: it reopens it)."""
@@ -176,15 +257,46 @@ class Simulation:
 
     # ------------------------------------------------------------------ restart
     def restart_from(self, path: str | Path) -> None:
-        """Load a checkpoint written by this case: state, RNG, stepper and provider state; continue its output."""
+        """Load a checkpoint written by this case: state, RNG, stepper and provider state; continue its output.
+
+        Raises:
+            ValueError: the checkpoint is damaged or edited (checksum), its step or time do not fit this case, its
+                case differs in a key that changes the computation (named), or its state is not finite or out of
+                the model's bounds.
+        """
         ck = read_checkpoint(path)
-        if ck.case_text != self.case_text:
+        why = case_difference(ck.case_text, self.case_text)
+        if why:
             raise ValueError(
-                f"checkpoint {path} was written by a different case; restart needs the same resolved case "
-                "(same file and --set overrides)"
+                f"checkpoint {path} was written by a different case ({why}); a restart needs the same case (only "
+                "time.end/time.steps and the output path may change)"
             )
+        if ck.step > self.steps:
+            raise ValueError(
+                f"checkpoint {path} is at step {ck.step}, beyond the {self.steps} steps of this case (time.steps or "
+                "time.end); give a later end to continue it"
+            )
+        dt = getattr(self.stepper, "dt", None)
+        if not isinstance(dt, float) or dt <= 0:
+            dt = None
+        if dt is not None and not math.isclose(ck.time, ck.step * dt, rel_tol=1e-6, abs_tol=1e-6 * dt):
+            raise ValueError(
+                f"checkpoint {path}: time {ck.time!r} does not match step {ck.step} of time.dt = {dt:g} "
+                f"(expected {ck.step * dt:g}); the file was altered"
+            )
+        expected = set(self.state.fields)
+        if set(ck.fields) != expected:
+            raise ValueError(f"checkpoint {path} holds fields {sorted(ck.fields)}; this case has {sorted(expected)}")
+        for name, arr in ck.fields.items():
+            shape = tuple(self.state.fields[name].shape)
+            if tuple(arr.shape) != shape:
+                raise ValueError(f"checkpoint {path}: field {name!r} has shape {arr.shape}, this case {shape}")
         be = self.state.backend
-        self.state = State({k: be.asarray(v, dtype=v.dtype) for k, v in ck.fields.items()}, ck.time, ck.step, be)
+        state = State({k: be.asarray(v, dtype=v.dtype) for k, v in ck.fields.items()}, ck.time, ck.step, be)
+        problem = self._state_problem(state)
+        if problem:
+            raise ValueError(f"checkpoint {path} does not hold a good state: {problem}")
+        self.state = state
         if ck.rng_state is not None:
             self.rng.bit_generator.state = ck.rng_state
         self.stepper.load_state_dict(ck.extra.get("stepper", {}))
@@ -193,11 +305,26 @@ class Simulation:
                 term.load_state_dict(ck.extra.get("terms", {}).get(name, {}))
         self._last_checkpoint = (Path(path), ck.step)
         if self.output.path is not None:
-            if not self.output.path.exists():
-                raise FileNotFoundError(f"restart: output file {self.output.path} to continue does not exist")
-            self._out = self._open_output("a")
-            self._out.truncate_after(ck.step, ck.extra.get("table_rows"))
+            self._continue_output(Path(path), ck)
         log.info("restarted from %s at step %d, t=%g", path, ck.step, ck.time)
+
+    def _continue_output(self, path: Path, ck: Checkpoint) -> None:
+        """Open the results file to continue after the checkpoint (or start a new one at its frame)."""
+        assert self.output.path is not None
+        if not self.output.path.exists():
+            check_writable(self.output.path, "output.path (or --out)")
+            log.warning(
+                "restart: %s does not exist; a new results file starts at the checkpoint's step %d",
+                self.output.path,
+                ck.step,
+            )
+            self._out = self._open_output("w")
+            self._write_frame()
+            return
+        self._out = self._open_output("a")
+        self._out.truncate_after(ck.step, ck.extra.get("table_rows"))
+        if not self._frame_due(ck.step):  # the frame at the old run's end: not one of this (longer) run's frames
+            self._out.drop_frame(ck.step)
 
     def write_checkpoint(self, path: str | Path | None = None) -> Path:
         """Write the full restartable state (atomically). Default path: ``<output stem>.ckpt.h5``."""
@@ -239,14 +366,30 @@ class Simulation:
         return SimulationBlowUp(f"{what}; {kept}. Reduce time.dt or check the model parameters.")
 
     def _check_finite(self, state: State) -> None:
-        """Stop on NaN/inf in any field, or on what the equation's ``check_state`` calls unphysical."""
+        """Stop on NaN/inf in any field, a field outside its bounds, or what ``check_state`` calls unphysical."""
+        problem = self._state_problem(state)
+        if problem:
+            raise self._blow_up(problem)
+
+    def _state_problem(self, state: State) -> str | None:
+        """Why ``state`` is not a good state (NaN/inf, out of the equation's ``state_bounds``, ``check_state``)."""
         for name, arr in state.fields.items():
             if not state.backend.all_finite(arr):
-                raise self._blow_up(f"field {name!r} became NaN/inf at step {state.step} (t = {state.time:g})")
+                return f"field {name!r} became NaN/inf at step {state.step} (t = {state.time:g})"
+        bounds: Mapping[str, tuple[float, float]] = getattr(self.equation, "state_bounds", {}) or {}
+        for name, (low, high) in bounds.items():
+            if name not in state.fields:
+                continue
+            arr = state.fields[name]
+            lo, hi = float(arr.min()), float(arr.max())
+            if lo < low or hi > high:
+                return (
+                    f"field {name!r} left its bounds [{low:g}, {high:g}] at step {state.step} (t = {state.time:g}): "
+                    f"values {lo:.4g} .. {hi:.4g}, the run diverges"
+                )
         check = getattr(self.equation, "check_state", None)
         problem = check(state) if check is not None else None
-        if problem:
-            raise self._blow_up(f"step {state.step} (t = {state.time:g}): {problem}")
+        return f"step {state.step} (t = {state.time:g}): {problem}" if problem else None
 
     def _root_attrs(self) -> dict[str, Any]:
         be = self.state.backend
@@ -261,7 +404,18 @@ class Simulation:
             grid_lengths=tuple(reversed(self.equation.grid.lengths)),  # the writer takes array-axis order
             grid_shape=self.equation.grid.shape,
             mode=mode,
+            units=self._units(),
+            same_case=lambda old: case_difference(old, self.case_text),
         )
+
+    def _units(self) -> dict[str, str]:
+        """Units of fields, terms and time (given, or the registered model's)."""
+        if self.units is not None:
+            return dict(self.units)
+        from hybrid.core.registry import MODELS
+
+        spec = MODELS.get(str(self.attrs.get("model", "")))
+        return dict(spec.units) if spec is not None else {}
 
     def _ensure_output(self) -> None:
         if self._out is not None or self.output.path is None:
