@@ -42,5 +42,7 @@ class Equation(Protocol):
         ...
 
 
+# Optional: ``state_bounds: Mapping[str, tuple[float, float]]`` gives per field the range a sound state stays in; the
+# run loop stops a run whose field leaves it (a divergence caught while the values are still finite).
 # Optional: ``check_state(state) -> str | None`` names what makes a finite state unphysical (for example a negative
 # film thickness), or returns None. The run loop calls it with its NaN/inf check and stops the run on a message.

@@ -376,6 +376,10 @@ class Simulation:
         for name, arr in state.fields.items():
             if not state.backend.all_finite(arr):
                 return f"field {name!r} became NaN/inf at step {state.step} (t = {state.time:g})"
+        check = getattr(self.equation, "check_state", None)
+        problem = check(state) if check is not None else None
+        if problem:  # the model's own words first (ATG: a negative film thickness)
+            return f"step {state.step} (t = {state.time:g}): {problem}"
         bounds: Mapping[str, tuple[float, float]] = getattr(self.equation, "state_bounds", {}) or {}
         for name, (low, high) in bounds.items():
             if name not in state.fields:
@@ -387,9 +391,7 @@ class Simulation:
                     f"field {name!r} left its bounds [{low:g}, {high:g}] at step {state.step} (t = {state.time:g}): "
                     f"values {lo:.4g} .. {hi:.4g}, the run diverges"
                 )
-        check = getattr(self.equation, "check_state", None)
-        problem = check(state) if check is not None else None
-        return f"step {state.step} (t = {state.time:g}): {problem}" if problem else None
+        return None
 
     def _root_attrs(self) -> dict[str, Any]:
         be = self.state.backend

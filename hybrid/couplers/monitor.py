@@ -265,6 +265,10 @@ class MonitorPolicy:
             "threshold": self.threshold,
             "thresholds": list(self.thresholds),
             "tightenings": self.tightenings,
+            # the audits so far: the summary's audit statistics of a restarted run cover the whole run
+            "audit_errors": np.asarray(self.audit_errors, dtype=np.float64),
+            "audit_uncertainties": np.asarray(self.audit_uncertainties, dtype=np.float64),
+            "audit_thresholds": np.asarray(self.audit_thresholds, dtype=np.float64),
         }
 
     def load_policy_state(self, state: dict[str, Any]) -> None:
@@ -273,6 +277,10 @@ class MonitorPolicy:
         self.dns_calls = int(state["dns_calls"])
         self.decisions = int(state.get("decisions", self.nn_calls + self.dns_calls))
         self.audits = int(state["audits"])
+        if "audit_errors" in state:
+            self.audit_errors = [float(v) for v in np.asarray(state["audit_errors"], dtype=np.float64)]
+            self.audit_uncertainties = [float(v) for v in np.asarray(state["audit_uncertainties"], dtype=np.float64)]
+            self.audit_thresholds = [float(v) for v in np.asarray(state["audit_thresholds"], dtype=np.float64)]
         if self.tighten_on_audit and "threshold" in state:  # thresholds lowered by audit feedback before the restart
             saved = state.get("thresholds", [state["threshold"]])
             if len(saved) != len(self.thresholds):

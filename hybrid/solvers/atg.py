@@ -192,6 +192,20 @@ class ATGEquation:
         """−M (γ_imp s⁴ + S s²) on the rfft layout (s² the compact second-difference symbol)."""
         return self._symbol if field == "h" else None
 
+    @property
+    def state_bounds(self) -> dict[str, tuple[float, float]]:
+        """Bounds of a sound state, checked by the run loop with its NaN/inf guard: 0 <= h <= 5 max(H, L) [nm].
+
+        h < 0 is no film (:meth:`check_state` says so first, in those words). The upper bound is five domain
+        heights, the larger of the substrate depth H below the film and the cell length L: the film is a thin
+        layer on that domain (a few nm on ~100 nm), and islands never rise above the mean thickness by more than
+        about the cell length (mass is conserved up to the deposited flux), so a profile that tall is an
+        unstable step amplifying itself, caught while still finite. A deposition run meant to grow a film thicker
+        than that needs a deeper or wider domain.
+        """
+        height = max(float(self.params["substrate_depth"]), float(self.grid.lengths[0]))
+        return {"h": (0.0, 5.0 * height)}
+
     def check_state(self, state: State) -> str | None:
         """A negative film thickness is unphysical (an unstable step, typically): say so, or None."""
         low = float(to_numpy(state["h"]).min())

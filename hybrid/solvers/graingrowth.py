@@ -705,6 +705,12 @@ class GrainGrowthEquation:
         self.reassignments = 0
         self.unresolved = 0
         self._spare: dict[str, np.ndarray | None] = {"step": None, "rhs": None}
+        # bounds of a sound state, checked by the run loop with its NaN/inf guard: the order parameters relax to
+        # the minima 0 and η* = sqrt(α/β) of f0 (η* = 1 by default) and overshoot them by a few 1e-3 at triple
+        # junctions; η below −η*/2 or above 1.5 η* is only reached by an unstable step, whose grid-scale modes
+        # then grow geometrically (to 1e224 and overflow), so the run stops there, while the values are finite
+        eta_star = math.sqrt(float(p["alpha"]) / float(p["beta"]))
+        self.state_bounds: dict[str, tuple[float, float]] = {"eta": (-0.5 * eta_star, 1.5 * eta_star)}
 
     # -- buffers: reuse an output array of an earlier call when nothing else references it any more (saves the
     #    page faults of a fresh 2·Q·ny·nx·8-byte allocation per step; the numbers are unchanged)
