@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import stat
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
@@ -415,3 +417,114 @@ def test_check_writable_names_what_cannot_be_written(tmp_path: Path) -> None:
         io.check_writable(tmp_path / "afile" / "r.h5", "output.path (or --out)")
     with pytest.raises(ConfigError, match=r"is a file; give a folder"):
         io.check_writable(tmp_path / "afile", "--out", directory=True)
+
+
+def test_datasets_carry_units(tmp_path: Path) -> None:
+    path = tmp_path / "u.h5"
+    units = {"h": "nm", "elastic": "eV/nm³", "time": "time unit"}
+    with OutputFile(path, case_text=CASE, attrs=ATTRS, grid_lengths=[6.4], grid_shape=[16], units=units) as out:
+        out.append_frame(0, 0.0, {"h": np.zeros(16), "label": np.zeros(16, dtype=np.int32)}, {"elastic": np.ones(16)})
+    with h5py.File(path) as h5:
+        assert h5["time"].attrs["units"] == "time unit"
+        assert h5["fields/h"].attrs["units"] == "nm"
+        assert h5["terms/elastic"].attrs["units"] == "eV/nm³"
+        assert h5["fields/label"].attrs["units"] == ""  # a name the mapping does not state
+
+
+@pytest.mark.parametrize("mask", [0o022, 0o027])
+def test_files_get_the_permissions_of_the_umask(tmp_path: Path, mask: int) -> None:
+    old = os.umask(mask)
+    try:
+        with _open(tmp_path / "run.h5", (16,)) as out:
+            out.append_frame(0, 0.0, {"h": np.zeros(16)})
+        write_checkpoint(tmp_path / "run.ckpt.h5", Checkpoint(fields={"h": np.ones(4)}, step=1, time=0.1))
+    finally:
+        os.umask(old)
+    for name in ("run.h5", "run.xdmf", "run.ckpt.h5"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o666 & ~mask, name
+
+
+def _edit_attr(path: Path, key: str, value: Any) -> None:
+    with h5py.File(path, "r+") as h5:
+        h5.attrs[key] = value
+
+
+def test_an_edited_or_damaged_checkpoint_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "c.ckpt.h5"
+    ck = Checkpoint(fields={"h": np.linspace(1.0, 2.0, 8)}, step=40, time=0.04, extra={"n": 1}, case_text=CASE)
+    for key, value, match in [
+        ("step", np.int64(-5), r"step = -5 is not a step count"),
+        ("time", np.float64(np.nan), r"time = nan is not a simulated time"),
+        ("step", np.int64(10**9), r"does not match its checksum"),
+        ("time", np.float64(0.05), r"does not match its checksum"),
+        ("case", CASE + "# edited\n", r"does not match its checksum"),
+    ]:
+        write_checkpoint(path, ck)
+        _edit_attr(path, key, value)
+        with pytest.raises(ValueError, match=r"c\.ckpt\.h5.*" + match):
+            read_checkpoint(path)
+    write_checkpoint(path, ck)
+    with h5py.File(path, "r+") as h5:
+        h5["fields/h"][3] = 7e24
+    with pytest.raises(ValueError, match="checksum"):
+        read_checkpoint(path)
+    write_checkpoint(path, ck)
+    assert read_checkpoint(path).step == 40  # an untouched one reads
+
+
+def _truncated_results(tmp_path: Path) -> Path:
+    path = tmp_path / "cut.h5"
+    with _open(path, (64,)) as out:
+        for k in range(5):
+            out.append_frame(k, 0.1 * k, {"h": np.full(64, float(k))})
+    os.truncate(path, path.stat().st_size // 2)
+    return path
+
+
+def test_a_truncated_results_file_is_named_with_what_is_wrong(tmp_path: Path) -> None:
+    path = _truncated_results(tmp_path)
+    for fn in (describe_file, read_output, lambda p: read_table(p, "monitor/x"), read_checkpoint):
+        with pytest.raises(OSError, match=r"cut\.h5: the file is truncated: it holds \d+ of its \d+ bytes"):
+            fn(path)
+    with pytest.raises(OSError, match=r"cut\.h5: the file is truncated"):
+        _open(path, (64,), mode="a")
+    empty = tmp_path / "empty.h5"
+    empty.write_bytes(b"")
+    with pytest.raises(ValueError, match=r"empty\.h5 is not an HDF5 file \(it is empty\)"):
+        describe_file(empty)
+
+
+def test_a_second_writer_fails_before_touching_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "run.h5"
+    first = _open(path, (16,))
+    first.append_frame(0, 0.0, {"h": np.ones(16)})
+    size = path.stat().st_size
+    for mode in ("w", "a"):
+        with pytest.raises(io.FileInUse, match=r"run\.h5 is held open by another process .* left untouched"):
+            _open(path, (16,), mode=mode)
+        assert path.stat().st_size == size
+    assert read_output(path)["step"].tolist() == [0]  # a reader still can
+    first.append_frame(1, 0.1, {"h": np.ones(16)})
+    first.close()
+    assert read_output(path)["step"].tolist() == [0, 1]
+    with _open(path, (16,), mode="a") as again:  # the lock went with the writer
+        assert again.frames == 2
+
+
+def test_verify_results_and_drop_frame(tmp_path: Path) -> None:
+    path = tmp_path / "run.h5"
+    with _open(path, (16,)) as out:
+        for k in (0, 10, 15):
+            out.append_frame(k, 0.1 * k, {"h": np.full(16, float(k))})
+            out.append_rows("grains", {"step": [k, k], "count": [3, 4]})
+            out.append_rows("monitor/e", _monitor_rows([k], ["nn"]))
+    assert io.verify_results(path, 15) == 3
+    with pytest.raises(ValueError, match=r"run\.h5 is incomplete: its last frame is at step 15, the run ended at step"):
+        io.verify_results(path, 20)
+    with _open(path, (16,), mode="a") as out:
+        assert not out.drop_frame(10)  # not the last frame
+        assert out.drop_frame(15)
+    data = read_output(path)
+    assert data["step"].tolist() == [0, 10]
+    assert read_table(path, "grains")["step"].tolist() == [0, 0, 10, 10]
+    assert read_table(path, "monitor/e")["step"].tolist() == [0, 10, 15]  # monitor rows are the steps' decisions
