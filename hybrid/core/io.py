@@ -2,10 +2,10 @@
 
 Results file layout (the names are fixed public interface, see docs/architecture.md "Output files")::
 
-    /time                 (F,)      float64   simulated time of each saved frame
+    /time                 (F,)      float64   simulated time of each saved frame; attr units
     /step                 (F,)      int64     step index of each frame (strictly increasing)
-    /fields/<name>        (F, ...)  float64 (or the array's integer/bool dtype)
-    /terms/<name>         (F, ...)  saved term values, same rules as fields
+    /fields/<name>        (F, ...)  float64 (or the array's integer/bool dtype); attr units
+    /terms/<name>         (F, ...)  saved term values, same rules as fields; attr units
     /monitor/<term>/      table: a *group of equal-length 1-D column datasets*
         step (int64), time (float64), uncertainty (float64), threshold (float64),
         source (variable-length UTF-8 string, "nn" or "dns"), audit_error (float64, NaN = no audit)
@@ -19,16 +19,26 @@ string columns simple, lets tools such as ``h5ls`` show each column, and lets a 
 column type without a new compound type. A table group carries the attrs ``hybrid_table=1`` and
 ``columns`` (column order). :func:`read_table` returns a ``dict`` of numpy columns.
 
+Every dataset of ``/time``, ``/fields`` and ``/terms`` has a ``units`` attribute when the writer
+is given the model's units (the Simulation gives ``ModelSpec.units``).
+
 Crash safety: frame data is written before ``/time`` and ``/step``; the number of frames is
 ``len(/step)``. Everything is flushed at the end of each frame / table append, so a killed run
 loses at most the frame in progress; reopening with ``mode="a"`` trims any partial frame.
+
+One writer at a time: the results file is written in place (so that a live run's frames can be
+read while it goes on, and a killed run leaves them where ``--restart`` finds them) under an
+exclusive ``flock`` taken before anything is truncated; a second writer fails with
+:class:`FileInUse` and leaves the file as it was. The lock goes with the writer's process.
+New files (results, XDMF sidecar, checkpoints) get the permissions of the user's umask.
 
 Checkpoint layout (``hybrid_kind="checkpoint"``)::
 
     /fields/<name>        exact dtype and shape of the state's arrays
     /extra/<i>, /rng/<i>  numpy arrays referenced from the JSON trees below
     root attrs            step, time, case, extra_json, rng_json, hybrid_version, created,
-                          hybrid_kind="checkpoint", format_version
+                          hybrid_kind="checkpoint", format_version, checksum ("sha256:<hex>" of
+                          the fields, step, time, case, extra and RNG state; verified on reading)
 """
 
 from __future__ import annotations
@@ -275,6 +285,8 @@ def _lock_for_writing(path: Path) -> int | None:
     """
     if fcntl is None:  # pragma: no cover - not POSIX: HDF5's own locking applies
         return None
+    if os.environ.get("HDF5_USE_FILE_LOCKING", "").upper() == "FALSE":  # the user turned HDF5 file locks off
+        return None
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -285,6 +297,9 @@ def _lock_for_writing(path: Path) -> int | None:
                 f"{path} is held open by another process (a run still writing it, or a program reading it); it was "
                 "left untouched. Wait for that run to finish, or write to another file (--out)"
             ) from None
+        if exc.errno in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS):  # a file system without locks (some NFS)
+            logger.warning("%s: the file system does not support locks; a second writer would not be stopped", path)
+            return None
         raise
     return fd
 
