@@ -1568,4 +1568,10 @@ def describe_file(path: PathLike) -> str:
                 lines.append("timing (wall s):")
                 for key in sorted(h5["timing"].attrs):
                     lines.append(f"  {key}: {float(h5['timing'].attrs[key]):.4g}")
+    if kind == "checkpoint":
+        try:
+            read_checkpoint(p)
+            lines.insert(2, "checksum: verified" if "checksum" in attrs else "checksum: none (not verified)")
+        except (OSError, ValueError) as err:
+            lines.insert(2, f"NOT RESTARTABLE: {err}")
     return "\n".join(lines)

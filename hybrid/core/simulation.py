@@ -311,6 +311,9 @@ class Simulation:
     def _continue_output(self, path: Path, ck: Checkpoint) -> None:
         """Open the results file to continue after the checkpoint (or start a new one at its frame)."""
         assert self.output.path is not None
+        if self._out is not None:  # stepped before the restart: its handle (and lock) go first
+            self._out.close()
+            self._out = None
         if not self.output.path.exists():
             check_writable(self.output.path, "output.path (or --out)")
             log.warning(

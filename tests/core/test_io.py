@@ -468,8 +468,10 @@ def test_an_edited_or_damaged_checkpoint_is_refused(tmp_path: Path) -> None:
         h5["fields/h"][3] = 7e24
     with pytest.raises(ValueError, match="checksum"):
         read_checkpoint(path)
+    assert "NOT RESTARTABLE" in describe_file(path) and "checksum" in describe_file(path)  # hybrid info says so
     write_checkpoint(path, ck)
     assert read_checkpoint(path).step == 40  # an untouched one reads
+    assert "checksum: verified" in describe_file(path)
 
 
 def _truncated_results(tmp_path: Path) -> Path:
