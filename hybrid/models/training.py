@@ -55,6 +55,7 @@ from torch import Tensor
 from hybrid.core.backend import resolve_device
 from hybrid.core.config import ConfigError, Option, Table, validate
 from hybrid.core.io import check_writable
+from hybrid.core.progress import progress_bar
 from hybrid.models.calibration import (
     calibrate,
     ensemble_error,
@@ -534,7 +535,7 @@ def _fit(
     val_curve: list[float] = []
     deadline = None if t_spec["max_minutes"] is None else time.perf_counter() + 60.0 * t_spec["max_minutes"]
     stop_reason = "epochs"
-    bar = _progress_bar(epochs) if progress else None
+    bar = progress_bar(epochs, desc="training", unit="epoch") if progress else None
     epoch = 0
     for epoch in range(epochs):
         model.train()
@@ -621,12 +622,6 @@ def time_inference(model: EnsembleCNN1d, points: int, dx: float = 1.0, calls: in
         "seconds": float(np.median(times)),
         "what": "elastic_features + forward of all members, float32, inference_mode, median wall time",
     }
-
-
-def _progress_bar(total: int) -> Any:
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc="training", unit="epoch", file=sys.stderr)
 
 
 def _versions() -> dict[str, str]:
