@@ -29,9 +29,9 @@ Spec (TOML; every key is validated, errors name the file, the dotted key and wha
       start = 0     earliest pair start step
       dtype = "float32"   storage of the fields: "float32" | "float64" (the DNS runs in its own precision)
 
-Pair start steps are multiples of the *step quantum* (:func:`_step_quantum`: the model's ``reassign_every`` where
-its ``[model]`` has one, e.g. grain growth re-indexes its order parameters every ``reassign_every`` steps and the
-surrogate jumps between such states; else 1), strictly increasing; ``jump`` must be a multiple of the quantum.
+Pair start steps are multiples of the *step quantum* (:func:`step_quantum`: the ``[model]`` key the model declares
+as its ``ModelSpec.step_quantum``, e.g. grain growth re-indexes its order parameters every ``reassign_every`` steps
+and the surrogate jumps between such states; else 1), strictly increasing; ``jump`` must be a multiple of the quantum.
 
 File (HDF5, the layout is fixed; read with :func:`read_trajectories`)::
 
@@ -97,6 +97,7 @@ __all__ = [
     "read_trajectories",
     "resolve_trajectory_spec",
     "run_trajectory",
+    "step_quantum",
 ]
 
 FORMAT_VERSION = 1
@@ -198,7 +199,7 @@ def resolve_trajectory_spec(
     rc = _resolve_case(res, 0, file)
     if tr.get("steps") is None:
         tr["steps"] = int(rc.data["time"]["steps"])
-    pair_start_steps(res, _step_quantum(rc.data), file=file)  # raises if the pairs cannot be placed
+    pair_start_steps(res, *step_quantum(rc), file=file)  # raises if the pairs cannot be placed
     return drop_none(res), file
 
 
@@ -244,20 +245,25 @@ def _case_error(err: ConfigError, sets: Sequence[str], case: str, file: str | No
     return ConfigError(f"{where}: {err.message}", key=key, file=file)
 
 
-def _step_quantum(resolved_case: Mapping[str, Any]) -> int:
-    """Steps of which every pair start and the jump are multiples: ``model.reassign_every`` if the model has it.
+def step_quantum(rc: Any) -> tuple[int, str]:
+    """Steps of which every pair start and the jump are multiples, and the case key that sets them.
 
     Args:
-        resolved_case: the resolved case tables (``ResolvedCase.data``).
+        rc: the resolved case (:class:`hybrid.cases.ResolvedCase`); its model's ``ModelSpec.step_quantum`` names
+            the ``[model]`` key, if any.
 
     Returns:
-        The quantum (>= 1).
+        (quantum >= 1, dotted key such as ``"model.reassign_every"``, or ``""`` when the model declares none).
     """
-    q = resolved_case.get("model", {}).get("reassign_every")
-    return max(1, int(q)) if q is not None else 1
+    key = rc.spec.step_quantum
+    if key is None:
+        return 1, ""
+    return max(1, int(rc.data["model"][key])), f"model.{key}"
 
 
-def pair_start_steps(resolved: Mapping[str, Any], quantum: int = 1, *, file: str | None = None) -> np.ndarray:
+def pair_start_steps(
+    resolved: Mapping[str, Any], quantum: int = 1, quantum_key: str = "", *, file: str | None = None
+) -> np.ndarray:
     """The pair start steps s_k of a resolved spec: spread over [start, steps - jump], multiples of ``quantum``.
 
     ``spacing = "log"``: s_k + jump geometric from start + jump to steps; ``"linear"``: evenly. Each is rounded to
@@ -265,7 +271,8 @@ def pair_start_steps(resolved: Mapping[str, Any], quantum: int = 1, *, file: str
 
     Args:
         resolved: spec tables (``trajectories.steps`` filled in).
-        quantum: step quantum (:func:`_step_quantum`).
+        quantum: step quantum (:func:`step_quantum`).
+        quantum_key: the case key that sets the quantum, for messages.
         file: spec file name for error messages.
 
     Returns:
@@ -278,8 +285,8 @@ def pair_start_steps(resolved: Mapping[str, Any], quantum: int = 1, *, file: str
     steps, jump, pairs, start = int(tr["steps"]), int(tr["jump"]), int(tr["pairs"]), int(tr["start"])
     if jump % quantum:
         raise ConfigError(
-            f"must be a multiple of the case's model.reassign_every = {quantum} (pairs connect states right after "
-            f"the model's re-indexing steps), got {jump}",
+            f"must be a multiple of the case's {quantum_key or 'step quantum'} = {quantum} (pairs connect states "
+            f"right after the model's periodic hooks), got {jump}",
             "trajectories.jump",
             file,
         )
@@ -293,7 +300,7 @@ def pair_start_steps(resolved: Mapping[str, Any], quantum: int = 1, *, file: str
     m_lo, m_hi = -(-start // quantum), hi // quantum  # start steps m * quantum, m in [m_lo, m_hi]
     available = m_hi - m_lo + 1
     if pairs > available:
-        q = f" (multiples of model.reassign_every = {quantum})" if quantum > 1 else ""
+        q = f" (multiples of {quantum_key or 'the step quantum'} = {quantum})" if quantum > 1 else ""
         raise ConfigError(
             f"only {max(available, 0)} distinct start steps{q} fit in [start, steps - jump] = [{start}, {hi}], "
             f"got pairs = {pairs}: lower pairs or jump, or raise steps",
@@ -373,7 +380,7 @@ def plan_trajectories(
     """
     tr = resolved["trajectories"]
     rc = _resolve_case(resolved, 0, file)
-    starts = pair_start_steps(resolved, _step_quantum(rc.data), file=file)
+    starts = pair_start_steps(resolved, *step_quantum(rc), file=file)
     steps, _ = _frames(starts, int(tr["jump"]))
     seed = int(resolved["dataset"]["seed"])
     return [
@@ -526,7 +533,7 @@ def generate_trajectories(
     check_writable(out, "--out")  # before the runs, not after them
     tr = resolved["trajectories"]
     rc0 = _resolve_case(resolved, 0, file)
-    starts = pair_start_steps(resolved, _step_quantum(rc0.data), file=file)
+    starts = pair_start_steps(resolved, *step_quantum(rc0), file=file)
     rec_steps, pairs = _frames(starts, int(tr["jump"]))
     n_workers = local_workers(workers)
     # local worker processes share this machine's cores: one share of numba threads each
