@@ -21,7 +21,7 @@ from typing import Any
 from hybrid.core.progress import progress_bar
 from hybrid.core.provenance import hybrid_version, utc_now
 
-__all__ = ["Generated", "check_workers", "local_workers", "run_tasks", "stamp", "write_atomic"]
+__all__ = ["Generated", "check_workers", "local_workers", "run_tasks", "set_worker_threads", "stamp", "write_atomic"]
 
 
 @dataclass(frozen=True)
@@ -52,6 +52,18 @@ def local_workers(workers: int | None) -> int:
     return (os.cpu_count() or 1) if workers is None else workers
 
 
+def set_worker_threads(threads: int | None) -> int | None:
+    """Set numba's thread count (capped by NUMBA_NUM_THREADS); returns the previous one (None: unchanged)."""
+    if threads is None:
+        return None
+    import numba
+
+    previous = int(numba.get_num_threads())
+    available = int(numba.config.NUMBA_NUM_THREADS)  # type: ignore[attr-defined]
+    numba.set_num_threads(max(1, min(int(threads), available)))
+    return previous
+
+
 def run_tasks(
     fn: Callable[[Any], dict[str, Any]],
     tasks: Sequence[Any],
@@ -63,6 +75,7 @@ def run_tasks(
     unit: str = "task",
     weight: Callable[[Any], int] = lambda task: 1,
     priority: Callable[[Any], int] | None = None,
+    on_result: Callable[[dict[str, Any]], object] | None = None,
 ) -> Generated:
     """``[fn(t) for t in tasks]``, in this process or on dask, with a progress bar.
 
@@ -74,6 +87,7 @@ def run_tasks(
         progress: show a progress bar of ``sum(weight(t))`` ``unit`` (e.g. samples), titled ``desc``.
         weight: units of progress a task stands for.
         priority: dask priority of a task (higher starts first: long tasks first fill the cluster best).
+        on_result: called with each result as it arrives (e.g. to record a finished sweep point at once).
 
     Returns:
         The results in task order, the wall seconds and where the tasks ran.
@@ -83,6 +97,8 @@ def run_tasks(
     bar = progress_bar(sum(weight(t) for t in tasks), desc=desc, unit=unit) if progress else None
 
     def tick(result: dict[str, Any]) -> dict[str, Any]:
+        if on_result is not None:
+            on_result(result)
         if bar is not None:
             bar.update(weight(tasks[result["index"]]))
         return result

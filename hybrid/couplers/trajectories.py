@@ -81,7 +81,14 @@ from hybrid.core.config import (
 )
 from hybrid.core.io import check_writable
 from hybrid.core.state import State
-from hybrid.couplers.generate import check_workers, local_workers, run_tasks, stamp, write_atomic
+from hybrid.couplers.generate import (
+    check_workers,
+    local_workers,
+    run_tasks,
+    set_worker_threads,
+    stamp,
+    write_atomic,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -428,23 +435,11 @@ def run_trajectory(task: TrajectoryTask) -> dict[str, Any]:
 
 def _run_trajectory(task: TrajectoryTask) -> dict[str, Any]:
     t0, c0 = time.perf_counter(), time.process_time()
-    saved_threads = _set_threads(task.threads)
+    saved_threads = set_worker_threads(task.threads)
     try:
         return _record(task, t0, c0)
     finally:
-        _set_threads(saved_threads)
-
-
-def _set_threads(threads: int | None) -> int | None:
-    """Set numba's thread count (capped by NUMBA_NUM_THREADS); returns the previous one (None: unchanged)."""
-    if threads is None:
-        return None
-    import numba
-
-    previous = int(numba.get_num_threads())
-    available = int(numba.config.NUMBA_NUM_THREADS)  # type: ignore[attr-defined]
-    numba.set_num_threads(max(1, min(int(threads), available)))
-    return previous
+        set_worker_threads(saved_threads)
 
 
 def _record(task: TrajectoryTask, t0: float, c0: float) -> dict[str, Any]:
