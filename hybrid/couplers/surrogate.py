@@ -75,8 +75,8 @@ from hybrid.core.config import ConfigError, Option, Table
 from hybrid.core.integrators import Stepper
 from hybrid.core.registry import Context, register_provider
 from hybrid.core.state import State
+from hybrid.couplers.learned import require_model_dir
 from hybrid.couplers.monitor import MonitorPolicy
-from hybrid.couplers.providers import require_model_dir
 
 log = logging.getLogger(__name__)
 
