@@ -123,6 +123,7 @@ from hybrid.core.config import (
 from hybrid.core.grid import Grid
 from hybrid.core.io import check_writable
 from hybrid.couplers.generate import check_workers, run_tasks, stamp, write_atomic
+from hybrid.couplers.pipeline import DatasetKind, register_dataset_kind
 from hybrid.solvers.atg import PARAMS as ATG_PARAMS
 from hybrid.solvers.atg import finalize_params
 
@@ -243,6 +244,9 @@ DATASET_SPEC = Table(
                 "name": Option("str", None, "dataset name (default: the spec file's stem)"),
                 "seed": Option("int", 0, "seed of every random draw", min=0),
                 "description": Option("str", "", "free text"),
+                "term": Option(
+                    "str", "elastic", "the learned term labelled (this spec kind: elastic)", choices=("elastic",)
+                ),
             }
         ),
         "grid": Table(
@@ -917,6 +921,22 @@ def _write(
         f.attrs["samples"] = n
 
     write_atomic(out, write)
+
+
+def _is_profile_spec(spec: Mapping[str, Any]) -> bool:
+    head = spec.get("dataset")
+    term = head.get("term", "elastic") if isinstance(head, Mapping) else "elastic"
+    return ("family" in spec) and "trajectories" not in spec and term == "elastic"
+
+
+register_dataset_kind(
+    DatasetKind(
+        "atg-profiles",
+        _is_profile_spec,
+        generate_dataset,
+        "[family.NAME] tables of film profiles labelled by the FEM (datasets/atg_elastic.toml)",
+    )
+)
 
 
 def read_dataset(path: str | os.PathLike[str]) -> dict[str, Any]:

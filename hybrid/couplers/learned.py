@@ -33,6 +33,8 @@ from hybrid.core.registry import PROVIDERS, Context, get_provider, register_prov
 from hybrid.core.state import State
 from hybrid.core.terms import TermProvider
 from hybrid.couplers.monitor import EnsemblePrediction, Monitor
+from hybrid.couplers.pipeline import TrainKind, calibration_lines, register_train_kind
+from hybrid.models.learnable import Learnable, Metric
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +43,6 @@ __all__ = [
     "CaptureFile",
     "EnsembleProvider",
     "LearnedTerm",
-    "Metric",
     "build_monitor",
     "register_learned_term",
     "require_model_dir",
@@ -49,62 +50,45 @@ __all__ = [
 
 
 @dataclass(frozen=True)
-class Metric:
-    """An error metric a monitor tolerance is stated in, with the uncertainty indicator calibrated against it.
-
-    Attributes:
-        indicator: members (K, *shape) of value/scale (torch) -> scalar tensor u.
-        error: (predictions (K, *shape), target (*shape)) of value/scale (numpy) -> (K,) errors; called with a
-            one-member "ensemble" to measure one answer.
-        doc: what the tolerance measures, for the case-file reference.
-    """
-
-    indicator: Callable[[Any], Any]
-    error: Callable[[np.ndarray, np.ndarray], Any]
-    doc: str
-
-
-@dataclass(frozen=True)
 class LearnedTerm:
     """What the project needs to know to learn, serve and monitor a term.
 
     Attributes:
-        term: the term name (``[terms.<term>]``).
-        inputs: state fields the features read, in the order bare arrays are given to the provider.
-        features: (inputs (B, *shape) torch, grid spacing (scalar tensor)) -> (B, C, *shape) network input.
+        learnable: the training half (data layout, features, baseline law, metrics, strata channel).
         scale: resolved ``[model]`` parameters -> the target's physical scale (the network predicts value/scale).
-        metrics: tolerance metrics by name; the first is the default, whose calibration the model card holds at
-            the top of its ``calibration`` section (the others under their names).
         labeller: the DNS provider that labels training data and is the monitor's default fallback.
         weights: the folder of the shipped ensemble (weights.pt + model_card.json).
         architecture: the network class the weights must be (``load_ensemble(expect=...)``).
-        target: name of the label in a data set and a capture file (e.g. ``"rho"``).
-        scale_name: name of the per-sample scale in a data set and a capture file (e.g. ``"rho0"``).
-        stratum_statistic: features (1, C, *shape) -> scalar tensor whose bins are the calibration strata of a
-            Mondrian-calibrated card (None: the term has no input strata).
         tolerance: default tolerance (in the default metric's units) and its documentation.
         nn_doc, monitor_doc: one-line documentation of the two providers.
+        fallbacks: the monitor's allowed fallbacks (empty: every other registered provider of the term).
     """
 
-    term: str
-    inputs: tuple[str, ...]
-    features: Callable[[Any, Any], Any]
+    learnable: Learnable
     scale: Callable[[Mapping[str, Any]], float]
-    metrics: Mapping[str, Metric]
     labeller: str
     weights: Path
     architecture: type[Any]
-    target: str
-    scale_name: str
-    stratum_statistic: Callable[[Any], Any] | None = None
     tolerance: tuple[float, str] = (0.05, "accepted error, in the units of metric")
     nn_doc: str = "trained NN ensemble mean (float32 inference)"
     monitor_doc: str = "NN ensemble, DNS fallback when its spread exceeds the calibrated threshold"
     fallbacks: tuple[str, ...] = field(default=())
 
     @property
+    def term(self) -> str:
+        return self.learnable.term
+
+    @property
+    def inputs(self) -> tuple[str, ...]:
+        return self.learnable.layout.inputs
+
+    @property
+    def metrics(self) -> Mapping[str, Metric]:
+        return self.learnable.metrics
+
+    @property
     def default_metric(self) -> str:
-        return next(iter(self.metrics))
+        return self.learnable.default_metric
 
 
 LEARNED: dict[str, LearnedTerm] = {}
@@ -160,6 +144,12 @@ class EnsembleProvider(TermProvider):
         self._calibration = cal if self.metric == spec.default_metric else cal.get(self.metric, {})
         # Mondrian calibration: the input's stratum is its bin of the spec's stratum statistic
         self.stratum_edges = [float(v) for v in self._calibration.get("stratification", {}).get("edges", [])]
+        learnable = spec.learnable
+        if self.stratum_edges and learnable.stratum_channel is None:
+            raise ConfigError(
+                f"{self.weights}: the card has input strata, but {spec.term!r} has none", self._key("weights")
+            )
+        self._stratum_channel = learnable.channels.index(learnable.stratum_channel) if self.stratum_edges else 0
         self._plan: Any = None  # InferencePlan for the grid size of the last call
         self._dx_t = torch.tensor(self.dx, dtype=dtype, device=self.device)  # on the device: no copy per call
         self.cuda_graph = bool(options.get("cuda_graph", False))
@@ -174,7 +164,7 @@ class EnsembleProvider(TermProvider):
     def __getattr__(self, name: str) -> Any:
         """The scale also under its physical name (e.g. ``provider.rho0`` for ``elastic``)."""
         spec = self.__dict__.get("spec")
-        if spec is not None and name == spec.scale_name:
+        if spec is not None and name == spec.learnable.layout.scale:
             return self.__dict__["scale"]
         raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
@@ -199,11 +189,10 @@ class EnsembleProvider(TermProvider):
         statistic () or None without strata) of the device input t (N,), all torch on the model's device. Free
         of host-device synchronisation, so a CUDA graph can hold it; call with gradients off and the plan built
         for N."""
-        features = self.spec.features(t[None, :], self._dx_t)
+        features = self.spec.learnable.features(t[None, :], self._dx_t)
         members = self._plan(features)[0]
         # the stratum's statistic only for a card calibrated by stratum (one op less per call otherwise)
-        statistic = self.spec.stratum_statistic
-        stat = statistic(features) if self.stratum_edges and statistic is not None else None
+        stat = features[0, self._stratum_channel].amax() if self.stratum_edges else None
         indicator = self.spec.metrics[self.metric].indicator
         return members, members.mean(dim=0).double() * self.scale, indicator(members), stat
 
@@ -484,8 +473,8 @@ def build_monitor(spec: LearnedTerm, ctx: Context, options: Mapping[str, Any]) -
             block_steps=block,
             every=every,
             inputs=spec.inputs,
-            target=spec.target,
-            scale_name=spec.scale_name,
+            target=spec.learnable.layout.target,
+            scale_name=spec.learnable.layout.scale,
         )
     log.info(
         "monitor on %r: threshold %s (metric %s, tolerance %g, confidence %g)",
@@ -521,3 +510,74 @@ def register_learned_term(spec: LearnedTerm) -> LearnedTerm:
         return build_monitor(spec, ctx, options)
 
     return spec
+
+
+# ---------------------------------------------------------------------------------------------------- training
+
+
+def _learnable_of(term: Any, key: str, file: str | None) -> Learnable:
+    if term not in LEARNED:
+        raise ConfigError(f"unknown learned term {term!r}; allowed: {', '.join(map(repr, LEARNED))}", key, file)
+    return LEARNED[term].learnable
+
+
+def _is_ensemble_spec(spec: Mapping[str, Any]) -> bool:
+    from hybrid.models.jump_training import is_jump_spec
+
+    return not is_jump_spec(spec)
+
+
+def _train(
+    spec: Mapping[str, Any], data: list[Path], out: Path, *, progress: bool = False, spec_file: str | None = None
+) -> Any:
+    from hybrid.models.training import train_ensemble
+
+    model = spec.get("model")
+    term = model.get("term", "elastic") if isinstance(model, Mapping) else "elastic"
+    learnable = _learnable_of(term, "model.term", spec_file)
+    return train_ensemble(spec, data, out, learnable=learnable, progress=progress, spec_file=spec_file)
+
+
+def _recalibrate(model_dir: Path, data: list[Path], changes: Mapping[str, Any], out: Path | None) -> Any:
+    from hybrid.models.card import read_card
+    from hybrid.models.training import recalibrate_ensemble
+
+    card = read_card(model_dir)
+    learnable = _learnable_of(card.get("term"), "term", str(card.get("path")))
+    return recalibrate_ensemble(model_dir, data, changes, out, learnable=learnable)
+
+
+def _describe(directory: Path, card: Mapping[str, Any]) -> list[str]:
+    """``hybrid info DIR`` of a learned term's ensemble."""
+    cal = card.get("calibration", {})
+    lines = [
+        f"{directory}: NN ensemble for term {card.get('term')!r} ({card.get('format')})",
+        f"  architecture: {card.get('architecture', {})}",
+        f"  features: {card.get('features')} {card.get('feature_channels')}; target: {card.get('target')}",
+        f"  data: {card.get('data', {}).get('path')}",
+    ]
+    for split, m in card.get("metrics", {}).items():
+        if isinstance(m, dict) and "rmse" in m:
+            lines.append(
+                f"  {split}: n = {m.get('n')}, RMSE {m['rmse']:.4g} (baseline law {m.get('rmse_linear', 0):.4g})"
+            )
+    term = LEARNED.get(str(card.get("term")))
+    metrics = list(term.metrics) if term is not None else [next(iter(cal), "default")]
+    for i, metric in enumerate(metrics):
+        lines += calibration_lines(metric, cal if i == 0 else cal.get(metric) or {})
+    for family, r in (cal.get("test_by_input_stratum") or {}).items():
+        lines.append(f"    test input stratum {family}: n = {r.get('n')}, coverage {r.get('coverage')}")
+    return lines
+
+
+register_train_kind(
+    TrainKind(
+        "ensemble",
+        detect_spec=_is_ensemble_spec,
+        detect_card=lambda card: "surrogate" not in card,
+        train=_train,
+        describe=_describe,
+        calibrate=_recalibrate,
+        doc="an ensemble of a learned term ([model] term = NAME, default 'elastic')",
+    )
+)

@@ -89,6 +89,7 @@ from hybrid.couplers.generate import (
     stamp,
     write_atomic,
 )
+from hybrid.couplers.pipeline import DatasetKind, register_dataset_kind
 
 logger = logging.getLogger(__name__)
 
@@ -647,6 +648,17 @@ def _write(
         f.attrs["jump"] = int(tr["jump"])
 
     write_atomic(out, write)
+
+
+register_dataset_kind(
+    DatasetKind(
+        "trajectories",
+        is_trajectory_spec,
+        generate_trajectories,
+        "a [trajectories] table: DNS runs of a case for whole-model surrogates (e.g. "
+        "datasets/graingrowth_trajectories.toml)",
+    )
+)
 
 
 def read_trajectories(path: str | os.PathLike[str]) -> dict[str, Any]:
