@@ -100,7 +100,7 @@ def bench_plan(points: list[int], calls: int, device: str = "cpu") -> None:
     On a GPU each call is timed to its completion (``torch.cuda.synchronize``), the input staying on the device."""
     import torch
 
-    from hybrid.couplers.providers import SHIPPED_WEIGHTS
+    from hybrid.couplers.terms.elastic import SHIPPED_WEIGHTS
     from hybrid.models.card import load_ensemble
     from hybrid.models.ensemble import EnsembleCNN1d, InferencePlan
     from hybrid.models.features import elastic_features

@@ -20,7 +20,7 @@ import time
 
 import torch
 
-from hybrid.couplers.providers import SHIPPED_WEIGHTS
+from hybrid.couplers.terms.elastic import SHIPPED_WEIGHTS
 from hybrid.models.card import load_ensemble
 from hybrid.models.ensemble import EnsembleCNN1d
 

@@ -53,17 +53,20 @@ STEPPER_TERM = "stepper"
 
 TOP_LEVEL = ("case", "grid", "model", "initial", "terms", "time", "output", "stepper")
 
-CASE = Table(
-    {
-        "name": Option("str", None, "run name (default: the case file's stem)"),
-        "model": Option("str", doc="physical model", choices=tuple(sorted(MODELS)) or None),
-        "seed": Option("int", 0, "seed of every random draw (initial roughness, ...)", min=0),
-        "backend": Option(
-            "str", "numpy", "array backend (numpy: numba kernels on CPU; torch: CPU or CUDA)", choices=BACKENDS
-        ),
-        "device": Option("str", "cpu", "torch device: cpu, cuda, cuda:N (numpy: cpu only)"),
-    }
-)
+
+def case_table() -> Table:
+    """Schema of ``[case]``; ``model`` is one of the models registered now (a model registered later counts too)."""
+    return Table(
+        {
+            "name": Option("str", None, "run name (default: the case file's stem)"),
+            "model": Option("str", doc="physical model", choices=tuple(sorted(MODELS)) or None),
+            "seed": Option("int", 0, "seed of every random draw (initial roughness, ...)", min=0),
+            "backend": Option(
+                "str", "numpy", "array backend (numpy: numba kernels on CPU; torch: CPU or CUDA)", choices=BACKENDS
+            ),
+            "device": Option("str", "cpu", "torch device: cpu, cuda, cuda:N (numpy: cpu only)"),
+        }
+    )
 
 
 def _grid_table(ndim: int) -> Table:
@@ -128,7 +131,7 @@ def case_schema(spec: ModelSpec) -> Table:
     """The full schema of a case file for model ``spec``."""
     return Table(
         {
-            "case": CASE,
+            "case": case_table(),
             "grid": _grid_table(spec.grid_ndim),
             "model": spec.params,
             "initial": spec.initial,
@@ -170,7 +173,7 @@ def resolve_case(
     unknown = [k for k in data if k not in TOP_LEVEL]
     if unknown:
         raise ConfigError(f"unknown table; allowed: {', '.join(TOP_LEVEL)}", key=unknown[0], file=file)
-    head = validate({"case": data.get("case", {})}, Table({"case": CASE}), file=file)["case"]
+    head = validate({"case": data.get("case", {})}, Table({"case": case_table()}), file=file)["case"]
     spec = get_model(head["model"])
     resolved = validate(data, case_schema(spec), file=file)
     resolved = _drop_none(resolved)
@@ -276,8 +279,8 @@ def _make_grid(g: Mapping[str, Any], spec: ModelSpec, file: str | None) -> Grid:
     if spec.grid_ndim == 1:
         length = g["lengths"][0] if "lengths" in g else g["length"]
         points = g["shape"][0] if "shape" in g else g["points"]
-        return Grid((length,), (points,))
-    return Grid(tuple(g["lengths"]), tuple(g["shape"]))
+        return Grid((length,), (points,), spec.periodic)
+    return Grid(tuple(g["lengths"]), tuple(g["shape"]), spec.periodic)
 
 
 @contextlib.contextmanager

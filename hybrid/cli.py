@@ -208,13 +208,13 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 
 
 def _cmd_dataset(args: argparse.Namespace) -> int:
-    from hybrid.core.config import load_toml
-    from hybrid.couplers.dataset import generate_dataset
-    from hybrid.couplers.trajectories import generate_trajectories, is_trajectory_spec
+    from hybrid.core.config import apply_overrides, load_toml
+    from hybrid.couplers.pipeline import dataset_kind
 
-    generate = generate_trajectories if is_trajectory_spec(load_toml(args.spec)) else generate_dataset
+    spec = apply_overrides(load_toml(args.spec), args.overrides, file=str(args.spec))
+    kind = dataset_kind(spec, str(args.spec))
     _refuse_to_replace(args.out, args, "an earlier dataset")
-    path = generate(
+    path = kind.generate(
         args.spec,
         args.out,
         workers=args.workers,
@@ -227,30 +227,21 @@ def _cmd_dataset(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from hybrid.core.config import ConfigError, apply_overrides, load_toml
-    from hybrid.models.jump_training import is_jump_spec, train_jump_ensemble
-    from hybrid.models.training import train_ensemble
+    from hybrid.core.config import apply_overrides, load_toml
+    from hybrid.couplers.pipeline import train_kind_of_spec
 
     spec = apply_overrides(load_toml(args.spec), args.overrides, file=str(args.spec))
+    kind = train_kind_of_spec(spec, str(args.spec))
     _refuse_to_replace(args.out / "weights.pt", args, "a trained ensemble")
-    data = args.data[0] if len(args.data) == 1 else args.data
-    if is_jump_spec(spec):
-        if len(args.data) != 1:
-            raise ConfigError("a jump surrogate trains on one trajectory file", key="--data", file=str(args.spec))
-        from hybrid.couplers.trajectories import rate_function
-
-        train_jump_ensemble(
-            spec, data, args.out, progress=not args.no_progress, spec_file=str(args.spec), rate=rate_function(data)
-        )
-    else:
-        train_ensemble(spec, data, args.out, progress=not args.no_progress, spec_file=str(args.spec))
+    kind.train(spec, list(args.data), args.out, progress=not args.no_progress, spec_file=str(args.spec))
     print(f"written: {_describe_weights(args.out)}")  # the summary `hybrid info DIR` prints
     return 0
 
 
 def _cmd_calibrate(args: argparse.Namespace) -> int:
     from hybrid.core.config import ConfigError, apply_overrides
-    from hybrid.models.training import recalibrate_ensemble
+    from hybrid.couplers.pipeline import train_kind_of_card
+    from hybrid.models.card import read_card
 
     changes = apply_overrides({}, args.overrides)
     if set(changes) - {"calibration"}:
@@ -258,7 +249,12 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
             "only [calibration] keys can change without retraining (use `hybrid train` for the others)",
             key=next(iter(set(changes) - {"calibration"})),
         )
-    out = recalibrate_ensemble(args.model, args.data, changes.get("calibration", {}), args.out)
+    card = read_card(args.model)
+    kind = train_kind_of_card(card, str(card.get("path")))
+    if kind.calibrate is None:
+        raise ConfigError(f"a {kind.name} ensemble cannot be recalibrated without retraining", key="MODEL")
+    data = args.data if isinstance(args.data, list) else [args.data]
+    out = kind.calibrate(args.model, data, changes.get("calibration", {}), args.out)
     print(f"written: {_describe_weights(Path(out['path']).parent)}")
     return 0
 
@@ -275,60 +271,12 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
 
 def _describe_weights(directory: Path) -> str:
-    """Summary of an NN ensemble directory (weights.pt + model_card.json)."""
+    """Summary of an NN ensemble directory (weights.pt + model_card.json), by the kind that wrote it."""
+    from hybrid.couplers.pipeline import train_kind_of_card
     from hybrid.models.card import read_card
 
     card = read_card(directory)
-    arch = card.get("architecture", {})
-    cal = card.get("calibration", {})
-    sur = card.get("surrogate")
-    if sur:  # a whole-model jump surrogate (hybrid.models.jump_training)
-        data, inf = card.get("data", {}), card.get("inference", {})
-        lines = [
-            f"{directory}: jump surrogate for model {sur.get('model')!r}, field {sur.get('field')!r} "
-            f"({card.get('format')})",
-            f"  architecture: {arch}",
-            f"  window: NN jump of {sur.get('jump')} steps of dt = {sur.get('dt')} + {inf.get('relax', 0)} DNS steps; "
-            f"tile {inf.get('tile')}, spacing {sur.get('spacing')}, params {sur.get('params')}",
-            f"  data: {data.get('file')} ({data.get('trajectories')} trajectories, split {data.get('split')})",
-        ]
-    else:
-        lines = [
-            f"{directory}: NN ensemble for term {card.get('term')!r} ({card.get('format')})",
-            f"  architecture: {arch}",
-            f"  features: {card.get('features')} {card.get('feature_channels')}; target: {card.get('target')}",
-            f"  data: {card.get('data', {}).get('path')}",
-        ]
-    for split, m in card.get("metrics", {}).items():
-        if isinstance(m, dict) and "rmse" in m:
-            lines.append(
-                f"  {split}: n = {m.get('n')}, RMSE {m['rmse']:.4g} (linear law {m.get('rmse_linear', 0):.4g})"
-            )
-        elif isinstance(m, dict) and "error_rms" in m:
-            lines.append(
-                f"  {split}: {m.get('windows')} windows, window error RMS {m['error_rms']:.4g} "
-                f"(max {m.get('error_max', 0):.4g}; unchanged state {m.get('unchanged_error_rms', 0):.4g})"
-            )
-    metrics = (("window error", cal),) if sur else (("rho0", cal), ("modulation", cal.get("modulation") or {}))
-    for metric, c in metrics:
-        if not c:
-            continue
-        t = c.get("test", {})
-        tau = c.get("thresholds") or c.get("threshold")
-        tau_text = "-inf (none qualifies)" if tau is None else tau
-        if "stratification" in c:
-            tau_text = f"{tau} (one per bin of max (dh/dx)^2, edges {c['stratification'].get('edges')})"
-        lines.append(
-            f"  monitor threshold {tau_text} for metric {metric}, tolerance {c.get('tolerance')}, confidence "
-            f"{c.get('confidence')}: test coverage {t.get('coverage')}, accepted {t.get('accept_fraction')}, "
-            f"spearman {t.get('spearman')}" + (" (calibrated in every family)" if "strata" in c else "")
-        )
-        for family, r in (c.get("test_by_stratum") or {}).items():
-            lines.append(
-                f"    test {family}: n = {r.get('n')}, accepted {r.get('accept_fraction')}, "
-                f"coverage {r.get('coverage')}"
-            )
-    return "\n".join(lines)
+    return "\n".join(train_kind_of_card(card, str(card.get("path"))).describe(directory, card))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

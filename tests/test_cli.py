@@ -98,7 +98,7 @@ def test_malformed_toml_names_the_file(tmp_path: Path, capsys: pytest.CaptureFix
 
 
 def test_info_describes_the_shipped_weights(capsys: pytest.CaptureFixture[str]) -> None:
-    from hybrid.couplers.providers import SHIPPED_WEIGHTS
+    from hybrid.couplers.terms.elastic import SHIPPED_WEIGHTS
 
     assert main(["info", str(SHIPPED_WEIGHTS)]) == 0
     out = capsys.readouterr().out

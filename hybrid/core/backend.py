@@ -112,6 +112,23 @@ class Backend:
             return torch.fft.irfftn(a, s=shape, dim=axes)
         return np.fft.irfftn(a, s=shape, axes=axes)
 
+    def extend_even(self, a: Array, axes: tuple[int, ...]) -> Array:
+        """Even extension across both ends of each of ``axes``: (..., n, ...) -> (..., 2 (n - 1), ...).
+
+        ``a[0], a[1], ..., a[n-1]`` becomes ``a[0], ..., a[n-1], a[n-2], ..., a[1]``: the periodic field whose
+        restriction to the first n points is ``a`` (a no-flux axis, see :mod:`hybrid.core.grid`).
+        """
+        for ax in axes:
+            n = a.shape[ax]
+            if self.is_torch:
+                import torch
+
+                a = torch.cat([a, torch.flip(a.narrow(ax, 1, n - 2), dims=[ax])], dim=ax)
+            else:
+                inner = np.take(a, np.arange(n - 2, 0, -1), axis=ax)
+                a = np.concatenate([a, inner], axis=ax)
+        return a
+
     def all_finite(self, a: Array) -> bool:
         """True when every entry is finite (one reduction, no host copy of the array)."""
         if self.is_torch:

@@ -751,3 +751,10 @@ def _literal(value: Any) -> str:
     if isinstance(value, dict):
         return "{" + ", ".join(f"{k} = {_literal(v)}" for k, v in value.items()) + "}"
     return tomli_w.dumps({"v": value})[4:].strip()
+
+
+def drop_none(d: Any) -> Any:
+    """``d`` with every ``None`` value of its (nested) dicts removed: unset options before writing TOML."""
+    if isinstance(d, dict):
+        return {k: drop_none(v) for k, v in d.items() if v is not None}
+    return d

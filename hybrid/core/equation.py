@@ -1,14 +1,21 @@
 """The Equation protocol: what a time integrator needs to know about a model.
 
-An equation says how to evaluate the full tendency dφ/dt of each field (explicit part) and, optionally, the
-Fourier symbol of a stiff linear operator L (real, ≤ 0) that an IMEX stepper treats implicitly. Physics lives in
-the solvers; the core only sees this interface (as jax-cfd separates an equation from its stepper).
+An equation says how to evaluate the full tendency dφ/dt of each field (explicit part) and, optionally, a stiff
+linear operator L that an IMEX stepper treats implicitly, in one of two ways:
+
+- its Fourier symbol (:meth:`Equation.linear_symbol`, the default): real, ≤ 0, on the ``rfftn`` layout of
+  ``grid.spectral_grid()``, so it serves periodic grids and grids with no-flux axes alike;
+- its own implicit solve (:class:`ImplicitSolve`, optional): ``implicit_solve(field, b, dt)`` returns x with
+  (1 − dt L) x = b, for operators without a Fourier symbol (a finite-element heat equation, variable
+  coefficients). It takes precedence over the symbol.
+
+Physics lives in the solvers; the core only sees this interface (as jax-cfd separates an equation from its stepper).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from hybrid.core.backend import Array, Backend
 from hybrid.core.grid import Grid
@@ -35,9 +42,24 @@ class Equation(Protocol):
         ...
 
     def linear_symbol(self, field: str) -> Array | None:
-        """Symbol of the stiff linear part L of dφ/dt on the rfftn layout (real, ≤ 0), or None if none.
+        """Symbol of the stiff linear part L of dφ/dt on the rfftn layout of ``grid.spectral_grid()`` (real, ≤ 0),
+        or None if none.
 
         IMEX steps solve (1 − dt L) φ^{n+1} = φ^n + dt (R(φ^n) − L φ^n) in Fourier space.
+        """
+        ...
+
+
+@runtime_checkable
+class ImplicitSolve(Protocol):
+    """An equation that solves its stiff linear part itself (instead of, or besides, a Fourier symbol)."""
+
+    def implicit_solve(self, field: str, b: Array, dt: float) -> Array | None:
+        """x with (1 − dt L) x = b for the stiff part L of dφ/dt of ``field`` [field unit]; None: no stiff part.
+
+        An IMEX step calls it with b = dt R(φ^n) and adds x to φ^n, which is the same as solving
+        (1 − dt L) φ^{n+1} = φ^n + dt (R(φ^n) − L φ^n). ``dt`` is fixed during a run: an implementation may factor
+        (1 − dt L) once and reuse it.
         """
         ...
 

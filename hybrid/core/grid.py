@@ -4,6 +4,12 @@ Axis convention: a case file lists ``lengths`` and ``points`` in coordinate orde
 row-major with the *last* array axis along x, i.e. a 2D field has array shape ``(ny, nx)`` (image convention,
 as in the HDF5 outputs ``fields/grain (F, ny, nx)``). A 1D field has shape ``(nx,)``. Grid points of a periodic
 axis sit at ``x_i = i * dx`` with ``dx = L / n`` (the point at ``x = L`` is the image of ``x = 0``).
+
+A non-periodic axis is a *no-flux* (homogeneous Neumann) axis with points on both walls, ``y_j = j * dy``,
+``dy = L / (n - 1)``; a compact stencil reflects across a wall (``φ_{-1} = φ_1``). Such a field is the restriction
+of its even extension, which is periodic with period 2L on ``2 (n - 1)`` points, so spectral (IMEX) steps work on
+any grid through :meth:`Grid.spectral_grid` (the periodic grid of the extension): its Fourier modes along a
+no-flux axis are the cosines that the Neumann condition allows, and the compact stencil's symbol is exact there.
 """
 
 from __future__ import annotations
@@ -68,10 +74,24 @@ class Grid:
         """1D coordinate arrays per coordinate axis (x, y), each of shape (n,)."""
         return tuple(np.arange(n) * d for n, d in zip(self.points, self.spacing, strict=True))
 
+    @property
+    def no_flux_array_axes(self) -> tuple[int, ...]:
+        """Array axes (negative indices) of the no-flux coordinate axes, e.g. ``(-2,)`` for a no-flux y."""
+        return tuple(-1 - c for c, p in enumerate(self.periodic) if not p)
+
+    def spectral_grid(self) -> Grid:
+        """The periodic grid on which spectral operators act: this grid if it is periodic, else the even extension
+        of every no-flux axis (length 2L, ``2 (n - 1)`` points, the same spacing)."""
+        if all(self.periodic):
+            return self
+        lengths = tuple(L if p else 2 * L for L, p in zip(self.lengths, self.periodic, strict=True))
+        points = tuple(n if p else 2 * (n - 1) for n, p in zip(self.points, self.periodic, strict=True))
+        return Grid(lengths, points)
+
     @cached_property
     def _rfft_wavenumbers(self) -> tuple[np.ndarray, ...]:
         if not all(self.periodic):
-            raise ValueError("Fourier wavenumbers need a fully periodic grid")
+            return self.spectral_grid()._rfft_wavenumbers
         ks: list[np.ndarray] = []
         # array axes are reversed coordinate axes; rfft acts on the last array axis (x)
         for axis, (L, n) in enumerate(zip(reversed(self.lengths), reversed(self.points), strict=True)):
@@ -83,7 +103,8 @@ class Grid:
         return tuple(ks)
 
     def rfft_wavenumbers(self) -> tuple[np.ndarray, ...]:
-        """Angular wavenumbers [1/length] broadcastable to the ``rfftn`` layout, one array per *array* axis."""
+        """Angular wavenumbers [1/length] broadcastable to the ``rfftn`` layout of :meth:`spectral_grid`, one array
+        per *array* axis."""
         return self._rfft_wavenumbers
 
     def rfft_abs_k(self) -> np.ndarray:
@@ -97,6 +118,6 @@ class Grid:
         it is consistent with a real-space explicit step that uses the compact second difference.
         """
         sym: np.ndarray = np.zeros(1)
-        for k, d in zip(self._rfft_wavenumbers, reversed(self.spacing), strict=True):
+        for k, d in zip(self._rfft_wavenumbers, reversed(self.spectral_grid().spacing), strict=True):
             sym = sym + (2.0 * np.sin(0.5 * k * d) / d) ** 2
         return sym

@@ -65,6 +65,10 @@ class ModelSpec:
         plot: (results .h5, output dir) -> PNG paths written at the end of `hybrid run`.
         units: unit of each field and term (by name), of ``"time"`` and of the grid coordinate ``"x"`` (and
             ``"y"``), as written to the results file's ``units`` attributes and on plot axes ("1": dimensionless).
+        step_quantum: the ``[model]`` key (an int, in steps) on whose multiples the model's ``after_step`` hooks
+            change the state (e.g. grain growth's ``reassign_every``): whole-model surrogates are trained on and
+            jump between such states. None: every step is alike (quantum 1).
+        periodic: per coordinate axis (x, y), periodic (True) or no-flux walls (False); empty: all periodic.
     """
 
     name: str
@@ -78,6 +82,8 @@ class ModelSpec:
     doc: str = ""
     plot: Callable[[Path, Path], list[Path]] | None = None
     units: Mapping[str, str] = field(default_factory=dict)
+    step_quantum: str | None = None
+    periodic: tuple[bool, ...] = ()
 
     def unit(self, name: str) -> str:
         """Unit of a field, term, ``"time"`` or coordinate; ``""`` where the model does not state one."""

@@ -95,12 +95,9 @@ snapshots of a trajectory are consecutive and in time order.
 
 from __future__ import annotations
 
-import datetime as _dt
-import importlib.metadata
 import logging
 import math
 import os
-import tempfile
 import time
 import zlib
 from collections.abc import Mapping, Sequence
@@ -118,12 +115,15 @@ from hybrid.core.config import (
     Table,
     Tagged,
     apply_overrides,
+    drop_none,
     dumps_toml,
     load_toml,
     validate,
 )
 from hybrid.core.grid import Grid
 from hybrid.core.io import check_writable
+from hybrid.couplers.generate import check_workers, run_tasks, stamp, write_atomic
+from hybrid.couplers.pipeline import DatasetKind, register_dataset_kind
 from hybrid.solvers.atg import PARAMS as ATG_PARAMS
 from hybrid.solvers.atg import finalize_params
 
@@ -244,6 +244,9 @@ DATASET_SPEC = Table(
                 "name": Option("str", None, "dataset name (default: the spec file's stem)"),
                 "seed": Option("int", 0, "seed of every random draw", min=0),
                 "description": Option("str", "", "free text"),
+                "term": Option(
+                    "str", "elastic", "the learned term labelled (this spec kind: elastic)", choices=("elastic",)
+                ),
             }
         ),
         "grid": Table(
@@ -334,7 +337,7 @@ def resolve_spec(
                     key=f"{where}.snapshots",
                     file=file,
                 )
-    return _drop_none(res), file
+    return drop_none(res), file
 
 
 def _family_list_to_map(raw: dict[str, Any], file: str | None) -> dict[str, Any]:
@@ -352,12 +355,6 @@ def _family_list_to_map(raw: dict[str, Any], file: str | None) -> dict[str, Any]
             raise ConfigError(f"family names must be unique strings, got {name!r}", key=f"family[{i}].name", file=file)
         named[name] = item
     return {**raw, "family": named}
-
-
-def _drop_none(d: Any) -> Any:
-    if isinstance(d, dict):
-        return {k: _drop_none(v) for k, v in d.items() if v is not None}
-    return d
 
 
 def _trajectory_steps(fam: Mapping[str, Any]) -> int:
@@ -819,10 +816,7 @@ def generate_dataset(
         ConfigError: invalid spec or override (names the file and key).
         ValueError: invalid ``workers``/``scheduler``.
     """
-    if workers is not None and scheduler is not None:
-        raise ValueError("give workers or scheduler, not both")
-    if workers is not None and workers < 0:
-        raise ValueError(f"workers must be >= 0, got {workers}")
+    check_workers(workers, scheduler)
     resolved, _file = resolve_spec(spec, overrides)
     check_writable(out, "--out")  # before the labelling, not after it
     tasks = plan_tasks(resolved)
@@ -837,79 +831,31 @@ def generate_dataset(
         resolved["grid"]["points"],
     )
     out = Path(out)
-    t0 = time.perf_counter()
-    n_workers = (os.cpu_count() or 1) if workers is None else workers
-    bar = _progress_bar(total) if progress else None
-    try:
-        if scheduler is not None:
-            results = _run_distributed(tasks, bar, scheduler=scheduler)
-            used = f"scheduler {scheduler}"
-        elif n_workers <= 1:
-            results = _run_local(tasks, bar)
-            used = "in-process"
-        else:
-            results = _run_distributed(tasks, bar, n_workers=n_workers)
-            used = f"{n_workers} local workers"
-    finally:
-        if bar is not None:
-            bar.close()
-    seconds = time.perf_counter() - t0
-    _write(out, resolved, tasks, results, seconds=seconds, workers=used)
+    run = run_tasks(
+        run_task,
+        tasks,
+        workers=workers,
+        scheduler=scheduler,
+        progress=progress,
+        desc="dataset",
+        unit="sample",
+        weight=lambda t: t.count,
+        priority=lambda t: 1 if t.kind == "trajectory" else 0,  # the long tasks first fill the cluster best
+    )
+    results = run.results
+    _write(out, resolved, tasks, results, seconds=run.seconds, workers=run.workers)
     logger.info(
         "wrote %s: %d samples in %.1f s (%.1f samples/s) with %s; tasks took %.1f s wall, %.1f s CPU (labels %.1f s)",
         out,
         total,
-        seconds,
-        total / max(seconds, 1e-9),
-        used,
+        run.seconds,
+        total / max(run.seconds, 1e-9),
+        run.workers,
         sum(r["seconds"] for r in results),
         sum(r["cpu_seconds"] for r in results),
         sum(r["fem_seconds"] for r in results),
     )
     return out
-
-
-def _hybrid_version() -> str:
-    try:
-        return importlib.metadata.version("hybrid")
-    except importlib.metadata.PackageNotFoundError:
-        return "unknown"
-
-
-def _progress_bar(total: int) -> Any:
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, unit="sample", desc="dataset", dynamic_ncols=True)
-
-
-def _run_local(tasks: Sequence[Task], bar: Any) -> list[dict[str, Any]]:
-    results = []
-    for task in tasks:
-        results.append(run_task(task))
-        if bar is not None:
-            bar.update(task.count)
-    return results
-
-
-def _run_distributed(
-    tasks: Sequence[Task], bar: Any, *, n_workers: int | None = None, scheduler: str | None = None
-) -> list[dict[str, Any]]:
-    """Run the tasks on a dask.distributed cluster (local processes or ``scheduler``); results in task order.
-    Trajectories are the long tasks: they start first, so that the short chunks fill the gaps at the end."""
-    from hybrid.couplers.parallel import run_on_dask
-
-    def tick(res: dict[str, Any]) -> None:
-        if bar is not None:
-            bar.update(tasks[res["index"]].count)
-
-    return run_on_dask(
-        run_task,
-        tasks,
-        n_workers=n_workers,
-        scheduler=scheduler,
-        priority=lambda t: 1 if t.kind == "trajectory" else 0,
-        on_result=tick,
-    )
 
 
 def _write(
@@ -951,34 +897,46 @@ def _write(
     }
     rho0 = misfit_energy_density(m["young"], m["poisson"], m["misfit"])
     str_dtype = h5py.string_dtype(encoding="utf-8")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    os.close(fd)
-    try:
-        with h5py.File(tmp, "w") as f:
-            f.create_dataset("h", data=h, dtype=np.float64)
-            f.create_dataset("rho", data=rho, dtype=np.float64)
-            f.create_dataset("rho0", data=np.full(n, rho0), dtype=np.float64)
-            f.create_dataset("dx", data=np.full(n, length / points), dtype=np.float64)
-            f.create_dataset("family", data=np.asarray(kinds, dtype=object), dtype=str_dtype)
-            f.create_dataset("group", data=groups, dtype=np.int64)
-            f.create_dataset("family_name", data=np.asarray(names, dtype=object), dtype=str_dtype)
-            f.create_dataset("time", data=t, dtype=np.float64)
-            g = f.create_group("params")
-            for name in PARAM_NAMES:
-                g.create_dataset(name, data=params[name], dtype=np.float64)
-            f.attrs["spec"] = dumps_toml(resolved)
-            f.attrs["created"] = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
-            f.attrs["hybrid_version"] = _hybrid_version()
-            f.attrs["hybrid_kind"] = "dataset"
-            f.attrs["format_version"] = FORMAT_VERSION
-            f.attrs["samples"] = n
-            f.attrs["seconds"] = float(seconds)
-            f.attrs["workers"] = workers
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+
+    def write(f: Any) -> None:
+        f.create_dataset("h", data=h, dtype=np.float64)
+        f.create_dataset("rho", data=rho, dtype=np.float64)
+        f.create_dataset("rho0", data=np.full(n, rho0), dtype=np.float64)
+        f.create_dataset("dx", data=np.full(n, length / points), dtype=np.float64)
+        f.create_dataset("family", data=np.asarray(kinds, dtype=object), dtype=str_dtype)
+        f.create_dataset("group", data=groups, dtype=np.int64)
+        f.create_dataset("family_name", data=np.asarray(names, dtype=object), dtype=str_dtype)
+        f.create_dataset("time", data=t, dtype=np.float64)
+        g = f.create_group("params")
+        for name in PARAM_NAMES:
+            g.create_dataset(name, data=params[name], dtype=np.float64)
+        stamp(
+            f,
+            kind="dataset",
+            format_version=FORMAT_VERSION,
+            spec=dumps_toml(resolved),
+            seconds=seconds,
+            workers=workers,
+        )
+        f.attrs["samples"] = n
+
+    write_atomic(out, write)
+
+
+def _is_profile_spec(spec: Mapping[str, Any]) -> bool:
+    head = spec.get("dataset")
+    term = head.get("term", "elastic") if isinstance(head, Mapping) else "elastic"
+    return ("family" in spec) and "trajectories" not in spec and term == "elastic"
+
+
+register_dataset_kind(
+    DatasetKind(
+        "atg-profiles",
+        _is_profile_spec,
+        generate_dataset,
+        "[family.NAME] tables of film profiles labelled by the FEM (datasets/atg_elastic.toml)",
+    )
+)
 
 
 def read_dataset(path: str | os.PathLike[str]) -> dict[str, Any]:

@@ -75,8 +75,9 @@ from hybrid.core.config import ConfigError, Option, Table
 from hybrid.core.integrators import Stepper
 from hybrid.core.registry import Context, register_provider
 from hybrid.core.state import State
+from hybrid.couplers.learned import require_model_dir
 from hybrid.couplers.monitor import MonitorPolicy
-from hybrid.couplers.providers import require_model_dir
+from hybrid.couplers.pipeline import TrainKind, calibration_lines, register_train_kind
 
 log = logging.getLogger(__name__)
 
@@ -494,3 +495,56 @@ def jump_of(factory_options: Mapping[str, Any], ctx: Context) -> int:
     if relax is None:
         relax = (card.get("inference") or {}).get("relax", 0)
     return int((card.get("surrogate") or {}).get("jump", 1)) + int(relax)
+
+
+# ---------------------------------------------------------------------------------------------------- training
+
+
+def _is_jump_spec(spec: Mapping[str, Any]) -> bool:
+    from hybrid.models.jump_training import is_jump_spec
+
+    return is_jump_spec(spec)
+
+
+def _train_jump(
+    spec: Mapping[str, Any], data: list[Path], out: Path, *, progress: bool = False, spec_file: str | None = None
+) -> Any:
+    from hybrid.couplers.trajectories import rate_function
+    from hybrid.models.jump_training import train_jump_ensemble
+
+    if len(data) != 1:
+        raise ConfigError("a jump surrogate trains on one trajectory file", key="--data", file=spec_file)
+    return train_jump_ensemble(spec, data[0], out, progress=progress, spec_file=spec_file, rate=rate_function(data[0]))
+
+
+def _describe_jump(directory: Path, card: Mapping[str, Any]) -> list[str]:
+    """``hybrid info DIR`` of a jump surrogate."""
+    sur, data, inf = card.get("surrogate", {}), card.get("data", {}), card.get("inference", {})
+    lines = [
+        f"{directory}: jump surrogate for model {sur.get('model')!r}, field {sur.get('field')!r} "
+        f"({card.get('format')})",
+        f"  architecture: {card.get('architecture', {})}",
+        f"  window: NN jump of {sur.get('jump')} steps of dt = {sur.get('dt')} + {inf.get('relax', 0)} DNS "
+        "steps; "
+        f"tile {inf.get('tile')}, spacing {sur.get('spacing')}, params {sur.get('params')}",
+        f"  data: {data.get('file')} ({data.get('trajectories')} trajectories, split {data.get('split')})",
+    ]
+    for split, m in card.get("metrics", {}).items():
+        if isinstance(m, dict) and "error_rms" in m:
+            lines.append(
+                f"  {split}: {m.get('windows')} windows, window error RMS {m['error_rms']:.4g} "
+                f"(max {m.get('error_max', 0):.4g}; unchanged state {m.get('unchanged_error_rms', 0):.4g})"
+            )
+    return lines + calibration_lines("window error", card.get("calibration", {}))
+
+
+register_train_kind(
+    TrainKind(
+        "jump",
+        detect_spec=lambda spec: _is_jump_spec(spec),
+        detect_card=lambda card: "surrogate" in card,
+        train=_train_jump,
+        describe=_describe_jump,
+        doc="a whole-model jump surrogate ([model] architecture = 'jump2d')",
+    )
+)

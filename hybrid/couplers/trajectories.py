@@ -29,9 +29,9 @@ Spec (TOML; every key is validated, errors name the file, the dotted key and wha
       start = 0     earliest pair start step
       dtype = "float32"   storage of the fields: "float32" | "float64" (the DNS runs in its own precision)
 
-Pair start steps are multiples of the *step quantum* (:func:`_step_quantum`: the model's ``reassign_every`` where
-its ``[model]`` has one, e.g. grain growth re-indexes its order parameters every ``reassign_every`` steps and the
-surrogate jumps between such states; else 1), strictly increasing; ``jump`` must be a multiple of the quantum.
+Pair start steps are multiples of the *step quantum* (:func:`step_quantum`: the ``[model]`` key the model declares
+as its ``ModelSpec.step_quantum``, e.g. grain growth re-indexes its order parameters every ``reassign_every`` steps
+and the surrogate jumps between such states; else 1), strictly increasing; ``jump`` must be a multiple of the quantum.
 
 File (HDF5, the layout is fixed; read with :func:`read_trajectories`)::
 
@@ -55,11 +55,8 @@ re-indexed a grain in between.
 
 from __future__ import annotations
 
-import datetime as _dt
-import importlib.metadata
 import logging
 import os
-import tempfile
 import time
 import tomllib
 from collections.abc import Callable, Mapping, Sequence
@@ -76,6 +73,7 @@ from hybrid.core.config import (
     Option,
     Table,
     apply_overrides,
+    drop_none,
     dumps_toml,
     load_toml,
     parse_override,
@@ -83,6 +81,15 @@ from hybrid.core.config import (
 )
 from hybrid.core.io import check_writable
 from hybrid.core.state import State
+from hybrid.couplers.generate import (
+    check_workers,
+    local_workers,
+    run_tasks,
+    set_worker_threads,
+    stamp,
+    write_atomic,
+)
+from hybrid.couplers.pipeline import DatasetKind, register_dataset_kind
 
 logger = logging.getLogger(__name__)
 
@@ -98,6 +105,7 @@ __all__ = [
     "read_trajectories",
     "resolve_trajectory_spec",
     "run_trajectory",
+    "step_quantum",
 ]
 
 FORMAT_VERSION = 1
@@ -199,14 +207,8 @@ def resolve_trajectory_spec(
     rc = _resolve_case(res, 0, file)
     if tr.get("steps") is None:
         tr["steps"] = int(rc.data["time"]["steps"])
-    pair_start_steps(res, _step_quantum(rc.data), file=file)  # raises if the pairs cannot be placed
-    return _drop_none(res), file
-
-
-def _drop_none(d: Any) -> Any:
-    if isinstance(d, dict):
-        return {k: _drop_none(v) for k, v in d.items() if v is not None}
-    return d
+    pair_start_steps(res, *step_quantum(rc), file=file)  # raises if the pairs cannot be placed
+    return drop_none(res), file
 
 
 def _case_overrides(resolved: Mapping[str, Any], index: int) -> dict[str, Any]:
@@ -251,20 +253,25 @@ def _case_error(err: ConfigError, sets: Sequence[str], case: str, file: str | No
     return ConfigError(f"{where}: {err.message}", key=key, file=file)
 
 
-def _step_quantum(resolved_case: Mapping[str, Any]) -> int:
-    """Steps of which every pair start and the jump are multiples: ``model.reassign_every`` if the model has it.
+def step_quantum(rc: Any) -> tuple[int, str]:
+    """Steps of which every pair start and the jump are multiples, and the case key that sets them.
 
     Args:
-        resolved_case: the resolved case tables (``ResolvedCase.data``).
+        rc: the resolved case (:class:`hybrid.cases.ResolvedCase`); its model's ``ModelSpec.step_quantum`` names
+            the ``[model]`` key, if any.
 
     Returns:
-        The quantum (>= 1).
+        (quantum >= 1, dotted key such as ``"model.reassign_every"``, or ``""`` when the model declares none).
     """
-    q = resolved_case.get("model", {}).get("reassign_every")
-    return max(1, int(q)) if q is not None else 1
+    key = rc.spec.step_quantum
+    if key is None:
+        return 1, ""
+    return max(1, int(rc.data["model"][key])), f"model.{key}"
 
 
-def pair_start_steps(resolved: Mapping[str, Any], quantum: int = 1, *, file: str | None = None) -> np.ndarray:
+def pair_start_steps(
+    resolved: Mapping[str, Any], quantum: int = 1, quantum_key: str = "", *, file: str | None = None
+) -> np.ndarray:
     """The pair start steps s_k of a resolved spec: spread over [start, steps - jump], multiples of ``quantum``.
 
     ``spacing = "log"``: s_k + jump geometric from start + jump to steps; ``"linear"``: evenly. Each is rounded to
@@ -272,7 +279,8 @@ def pair_start_steps(resolved: Mapping[str, Any], quantum: int = 1, *, file: str
 
     Args:
         resolved: spec tables (``trajectories.steps`` filled in).
-        quantum: step quantum (:func:`_step_quantum`).
+        quantum: step quantum (:func:`step_quantum`).
+        quantum_key: the case key that sets the quantum, for messages.
         file: spec file name for error messages.
 
     Returns:
@@ -285,8 +293,8 @@ def pair_start_steps(resolved: Mapping[str, Any], quantum: int = 1, *, file: str
     steps, jump, pairs, start = int(tr["steps"]), int(tr["jump"]), int(tr["pairs"]), int(tr["start"])
     if jump % quantum:
         raise ConfigError(
-            f"must be a multiple of the case's model.reassign_every = {quantum} (pairs connect states right after "
-            f"the model's re-indexing steps), got {jump}",
+            f"must be a multiple of the case's {quantum_key or 'step quantum'} = {quantum} (pairs connect states "
+            f"right after the model's periodic hooks), got {jump}",
             "trajectories.jump",
             file,
         )
@@ -300,7 +308,7 @@ def pair_start_steps(resolved: Mapping[str, Any], quantum: int = 1, *, file: str
     m_lo, m_hi = -(-start // quantum), hi // quantum  # start steps m * quantum, m in [m_lo, m_hi]
     available = m_hi - m_lo + 1
     if pairs > available:
-        q = f" (multiples of model.reassign_every = {quantum})" if quantum > 1 else ""
+        q = f" (multiples of {quantum_key or 'the step quantum'} = {quantum})" if quantum > 1 else ""
         raise ConfigError(
             f"only {max(available, 0)} distinct start steps{q} fit in [start, steps - jump] = [{start}, {hi}], "
             f"got pairs = {pairs}: lower pairs or jump, or raise steps",
@@ -380,7 +388,7 @@ def plan_trajectories(
     """
     tr = resolved["trajectories"]
     rc = _resolve_case(resolved, 0, file)
-    starts = pair_start_steps(resolved, _step_quantum(rc.data), file=file)
+    starts = pair_start_steps(resolved, *step_quantum(rc), file=file)
     steps, _ = _frames(starts, int(tr["jump"]))
     seed = int(resolved["dataset"]["seed"])
     return [
@@ -428,23 +436,11 @@ def run_trajectory(task: TrajectoryTask) -> dict[str, Any]:
 
 def _run_trajectory(task: TrajectoryTask) -> dict[str, Any]:
     t0, c0 = time.perf_counter(), time.process_time()
-    saved_threads = _set_threads(task.threads)
+    saved_threads = set_worker_threads(task.threads)
     try:
         return _record(task, t0, c0)
     finally:
-        _set_threads(saved_threads)
-
-
-def _set_threads(threads: int | None) -> int | None:
-    """Set numba's thread count (capped by NUMBA_NUM_THREADS); returns the previous one (None: unchanged)."""
-    if threads is None:
-        return None
-    import numba
-
-    previous = int(numba.get_num_threads())
-    available = int(numba.config.NUMBA_NUM_THREADS)  # type: ignore[attr-defined]
-    numba.set_num_threads(max(1, min(int(threads), available)))
-    return previous
+        set_worker_threads(saved_threads)
 
 
 def _record(task: TrajectoryTask, t0: float, c0: float) -> dict[str, Any]:
@@ -528,17 +524,14 @@ def generate_trajectories(
         SimulationBlowUp: a trajectory became NaN/inf (the message names the trajectory).
         ValueError: invalid ``workers``/``scheduler``.
     """
-    if workers is not None and scheduler is not None:
-        raise ValueError("give workers or scheduler, not both")
-    if workers is not None and workers < 0:
-        raise ValueError(f"workers must be >= 0, got {workers}")
+    check_workers(workers, scheduler)
     resolved, file = resolve_trajectory_spec(spec, overrides)
     check_writable(out, "--out")  # before the runs, not after them
     tr = resolved["trajectories"]
     rc0 = _resolve_case(resolved, 0, file)
-    starts = pair_start_steps(resolved, _step_quantum(rc0.data), file=file)
+    starts = pair_start_steps(resolved, *step_quantum(rc0), file=file)
     rec_steps, pairs = _frames(starts, int(tr["jump"]))
-    n_workers = (os.cpu_count() or 1) if workers is None else workers
+    n_workers = local_workers(workers)
     # local worker processes share this machine's cores: one share of numba threads each
     threads = max(1, (os.cpu_count() or 1) // n_workers) if scheduler is None and n_workers > 1 else None
     tasks = plan_trajectories(resolved, file, threads=threads)
@@ -554,22 +547,16 @@ def generate_trajectories(
         len(rec_steps),
     )
     out = Path(out)
-    t0 = time.perf_counter()
-    bar = _progress_bar(len(tasks)) if progress else None
-    try:
-        if scheduler is not None:
-            results = _run_distributed(tasks, bar, scheduler=scheduler)
-            used = f"scheduler {scheduler}"
-        elif n_workers <= 1:
-            results = [_tick(run_trajectory(t), bar) for t in tasks]
-            used = "in-process"
-        else:
-            results = _run_distributed(tasks, bar, n_workers=n_workers)
-            used = f"{n_workers} local workers"
-    finally:
-        if bar is not None:
-            bar.close()
-    seconds = time.perf_counter() - t0
+    run = run_tasks(
+        run_trajectory,
+        tasks,
+        workers=workers,
+        scheduler=scheduler,
+        progress=progress,
+        desc="trajectories",
+        unit="trajectory",
+    )
+    results, seconds, used = run.results, run.seconds, run.workers
     _write(
         out,
         resolved,
@@ -599,36 +586,6 @@ def generate_trajectories(
     return out
 
 
-def _tick(result: dict[str, Any], bar: Any) -> dict[str, Any]:
-    if bar is not None:
-        bar.update(1)
-    return result
-
-
-def _hybrid_version() -> str:
-    try:
-        return importlib.metadata.version("hybrid")
-    except importlib.metadata.PackageNotFoundError:
-        return "unknown"
-
-
-def _progress_bar(total: int) -> Any:
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, unit="trajectory", desc="trajectories", dynamic_ncols=True)
-
-
-def _run_distributed(
-    tasks: Sequence[TrajectoryTask], bar: Any, *, n_workers: int | None = None, scheduler: str | None = None
-) -> list[dict[str, Any]]:
-    """Run the trajectories on a dask.distributed cluster (local processes or ``scheduler``); results in order."""
-    from hybrid.couplers.parallel import run_on_dask
-
-    return run_on_dask(
-        run_trajectory, tasks, n_workers=n_workers, scheduler=scheduler, on_result=lambda res: _tick(res, bar)
-    )
-
-
 def _write(
     out: Path,
     resolved: Mapping[str, Any],
@@ -644,7 +601,6 @@ def _write(
     workers: str,
 ) -> None:
     """Write the file (temporary file in the target folder + atomic rename)."""
-    import h5py
 
     tr = resolved["trajectories"]
     dtype = np.dtype(tr["dtype"])
@@ -652,52 +608,57 @@ def _write(
     if len(results) != nr:  # pragma: no cover - defensive
         raise RuntimeError(f"{nr - len(results)} trajectories returned no result")
     names = list(results[0]["fields"]) if results else []
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    os.close(fd)
-    try:
-        with h5py.File(tmp, "w") as f:
-            g = f.create_group("fields")
-            for name in names:
-                shape = results[0]["fields"][name].shape[1:]
-                ds = g.create_dataset(
-                    name,
-                    shape=(nr, nf, *shape),
-                    dtype=dtype,
-                    chunks=(1, 1, *shape),  # one frame per chunk: random access to pairs for training
-                    compression="gzip",
-                    compression_opts=4,
-                    shuffle=True,
-                )
-                for r in results:
-                    a = r["fields"][name]
-                    if a.shape != (nf, *shape):  # pragma: no cover - defensive
-                        raise RuntimeError(
-                            f"trajectory {r['index']}: {name} has shape {a.shape}, expected {(nf, *shape)}"
-                        )
-                    ds[r["index"]] = a
-            f.create_dataset("step", data=np.tile(steps.astype(np.int64), (nr, 1)), dtype=np.int64)
-            time_ = np.zeros((nr, nf))
+
+    def write(f: Any) -> None:
+        g = f.create_group("fields")
+        for name in names:
+            shape = results[0]["fields"][name].shape[1:]
+            ds = g.create_dataset(
+                name,
+                shape=(nr, nf, *shape),
+                dtype=dtype,
+                chunks=(1, 1, *shape),  # one frame per chunk: random access to pairs for training
+                compression="gzip",
+                compression_opts=4,
+                shuffle=True,
+            )
             for r in results:
-                time_[r["index"]] = r["time"]
-            f.create_dataset("time", data=time_, dtype=np.float64)
-            f.create_dataset("seed", data=np.array([t.seed for t in tasks], dtype=np.int64), dtype=np.int64)
-            f.create_dataset("pairs", data=pairs.astype(np.int64).reshape(-1, 2), dtype=np.int64)
-            f.attrs["hybrid_kind"] = HYBRID_KIND
-            f.attrs["format_version"] = FORMAT_VERSION
-            f.attrs["spec"] = dumps_toml(resolved)
-            f.attrs["case"] = case_text
-            f.attrs["model"] = model
-            f.attrs["dt"] = float(dt)
-            f.attrs["jump"] = int(tr["jump"])
-            f.attrs["created"] = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
-            f.attrs["hybrid_version"] = _hybrid_version()
-            f.attrs["seconds"] = float(seconds)
-            f.attrs["workers"] = workers
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+                a = r["fields"][name]
+                if a.shape != (nf, *shape):  # pragma: no cover - defensive
+                    raise RuntimeError(f"trajectory {r['index']}: {name} has shape {a.shape}, expected {(nf, *shape)}")
+                ds[r["index"]] = a
+        f.create_dataset("step", data=np.tile(steps.astype(np.int64), (nr, 1)), dtype=np.int64)
+        time_ = np.zeros((nr, nf))
+        for r in results:
+            time_[r["index"]] = r["time"]
+        f.create_dataset("time", data=time_, dtype=np.float64)
+        f.create_dataset("seed", data=np.array([t.seed for t in tasks], dtype=np.int64), dtype=np.int64)
+        f.create_dataset("pairs", data=pairs.astype(np.int64).reshape(-1, 2), dtype=np.int64)
+        stamp(
+            f,
+            kind=HYBRID_KIND,
+            format_version=FORMAT_VERSION,
+            spec=dumps_toml(resolved),
+            seconds=seconds,
+            workers=workers,
+        )
+        f.attrs["case"] = case_text
+        f.attrs["model"] = model
+        f.attrs["dt"] = float(dt)
+        f.attrs["jump"] = int(tr["jump"])
+
+    write_atomic(out, write)
+
+
+register_dataset_kind(
+    DatasetKind(
+        "trajectories",
+        is_trajectory_spec,
+        generate_trajectories,
+        "a [trajectories] table: DNS runs of a case for whole-model surrogates (e.g. "
+        "datasets/graingrowth_trajectories.toml)",
+    )
+)
 
 
 def read_trajectories(path: str | os.PathLike[str]) -> dict[str, Any]:

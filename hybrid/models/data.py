@@ -1,22 +1,23 @@
-"""Training data for the elastic-energy ensemble: reading dataset files, group splits, bootstrap resampling.
+"""Training data of a learned term: reading data set files, group splits, bootstrap resampling.
 
-Dataset file (HDF5, written by ``hybrid dataset``)::
+Data set file (HDF5, written by ``hybrid dataset`` or a monitor's capture), with the names of the term's
+:class:`~hybrid.models.learnable.DataLayout` (those of ``elastic`` shown)::
 
-    /h        (S, N) float64   film profiles [nm] on x_i = i dx
-    /rho      (S, N) float64   elastic energy density from the FEM [eV/nm^3]
-    /rho0     (S,)   float64   flat-film value E eps_m^2 / (2 (1 - nu^2)) per sample [eV/nm^3]
-    /dx       (S,)   float64   grid spacing [nm]
-    /family   (S,)   str       e.g. "random", "perlin", "trajectory"
+    /h        (S, N) float64   the input field, e.g. film profiles [nm] on x_i = i dx
+    /rho      (S, N) float64   the DNS label, e.g. the elastic energy density from the FEM [eV/nm^3]
+    /rho0     (S,)   float64   the label's physical scale per sample, e.g. E eps_m^2 / (2 (1 - nu^2)) [eV/nm^3]
+    /dx       (S,)   float64   grid spacing
+    /family   (S,)   str       e.g. "random", "perlin", "trajectory", "captured"
     /group    (S,)   int64     samples of one group (e.g. one ATG trajectory) stay in one split
     attrs: spec (TOML text of the dataset spec), created, hybrid_version
 
-The learning target is the dimensionless ratio rho/rho0.
+The learning target is the dimensionless ratio label / scale (rho/rho0).
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,11 +27,13 @@ import torch
 from torch import Tensor
 
 from hybrid.models.features import elastic_features
+from hybrid.models.learnable import DataLayout
 
 __all__ = [
     "SPLITS",
+    "DataLayout",
     "DatasetError",
-    "ElasticDataset",
+    "TermDataset",
     "bootstrap_indices",
     "load_dataset",
     "split_by_group",
@@ -46,65 +49,80 @@ class DatasetError(ValueError):
 
 
 @dataclass
-class ElasticDataset:
-    """Profiles and FEM energy densities of one dataset file (numpy, float64).
+class TermDataset:
+    """Inputs, DNS labels and scales of one data set file (numpy, float64).
 
     Attributes:
-        h: (S, N) film profiles [nm].
-        rho: (S, N) elastic energy density [eV/nm^3].
-        rho0: (S,) flat-film energy density [eV/nm^3].
-        dx: (S,) grid spacing [nm].
+        x: (S, N) the input field (``layout.inputs[0]``, e.g. film profiles h [nm]).
+        label: (S, N) the DNS value of the term (``layout.target``, e.g. rho [eV/nm^3]).
+        scale: (S,) its physical scale (``layout.scale``, e.g. rho0 [eV/nm^3]).
+        dx: (S,) grid spacing.
         family: (S,) family names (numpy unicode array).
         group: (S,) int64 group ids.
         spec: TOML text of the dataset spec ("" if absent).
         attrs: all file attributes (str values).
         path: the file read ("" for an in-memory dataset).
+        layout: the names of the arrays; they also work as attributes (``ds.h``, ``ds.rho``, ``ds.rho0``).
     """
 
-    h: np.ndarray
-    rho: np.ndarray
-    rho0: np.ndarray
+    x: np.ndarray
+    label: np.ndarray
+    scale: np.ndarray
     dx: np.ndarray
     family: np.ndarray
     group: np.ndarray
     spec: str = ""
     attrs: dict[str, Any] = field(default_factory=dict)
     path: str = ""
+    layout: DataLayout = field(default_factory=DataLayout)
+
+    def __getattr__(self, name: str) -> Any:
+        layout = self.__dict__.get("layout")
+        if layout is not None:
+            if name == layout.inputs[0]:
+                return self.__dict__["x"]
+            if name == layout.target:
+                return self.__dict__["label"]
+            if name == layout.scale:
+                return self.__dict__["scale"]
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     def __len__(self) -> int:
-        return int(self.h.shape[0])
+        return int(self.x.shape[0])
 
     @property
     def points(self) -> int:
-        """Grid points N per profile."""
-        return int(self.h.shape[1])
+        """Grid points N per sample."""
+        return int(self.x.shape[1])
 
     @property
     def target(self) -> np.ndarray:
-        """(S, N) rho/rho0 [-], the learning target."""
-        return self.rho / self.rho0[:, None]
+        """(S, N) label / scale [-], the learning target (rho/rho0)."""
+        return self.label / self.scale[:, None]
 
-    def subset(self, index: np.ndarray | Sequence[int]) -> ElasticDataset:
-        """The samples at ``index`` (copies), keeping spec, attrs and path."""
+    def subset(self, index: np.ndarray | Sequence[int]) -> TermDataset:
+        """The samples at ``index`` (copies), keeping spec, attrs, path and layout."""
         idx = np.asarray(index, dtype=np.int64)
-        return ElasticDataset(
-            self.h[idx], self.rho[idx], self.rho0[idx], self.dx[idx], self.family[idx], self.group[idx],
-            self.spec, dict(self.attrs), self.path,
+        return TermDataset(
+            self.x[idx], self.label[idx], self.scale[idx], self.dx[idx], self.family[idx], self.group[idx],
+            self.spec, dict(self.attrs), self.path, self.layout,
         )  # fmt: skip
 
-    def tensors(self, device: str | torch.device = "cpu", chunk: int = 4096) -> tuple[Tensor, Tensor]:
+    def tensors(
+        self, device: str | torch.device = "cpu", chunk: int = 4096, features: Callable[..., Tensor] = elastic_features
+    ) -> tuple[Tensor, Tensor]:
         """Network inputs and targets.
 
         Args:
             device: where to put the tensors.
-            chunk: profiles per feature evaluation (bounds the temporary memory).
+            chunk: samples per feature evaluation (bounds the temporary memory).
+            features: the term's feature function (inputs (B, N) float64, dx (B,)) -> (B, C, N) float32.
 
         Returns:
-            features (S, 3, N) float32 (:func:`~hybrid.models.features.elastic_features`, computed in float64)
-            and target rho/rho0 (S, N) float32, on ``device``.
+            features (S, C, N) float32 (computed in float64) and target label/scale (S, N) float32, on ``device``.
         """
         feats = [
-            elastic_features(torch.from_numpy(self.h[i : i + chunk]), torch.from_numpy(self.dx[i : i + chunk]))
+            features(torch.from_numpy(self.x[i : i + chunk]), torch.from_numpy(self.dx[i : i + chunk]))
             for i in range(0, len(self), chunk)
         ]
         x = torch.cat(feats) if feats else torch.zeros(0, 3, self.points)
@@ -117,85 +135,91 @@ class ElasticDataset:
         return {str(n): int(c) for n, c in zip(names, counts, strict=True)}
 
 
-_REQUIRED = {"h": 2, "rho": 2, "rho0": 1, "dx": 1, "family": 1, "group": 1}
+def _required(layout: DataLayout) -> dict[str, int]:
+    return {layout.inputs[0]: 2, layout.target: 2, layout.scale: 1, "dx": 1, "family": 1, "group": 1}
 
 
-def load_dataset(path: str | os.PathLike[str]) -> ElasticDataset:
-    """Read a dataset file (format in the module docstring).
+def load_dataset(path: str | os.PathLike[str], layout: DataLayout | None = None) -> TermDataset:
+    """Read a data set file (format in the module docstring).
 
     Args:
         path: HDF5 file.
+        layout: names of the term's arrays (default: those of ``elastic``).
 
     Returns:
-        The dataset, float64 arrays.
+        The data set, float64 arrays.
 
     Raises:
         FileNotFoundError: if the file does not exist.
         DatasetError: for an unreadable file, a missing entry, inconsistent shapes, non-finite values,
-            rho0 <= 0 or dx <= 0; the message names the file and the entry.
+            a scale <= 0 or dx <= 0; the message names the file and the entry.
     """
+    layout = layout or DataLayout()
+    required = _required(layout)
+    xname, tname, sname = layout.inputs[0], layout.target, layout.scale
     name = os.fspath(path)
     if not os.path.exists(name):
         raise FileNotFoundError(f"{name}: dataset file not found")
     try:
         with h5py.File(name, "r") as fh:
-            missing = [key for key in _REQUIRED if key not in fh]
+            missing = [key for key in required if key not in fh]
             if missing:
-                raise DatasetError(f"{name}: missing dataset entries {missing} (need {sorted(_REQUIRED)})")
-            raw = {key: fh[key][()] for key in _REQUIRED}
+                raise DatasetError(f"{name}: missing dataset entries {missing} (need {sorted(required)})")
+            raw = {key: fh[key][()] for key in required}
             attrs = {key: _decode(value) for key, value in fh.attrs.items()}
     except OSError as err:
         raise DatasetError(f"{name}: cannot read as HDF5: {err}") from None
-    for key, ndim in _REQUIRED.items():
+    for key, ndim in required.items():
         if np.ndim(raw[key]) != ndim:
             raise DatasetError(f"{name}: /{key} must be {ndim}-D, got shape {np.shape(raw[key])}")
-    s, n = raw["h"].shape
-    if raw["rho"].shape != (s, n):
-        raise DatasetError(f"{name}: /rho has shape {raw['rho'].shape}, /h has {(s, n)}")
-    for key in ("rho0", "dx", "family", "group"):
+    s, n = raw[xname].shape
+    if raw[tname].shape != (s, n):
+        raise DatasetError(f"{name}: /{tname} has shape {raw[tname].shape}, /{xname} has {(s, n)}")
+    for key in (sname, "dx", "family", "group"):
         if raw[key].shape != (s,):
             raise DatasetError(f"{name}: /{key} has shape {raw[key].shape}, expected ({s},)")
-    data = {key: np.asarray(raw[key], dtype=np.float64) for key in ("h", "rho", "rho0", "dx")}
+    data = {key: np.asarray(raw[key], dtype=np.float64) for key in (xname, tname, sname, "dx")}
     for key, value in data.items():
         if not np.all(np.isfinite(value)):
             raise DatasetError(f"{name}: /{key} has non-finite values")
-    if np.any(data["rho0"] <= 0) or np.any(data["dx"] <= 0):
-        raise DatasetError(f"{name}: /rho0 and /dx must be > 0")
+    if np.any(data[sname] <= 0) or np.any(data["dx"] <= 0):
+        raise DatasetError(f"{name}: /{sname} and /dx must be > 0")
     family = np.array([_decode(f) for f in raw["family"]], dtype=str)
     group = np.asarray(raw["group"]).astype(np.int64)
     spec = attrs.get("spec", "")
-    return ElasticDataset(data["h"], data["rho"], data["rho0"], data["dx"], family, group, str(spec), attrs, name)
+    return TermDataset(data[xname], data[tname], data[sname], data["dx"], family, group, str(spec), attrs, name, layout)
 
 
-def load_datasets(paths: Sequence[str | os.PathLike[str]]) -> ElasticDataset:
-    """Concatenate several dataset files (e.g. a generated dataset and a monitor's capture file).
+def load_datasets(paths: Sequence[str | os.PathLike[str]], layout: DataLayout | None = None) -> TermDataset:
+    """Concatenate several data set files (e.g. a generated data set and a monitor's capture file).
 
     Group ids are offset per file so that groups of different files never merge; all files must share N.
     """
-    parts = [load_dataset(p) for p in paths]
+    parts = [load_dataset(p, layout) for p in paths]
     if len(parts) == 1:
         return parts[0]
-    n = {part.h.shape[1] for part in parts}
+    n = {part.x.shape[1] for part in parts}
     if len(n) != 1:
         raise DatasetError(f"datasets {[str(p) for p in paths]} have different profile lengths {sorted(n)}")
     groups, offset = [], 0
     for part in parts:
         groups.append(part.group + offset)
         offset = int(groups[-1].max()) + 1 if part.group.size else offset
-    return ElasticDataset(
-        h=np.concatenate([p.h for p in parts]),
-        rho=np.concatenate([p.rho for p in parts]),
-        rho0=np.concatenate([p.rho0 for p in parts]),
+    return TermDataset(
+        x=np.concatenate([p.x for p in parts]),
+        label=np.concatenate([p.label for p in parts]),
+        scale=np.concatenate([p.scale for p in parts]),
         dx=np.concatenate([p.dx for p in parts]),
         family=np.concatenate([p.family for p in parts]),
         group=np.concatenate(groups),
         spec="\n".join(p.spec for p in parts),
         attrs=dict(parts[0].attrs),
         path=";".join(p.path for p in parts),
+        layout=parts[0].layout,
     )
 
 
-def write_dataset(path: str | os.PathLike[str], ds: ElasticDataset, **attrs: Any) -> None:
+def write_dataset(path: str | os.PathLike[str], ds: TermDataset, **attrs: Any) -> None:
     """Write a dataset in the file format above (tests, scripts; ``hybrid dataset`` has its own writer).
 
     Args:
@@ -204,9 +228,9 @@ def write_dataset(path: str | os.PathLike[str], ds: ElasticDataset, **attrs: Any
         attrs: further file attributes (e.g. created, hybrid_version).
     """
     with h5py.File(os.fspath(path), "w") as fh:
-        fh["h"] = np.asarray(ds.h, dtype=np.float64)
-        fh["rho"] = np.asarray(ds.rho, dtype=np.float64)
-        fh["rho0"] = np.asarray(ds.rho0, dtype=np.float64)
+        fh[ds.layout.inputs[0]] = np.asarray(ds.x, dtype=np.float64)
+        fh[ds.layout.target] = np.asarray(ds.label, dtype=np.float64)
+        fh[ds.layout.scale] = np.asarray(ds.scale, dtype=np.float64)
         fh["dx"] = np.asarray(ds.dx, dtype=np.float64)
         fh["family"] = np.asarray([str(f) for f in ds.family], dtype=h5py.string_dtype())
         fh["group"] = np.asarray(ds.group, dtype=np.int64)

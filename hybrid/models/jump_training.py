@@ -45,6 +45,7 @@ from torch.nn import functional as F  # noqa: N812 (the torch convention)
 from hybrid.core.backend import resolve_device
 from hybrid.core.config import ConfigError, Option, Table, validate
 from hybrid.core.io import check_writable
+from hybrid.core.progress import progress_bar
 from hybrid.models.calibration import calibrate
 from hybrid.models.card import save_ensemble
 from hybrid.models.jump_net import (
@@ -271,7 +272,7 @@ def train_jump_ensemble(
         raise ConfigError(f"crop and tile must divide the grid ({ny}, {nx})", key="training.crop", file=spec_file)
     opt = torch.optim.Adam(model.parameters(), lr=tr["lr"])
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=tr["iterations"])
-    bar = _progress_bar(tr["iterations"]) if progress else None
+    bar = progress_bar(tr["iterations"], desc="train", unit="it") if progress else None
     t0 = time.perf_counter()
     losses: list[float] = []
     per_pair = max(1, tr["batch_size"] // tr["pairs_per_batch"])
@@ -426,9 +427,3 @@ def train_jump_ensemble(
     save_ensemble(out_dir, model.cpu(), card)  # type: ignore[arg-type]
     log.info("jump ensemble written to %s (%d iterations in %.0f s)", out_dir, done, train_seconds)
     return card
-
-
-def _progress_bar(total: int) -> Any:
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, unit="it", desc="train", dynamic_ncols=True)

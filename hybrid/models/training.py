@@ -1,5 +1,7 @@
-"""Training an ensemble that predicts rho/rho0 from a film profile, then calibrating its monitor threshold.
+"""Training an ensemble for a learned term, then calibrating its monitor threshold.
 
+The term is described by a :class:`~hybrid.models.learnable.Learnable` (its data layout, features, baseline law
+and metrics); the texts below name the quantities of the term ``elastic`` (profiles h, target rho/rho0).
 :func:`train_ensemble` is what ``hybrid train SPEC.toml --data FILE.h5 --out DIR`` runs. The spec file's schema
 is :data:`TRAIN_SPEC` (``[model]``, ``[training]``, ``[training.split]``, ``[calibration]``). Steps:
 
@@ -55,18 +57,12 @@ from torch import Tensor
 from hybrid.core.backend import resolve_device
 from hybrid.core.config import ConfigError, Option, Table, validate
 from hybrid.core.io import check_writable
-from hybrid.models.calibration import (
-    calibrate,
-    ensemble_error,
-    metric_pairs,
-    quantile_edges,
-    slope_strata,
-    uncertainty,
-)
+from hybrid.core.progress import progress_bar
+from hybrid.models.calibration import calibrate, quantile_edges, slope_strata
 from hybrid.models.card import file_sha256, load_ensemble, read_card, save_ensemble, write_card
 from hybrid.models.data import SPLITS, bootstrap_indices, load_datasets, split_by_group
 from hybrid.models.ensemble import ACTIVATIONS, EnsembleCNN1d
-from hybrid.models.features import ELASTIC_CHANNELS, ELASTIC_FEATURES, elastic_features
+from hybrid.models.learnable import Learnable
 
 __all__ = [
     "TRAIN_SPEC",
@@ -82,8 +78,9 @@ logger = logging.getLogger(__name__)
 
 _MODEL = Table(
     {
+        "term": Option("str", "elastic", "the learned term the ensemble serves (a registered learned term)"),
         "architecture": Option("str", "cnn1d", "network family", choices=("cnn1d",)),
-        "features": Option("str", ELASTIC_FEATURES, "input feature set", choices=(ELASTIC_FEATURES,)),
+        "features": Option("str", None, "input feature set (default: the term's, e.g. elastic-v1)"),
         "channels": Option("int", 16, "hidden channels per member", min=1),
         "layers": Option("int", 5, "kernel convolutions per member (residual after the first)", min=1),
         "kernel_size": Option("int", 5, "odd kernel size (mirror-symmetric kernels)", min=1),
@@ -172,8 +169,10 @@ TRAIN_SPEC = Table(
 """Schema of a training spec (every key has a default, so ``{}`` is a valid spec)."""
 
 
-def validate_spec(spec: Mapping[str, Any], *, file: str | None = None) -> dict[str, Any]:
-    """Validate a training spec against :data:`TRAIN_SPEC` plus the cross-key rules.
+def validate_spec(
+    spec: Mapping[str, Any], *, file: str | None = None, learnable: Learnable | None = None
+) -> dict[str, Any]:
+    """Validate a training spec against :data:`TRAIN_SPEC` plus the cross-key rules (and the term's features).
 
     Raises:
         ConfigError: naming the file and key (split fractions not summing to 1, an empty train/val/calib
@@ -190,6 +189,20 @@ def validate_spec(spec: Mapping[str, Any], *, file: str | None = None) -> dict[s
         raise ConfigError(f"must be odd, got {out['model']['kernel_size']}", "model.kernel_size", file)
     if not out["model"]["dilations"]:
         raise ConfigError("must not be empty", "model.dilations", file)
+    if learnable is not None:
+        if out["model"]["term"] != learnable.term:
+            raise ConfigError(
+                f"this trainer learns {learnable.term!r}, got {out['model']['term']!r}", "model.term", file
+            )
+        if out["model"]["features"] is None:
+            out["model"]["features"] = learnable.feature_set
+        elif out["model"]["features"] != learnable.feature_set:
+            raise ConfigError(
+                f"must be {learnable.feature_set!r} (the features of {learnable.term!r}), "
+                f"got {out['model']['features']!r}",
+                "model.features",
+                file,
+            )
     return out
 
 
@@ -210,34 +223,48 @@ def predict(model: EnsembleCNN1d, features: Tensor, chunk: int = 512) -> Tensor:
 
 
 def evaluate_ensemble(
-    model: EnsembleCNN1d, features: Tensor, target: Tensor, family: np.ndarray | None = None
+    model: EnsembleCNN1d, features: Tensor, target: Tensor, learnable: Learnable, family: np.ndarray | None = None
 ) -> dict[str, Any]:
     """Accuracy of the ensemble on a set of profiles (all values in units of rho0).
 
     Args:
         model: the ensemble.
-        features: (S, C, N) elastic features (channel 1 = Lambda h).
+        features: (S, C, N) the term's features.
         target: (S, N) true rho/rho0.
+        learnable: the term (its baseline law and default metric).
         family: (S,) family names for the per-family breakdown.
 
     Returns:
-        ``n``; ``rmse`` (ensemble mean, over all points of all profiles); ``rmse_linear`` (the small-slope law
-        1 - 4 Lambda h); ``rmse_members`` (each member); ``max_abs_error``; ``u_median``, ``e_median``
-        (per-profile indicator and error, :mod:`hybrid.models.calibration`); ``per_family`` (rmse,
+        ``n``; ``rmse`` (ensemble mean, over all points of all profiles); ``rmse_linear`` (the term's baseline
+        law, e.g. the small-slope law 1 - 4 Lambda h; NaN without one); ``rmse_members`` (each member);
+        ``max_abs_error``; ``u_median``, ``e_median`` (per-profile indicator and error of the default metric);
+        ``per_family`` (rmse,
         rmse_linear, n per family). NaN for an empty set.
     """
     pred = predict(model, features)
-    return _metrics(pred, features, target, family)
+    return _metrics(pred, features, target, family, learnable)
 
 
-def _metrics(pred: Tensor, features: Tensor, target: Tensor, family: np.ndarray | None) -> dict[str, Any]:
+def _baseline(features: Tensor, learnable: Learnable) -> Tensor | None:
+    """The term's baseline law offset + coefficient · channel of each sample (S, N), or None."""
+    if learnable.baseline is None:
+        return None
+    channel, coefficient, offset = learnable.baseline
+    return offset + coefficient * features[:, learnable.channels.index(channel)]
+
+
+def _metrics(
+    pred: Tensor, features: Tensor, target: Tensor, family: np.ndarray | None, learnable: Learnable
+) -> dict[str, Any]:
     if pred.shape[0] == 0:
         return {"n": 0, "rmse": math.nan, "rmse_linear": math.nan}
     mean = pred.mean(dim=1)
     sq = (mean - target).square()
-    lin_sq = (1.0 - 4.0 * features[:, ELASTIC_CHANNELS.index("lambda_h")] - target).square()
-    u = uncertainty(pred)
-    e = ensemble_error(pred, target)
+    law = _baseline(features, learnable)
+    lin_sq = torch.full_like(sq, math.nan) if law is None else (law - target).square()
+    metric = learnable.metrics[learnable.default_metric]
+    u = metric.indicator(pred)
+    e = metric.error(pred, target)
     out: dict[str, Any] = {
         "n": int(pred.shape[0]),
         "rmse": float(sq.mean().sqrt()),
@@ -265,6 +292,7 @@ def train_ensemble(
     data_path: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
     out_dir: str | os.PathLike[str],
     *,
+    learnable: Learnable,
     progress: bool = False,
     spec_file: str | None = None,
 ) -> dict[str, Any]:
@@ -274,6 +302,7 @@ def train_ensemble(
         spec: parsed training spec (validated here against :data:`TRAIN_SPEC`; ``{}`` means all defaults).
         data_path: dataset HDF5 file (:mod:`hybrid.models.data`), or several (concatenated).
         out_dir: model directory to write.
+        learnable: the term to learn (``spec``'s ``model.term`` must name it).
         progress: show a progress bar over epochs (tqdm, on stderr).
         spec_file: file name of the spec, for error messages and the card.
 
@@ -286,36 +315,37 @@ def train_ensemble(
         ValueError: too few groups for the split.
     """
     t_start = time.perf_counter()
-    spec = validate_spec(spec, file=spec_file)
+    spec = validate_spec(spec, file=spec_file, learnable=learnable)
     m_spec, t_spec, c_spec = spec["model"], spec["training"], spec["calibration"]
     device = resolve_device(t_spec["device"], "training.device", spec_file)
+    channels = learnable.channels
     check_writable(out_dir, "--out", directory=True)  # before the training, not after it
     seed, k = t_spec["seed"], t_spec["members"]
 
     paths = [data_path] if isinstance(data_path, str | os.PathLike) else list(data_path)
-    ds = load_datasets(paths)
+    ds = load_datasets(paths, learnable.layout)
     strata = ds.family if t_spec["stratify"] == "family" else None
     splits = split_by_group(ds.group, t_spec["split"], seed, strata=strata)
     torch.manual_seed(seed)
     member_seeds = [int(s.generate_state(1)[0]) for s in np.random.SeedSequence(seed).spawn(k)]
 
-    x_all, y_all = ds.tensors(device)
+    x_all, y_all = ds.tensors(device, features=learnable.features)
     x = {name: x_all[torch.as_tensor(idx, device=device)] for name, idx in splits.items()}
     y = {name: y_all[torch.as_tensor(idx, device=device)] for name, idx in splits.items()}
     del x_all, y_all
 
     model = EnsembleCNN1d(
         members=k,
-        in_channels=len(ELASTIC_CHANNELS),
+        in_channels=len(channels),
         channels=m_spec["channels"],
         layers=m_spec["layers"],
         kernel_size=m_spec["kernel_size"],
         dilations=m_spec["dilations"],
         activation=m_spec["activation"],
-        baseline_channel=ELASTIC_CHANNELS.index("lambda_h"),
-        baseline_coefficient=-4.0,
-        baseline_offset=1.0,
-        linear_channels=[ELASTIC_CHANNELS.index(c) for c in ("h_dev", "lambda_h")]
+        baseline_channel=channels.index(learnable.baseline[0]) if learnable.baseline else -1,
+        baseline_coefficient=learnable.baseline[1] if learnable.baseline else 0.0,
+        baseline_offset=learnable.baseline[2] if learnable.baseline else 0.0,
+        linear_channels=[channels.index(c) for c in learnable.linear_channels]
         if m_spec["linear_response"] == "exact"
         else [],
         seeds=member_seeds,
@@ -335,10 +365,11 @@ def train_ensemble(
     model.eval()
 
     preds = {name: predict(model, x[name]) for name in SPLITS}
-    metrics = {name: _metrics(preds[name], x[name], y[name], ds.family[splits[name]]) for name in SPLITS}
+    metrics = {name: _metrics(preds[name], x[name], y[name], ds.family[splits[name]], learnable) for name in SPLITS}
     calib = calibration_section(
         {n: preds[n] for n in ("calib", "test")}, {n: y[n] for n in ("calib", "test")},
         {n: x[n] for n in ("calib", "test")}, {n: ds.family[splits[n]] for n in ("calib", "test")}, c_spec,
+        learnable,
     )  # fmt: skip
     logger.info(
         "trained %d members in %.1f s: val RMSE %.4g (linear law %.4g); threshold %.4g, test coverage %s",
@@ -348,12 +379,12 @@ def train_ensemble(
 
     card: dict[str, Any] = {
         "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "term": "elastic",
+        "term": learnable.term,
         "features": m_spec["features"],
-        "feature_channels": list(ELASTIC_CHANNELS),
-        "target": "rho/rho0",
-        "units": "rho/rho0 is dimensionless; rho0 = E eps_m^2 / (2 (1 - nu^2)); u, e, tolerance in units of rho0",
-        "uncertainty": "u = sqrt(mean_x var_k(rho_k/rho0)), population variance over members",
+        "feature_channels": list(channels),
+        "target": learnable.target_doc,
+        "units": learnable.units_doc,
+        "uncertainty": learnable.uncertainty_doc,
         "spec": spec,
         "spec_file": spec_file,
         "data": {
@@ -377,7 +408,7 @@ def train_ensemble(
         "training": {**history, "device": str(device), "seconds": time.perf_counter() - t_start},
         "metrics": metrics,
         "calibration": calib,
-        "inference": time_inference(model, ds.points, float(np.median(ds.dx))),
+        "inference": time_inference(model, ds.points, float(np.median(ds.dx)), features=learnable.features),
         "versions": _versions(),
     }
     save_ensemble(out_dir, model, card)
@@ -390,26 +421,33 @@ def calibration_section(
     features: Mapping[str, Tensor],
     family: Mapping[str, np.ndarray],
     c_spec: Mapping[str, Any],
+    learnable: Learnable,
 ) -> dict[str, Any]:
     """The card's ``calibration`` entry from the calib and test splits (step 6 of the module docstring).
 
     Args:
         preds: {"calib", "test"} -> (S, K, N) member predictions of rho/rho0.
         target: the same splits -> (S, N) true rho/rho0.
-        features: the same splits -> (S, C, N) elastic features (for the max-slope strata).
+        features: the same splits -> (S, C, N) the term's features (for the input strata).
         family: the same splits -> (S,) data family of each sample.
         c_spec: the validated ``[calibration]`` table.
+        learnable: the term (its metrics and stratum channel).
 
     Returns:
-        :func:`~hybrid.models.calibration.calibrate` for the rho0 metric with the calib split's (u, e) pairs
-        (``u``, ``e``), and the same for the modulation metric in ``modulation``.
+        :func:`~hybrid.models.calibration.calibrate` for the default metric (rho0) with the calib split's (u, e)
+        pairs (``u``, ``e``), and the same for each other metric NAME whose ``NAME_tolerance`` the spec has, under
+        NAME (``modulation``).
     """
-    slope2 = ELASTIC_CHANNELS.index("slope2")
-    max_slope2 = {n: features[n][:, slope2].amax(dim=-1).cpu().numpy() for n in ("calib", "test")}
     conditional: dict[str, Any] = {"strata_test": family["test"]}
     if c_spec["conditional"] == "family":
         conditional["strata_cal"] = family["calib"]
     elif c_spec["conditional"] == "max_slope":
+        if learnable.stratum_channel is None:
+            raise ConfigError(
+                f"the term {learnable.term!r} has no input strata; allowed: 'none', 'family'", "calibration.conditional"
+            )
+        stratum = learnable.channels.index(learnable.stratum_channel)
+        max_slope2 = {n: features[n][:, stratum].amax(dim=-1).cpu().numpy() for n in ("calib", "test")}
         edges = quantile_edges(max_slope2["calib"], c_spec["bins"])
         conditional["input_strata"] = (
             slope_strata(max_slope2["calib"], edges),
@@ -417,10 +455,15 @@ def calibration_section(
             edges,
         )
     out: dict[str, Any] = {}
-    for metric, tol in (("rho0", c_spec["tolerance"]), ("modulation", c_spec["modulation_tolerance"])):
+    default = learnable.default_metric
+    for metric, m in learnable.metrics.items():
+        tol = c_spec["tolerance"] if metric == default else c_spec.get(f"{metric}_tolerance")
+        if tol is None:
+            continue
         u, e = {}, {}
         for name in ("calib", "test"):
-            u[name], e[name] = (v.cpu().numpy() for v in metric_pairs(preds[name], target[name], metric))
+            u[name] = m.indicator(preds[name]).cpu().numpy()
+            e[name] = m.error(preds[name], target[name]).cpu().numpy()
         cal = calibrate(
             u["calib"], e["calib"], u["test"], e["test"], tol, c_spec["confidence"], delta=c_spec["delta"],
             **conditional,
@@ -428,13 +471,11 @@ def calibration_section(
         # the calibration pairs, so that a user can recalibrate for another tolerance/confidence without data
         cal["u"] = [float(v) for v in u["calib"]]
         cal["e"] = [float(v) for v in e["calib"]]
-        if metric == "rho0":
-            out = cal
-        else:  # selected by a monitor's `metric = "modulation"`
-            cal["indicator"] = (
-                "u = sqrt(mean_x var_k(pred_k - <pred_k>_x)) / std_x(mean_k pred_k); accept the NN when u <= threshold"
-            )
-            out["modulation"] = cal
+        if metric == default:
+            out = {**cal, **out}
+        else:  # selected by a monitor's `metric = NAME`
+            cal["indicator"] = m.indicator_doc
+            out[metric] = cal
     return out
 
 
@@ -443,6 +484,8 @@ def recalibrate_ensemble(
     data_path: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
     calibration: Mapping[str, Any],
     out_dir: str | os.PathLike[str] | None = None,
+    *,
+    learnable: Learnable,
 ) -> dict[str, Any]:
     """Redo the calibration of a trained ensemble (step 6) with other ``[calibration]`` settings; the weights stay.
 
@@ -454,6 +497,7 @@ def recalibrate_ensemble(
         data_path: its dataset file(s), in the card's order.
         calibration: ``[calibration]`` keys to change (the rest as in the card's spec).
         out_dir: where to write (None: rewrite the card in ``model_dir``; else weights.pt is copied there).
+        learnable: the term of the card.
 
     Returns:
         The new card (as written, plus ``path``); ``recalibrated`` records when and what changed.
@@ -467,7 +511,7 @@ def recalibrate_ensemble(
     model, card = load_ensemble(model_dir, device="cpu", expect=EnsembleCNN1d)
     spec = dict(card["spec"])
     spec["calibration"] = {**spec.get("calibration", {}), **calibration}
-    spec = validate_spec(spec, file=str(Path(card["path"])))
+    spec = validate_spec(spec, file=str(Path(card["path"])), learnable=learnable)
     check_writable(model_dir if out_dir is None else out_dir, "--out", directory=True)
     paths = [data_path] if isinstance(data_path, str | os.PathLike) else list(data_path)
     expected = str(card.get("data", {}).get("sha256", "")).split(";")
@@ -479,15 +523,15 @@ def recalibrate_ensemble(
             f"match their SHA-256, so the calib/test splits cannot be rebuilt"
         )
     t_spec = spec["training"]
-    ds = load_datasets(paths)
+    ds = load_datasets(paths, learnable.layout)
     splits = split_by_group(ds.group, t_spec["split"], t_spec["seed"],
                             strata=ds.family if t_spec["stratify"] == "family" else None)  # fmt: skip
-    x_all, y_all = ds.tensors("cpu")
+    x_all, y_all = ds.tensors("cpu", features=learnable.features)
     x = {n: x_all[torch.as_tensor(splits[n])] for n in ("calib", "test")}
     y = {n: y_all[torch.as_tensor(splits[n])] for n in ("calib", "test")}
     preds = {n: predict(model, x[n]) for n in ("calib", "test")}
     card["calibration"] = calibration_section(preds, y, x, {n: ds.family[splits[n]] for n in ("calib", "test")},
-                                              spec["calibration"])  # fmt: skip
+                                              spec["calibration"], learnable)  # fmt: skip
     card["spec"] = spec
     card["recalibrated"] = {
         "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
@@ -534,7 +578,7 @@ def _fit(
     val_curve: list[float] = []
     deadline = None if t_spec["max_minutes"] is None else time.perf_counter() + 60.0 * t_spec["max_minutes"]
     stop_reason = "epochs"
-    bar = _progress_bar(epochs) if progress else None
+    bar = progress_bar(epochs, desc="training", unit="epoch") if progress else None
     epoch = 0
     for epoch in range(epochs):
         model.train()
@@ -588,7 +632,9 @@ def _fit(
     }
 
 
-def time_inference(model: EnsembleCNN1d, points: int, dx: float = 1.0, calls: int = 30) -> dict[str, Any]:
+def time_inference(
+    model: EnsembleCNN1d, points: int, dx: float = 1.0, calls: int = 30, *, features: Any = None
+) -> dict[str, Any]:
     """Wall time of one NN evaluation as a provider makes it: features + all members for one profile.
 
     Args:
@@ -596,10 +642,13 @@ def time_inference(model: EnsembleCNN1d, points: int, dx: float = 1.0, calls: in
         points: N.
         dx: grid spacing [nm] (irrelevant to the cost).
         calls: timed calls (after 3 warm-up calls).
+        features: the term's feature function (default: the elastic features).
 
     Returns:
         ``{"points", "batch": 1, "device", "threads", "seconds" (median wall time of one call), "what"}``.
     """
+    if features is None:
+        from hybrid.models.features import elastic_features as features
     device = model.readout_bias.device
     h = torch.rand(1, points, dtype=torch.float64, device=device) + 5.0
     times = []
@@ -608,7 +657,7 @@ def time_inference(model: EnsembleCNN1d, points: int, dx: float = 1.0, calls: in
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             t0 = time.perf_counter()
-            model(elastic_features(h, dx))
+            model(features(h, dx))
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             if i >= 3:
@@ -619,14 +668,8 @@ def time_inference(model: EnsembleCNN1d, points: int, dx: float = 1.0, calls: in
         "device": str(device),
         "threads": torch.get_num_threads(),
         "seconds": float(np.median(times)),
-        "what": "elastic_features + forward of all members, float32, inference_mode, median wall time",
+        "what": "features + forward of all members, float32, inference_mode, median wall time",
     }
-
-
-def _progress_bar(total: int) -> Any:
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc="training", unit="epoch", file=sys.stderr)
 
 
 def _versions() -> dict[str, str]:

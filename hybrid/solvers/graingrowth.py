@@ -822,6 +822,7 @@ register_model(
         initial_state=initial_state,
         terms={},
         units={"eta": "1", "grain": "1", "x": "grid unit", "y": "grid unit", "time": "time unit"},
+        step_quantum="reassign_every",
         finalize_params=finalize_params,
         grid_ndim=2,
         plot=plot_grain_growth,

@@ -19,8 +19,8 @@ from hybrid.core.io import read_output
 from hybrid.core.registry import PROVIDERS, Context, register_provider
 from hybrid.core.state import State
 from hybrid.core.terms import TermProvider
+from hybrid.couplers.learned import CaptureFile
 from hybrid.couplers.monitor import EnsemblePrediction, Monitor
-from hybrid.couplers.providers import CaptureFile
 from hybrid.solvers.atg import LinearElastic
 from tests.helpers import atg_case
 

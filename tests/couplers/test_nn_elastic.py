@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import hybrid
-from hybrid.couplers.providers import SHIPPED_WEIGHTS
+from hybrid.couplers.terms.elastic import SHIPPED_WEIGHTS
 
 CASE = Path(__file__).resolve().parents[2] / "cases" / "atg_film.toml"
 L = N = 100

@@ -15,12 +15,12 @@ from hybrid.core.config import ConfigError
 from hybrid.core.io import read_output
 from hybrid.core.simulation import SimulationBlowUp
 from hybrid.couplers.trajectories import (
-    _step_quantum,
     generate_trajectories,
     is_trajectory_spec,
     pair_start_steps,
     read_trajectories,
     resolve_trajectory_spec,
+    step_quantum,
 )
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -186,7 +186,16 @@ def test_pair_start_steps() -> None:
     assert list(pair_start_steps(spec(spacing="log", steps=200, pairs=6), quantum=20)) == [0, 20, 40, 60, 80, 100]
     with pytest.raises(ConfigError, match="only 6 distinct"):
         pair_start_steps(spec(steps=200, pairs=7), quantum=20)
-    assert _step_quantum({"model": {"reassign_every": 20}}) == 20 and _step_quantum({"model": {"dt": 1.0}}) == 1
+    with pytest.raises(ConfigError, match=r"multiple of the case's model\.reassign_every = 20"):
+        pair_start_steps(spec(jump=90), quantum=20, quantum_key="model.reassign_every")
+
+
+def test_step_quantum_is_the_key_the_model_declares() -> None:
+    from hybrid.cases import resolve_case
+
+    gg = resolve_case(ROOT / "cases" / "graingrowth.toml", {"model.reassign_every": 25})
+    assert step_quantum(gg) == (25, "model.reassign_every")
+    assert step_quantum(resolve_case(ROOT / "cases" / "atg_film.toml")) == (1, "")
 
 
 def test_is_trajectory_spec() -> None:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from hybrid.models.data import ElasticDataset
+from hybrid.models.data import TermDataset
 
 SLOPE_COEFFICIENT = 3.0
 """Synthetic law: rho/rho0 = 1 - 4 Lambda h + SLOPE_COEFFICIENT * (dh/dx)^2."""
@@ -45,7 +45,7 @@ def random_profiles(rng: np.random.Generator, samples: int, points: int, max_slo
 
 def synthetic_dataset(
     samples: int = 120, points: int = 32, group_size: int = 3, seed: int = 0, max_slope: float = 0.3
-) -> ElasticDataset:
+) -> TermDataset:
     """Tiny dataset with the known law rho/rho0 = 1 - 4 Lambda h + 3 (dh/dx)^2 (spacings vary per sample)."""
     rng = np.random.default_rng(seed)
     h = random_profiles(rng, samples, points, max_slope)
@@ -55,7 +55,7 @@ def synthetic_dataset(
     rho0 = rng.uniform(0.5, 2.0, size=samples)
     family = np.array(["random", "ripple"])[np.arange(samples) % 2]
     group = np.arange(samples) // group_size
-    return ElasticDataset(h, target * rho0[:, None], rho0, dx, family, group.astype(np.int64), spec="# synthetic\n")
+    return TermDataset(h, target * rho0[:, None], rho0, dx, family, group.astype(np.int64), spec="# synthetic\n")
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -39,7 +39,7 @@ def test_load_errors_name_the_file(tmp_path: Path) -> None:
     with pytest.raises(DatasetError, match=r"bad\.h5.*missing.*rho"):
         load_dataset(bad)
     ds = synthetic_dataset(samples=4, points=8)
-    ds.rho0 = ds.rho0[:3]
+    ds.scale = ds.scale[:3]
     write_dataset(bad, ds)
     with pytest.raises(DatasetError, match=r"bad\.h5: /rho0 has shape"):
         load_dataset(bad)
@@ -113,14 +113,14 @@ def test_bootstrap_indices_seeded() -> None:
 
 
 def test_load_datasets_concatenates_and_keeps_groups_apart(tmp_path: Path) -> None:
-    from hybrid.models.data import ElasticDataset, load_datasets, write_dataset
+    from hybrid.models.data import TermDataset, load_datasets, write_dataset
 
-    def make(seed: int) -> ElasticDataset:
+    def make(seed: int) -> TermDataset:
         rng = np.random.default_rng(seed)
-        return ElasticDataset(
-            h=rng.random((4, 8)),
-            rho=rng.random((4, 8)),
-            rho0=np.ones(4),
+        return TermDataset(
+            x=rng.random((4, 8)),
+            label=rng.random((4, 8)),
+            scale=np.ones(4),
             dx=np.ones(4),
             family=np.array(["a"] * 4),
             group=np.array([0, 0, 1, 1]),

@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from hybrid.core.config import ConfigError, describe, dumps_toml, load_toml
+from hybrid.couplers.terms.elastic import ELASTIC_LEARNABLE
 from hybrid.models.calibration import calibrate_threshold
 from hybrid.models.card import CARD_FILE, WEIGHTS_FILE, card_threshold, load_ensemble, read_card
 from hybrid.models.data import write_dataset
@@ -32,7 +33,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, dict[
     root = tmp_path_factory.mktemp("train")
     data = root / "tiny.h5"
     write_dataset(data, synthetic_dataset(samples=160, points=32, group_size=4, seed=1), created="now")
-    card = train_ensemble(TINY, data, root / "model")
+    card = train_ensemble(TINY, data, root / "model", learnable=ELASTIC_LEARNABLE)
     return data, root / "model", card
 
 
@@ -112,14 +113,14 @@ def test_reload_gives_identical_outputs_on_any_n(trained: tuple[Path, Path, dict
 def test_training_is_seeded(trained: tuple[Path, Path, dict[str, Any]], tmp_path: Path) -> None:
     data, _, _ = trained
     spec = {**TINY, "training": {**TINY["training"], "epochs": 2}}
-    train_ensemble(spec, data, tmp_path / "a")
-    train_ensemble(spec, data, tmp_path / "b")
+    train_ensemble(spec, data, tmp_path / "a", learnable=ELASTIC_LEARNABLE)
+    train_ensemble(spec, data, tmp_path / "b", learnable=ELASTIC_LEARNABLE)
     sa = torch.load(tmp_path / "a" / WEIGHTS_FILE, weights_only=True)
     sb = torch.load(tmp_path / "b" / WEIGHTS_FILE, weights_only=True)
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
     no_test = {"train": 0.8, "val": 0.1, "calib": 0.1, "test": 0.0}
     other = {**spec, "training": {**spec["training"], "seed": 8, "split": no_test}}
-    card = train_ensemble(other, data, tmp_path / "c")
+    card = train_ensemble(other, data, tmp_path / "c", learnable=ELASTIC_LEARNABLE)
     sc = torch.load(tmp_path / "c" / WEIGHTS_FILE, weights_only=True)
     assert not torch.equal(sa["readout_weight"], sc["readout_weight"])
     assert card["seeds"]["seed"] == 8 and np.isfinite(card["metrics"]["val"]["rmse"])
@@ -136,8 +137,13 @@ def test_recalibration_gives_what_training_with_that_calibration_gives(
 
     data, model_dir, _ = trained
     change = {"conditional": "max_slope", "bins": 2}
-    direct = train_ensemble({**TINY, "calibration": {**TINY["calibration"], **change}}, data, tmp_path / "direct")
-    recal = recalibrate_ensemble(model_dir, data, change, tmp_path / "recal")
+    direct = train_ensemble(
+        {**TINY, "calibration": {**TINY["calibration"], **change}},
+        data,
+        tmp_path / "direct",
+        learnable=ELASTIC_LEARNABLE,
+    )
+    recal = recalibrate_ensemble(model_dir, data, change, tmp_path / "recal", learnable=ELASTIC_LEARNABLE)
     assert (tmp_path / "recal" / WEIGHTS_FILE).read_bytes() == (model_dir / WEIGHTS_FILE).read_bytes()
     sd, sm = (torch.load(d / WEIGHTS_FILE, weights_only=True) for d in (tmp_path / "direct", model_dir))
     assert all(torch.equal(sd[k], sm[k]) for k in sd)
@@ -161,14 +167,14 @@ def test_recalibration_needs_the_training_data_and_valid_calibration_keys(
     other = tmp_path / "other.h5"
     write_dataset(other, synthetic_dataset(samples=40, points=32, group_size=4, seed=3), created="now")
     with pytest.raises(ValueError, match="do not match their SHA-256"):
-        recalibrate_ensemble(model_dir, other, {})
+        recalibrate_ensemble(model_dir, other, {}, learnable=ELASTIC_LEARNABLE)
     with pytest.raises(ConfigError, match=r"calibration\.conditional.*'max_slope'"):
-        recalibrate_ensemble(model_dir, data, {"conditional": "slope"})
+        recalibrate_ensemble(model_dir, data, {"conditional": "slope"}, learnable=ELASTIC_LEARNABLE)
     assert main(["calibrate", str(model_dir), "--data", str(data), "--set", "training.epochs=3"]) == 2
     assert "only [calibration] keys" in capsys.readouterr().err
     copy = tmp_path / "copy"
     shutil.copytree(model_dir, copy)
     assert main(["calibrate", str(copy), "--data", str(data), "--set", "calibration.conditional=max_slope"]) == 0
-    assert "one per bin of max (dh/dx)^2" in capsys.readouterr().out
+    assert "one per bin of max_slope2, edges" in capsys.readouterr().out  # the card's stratum feature
     assert (copy / WEIGHTS_FILE).read_bytes() == (model_dir / WEIGHTS_FILE).read_bytes()
     assert len(read_card(copy)["calibration"]["thresholds"]) == 3  # the default bins

@@ -1,0 +1,3 @@
+"""One module per learned term: each declares its :class:`hybrid.couplers.learned.LearnedTerm` and registers it."""
+
+from hybrid.couplers.terms import elastic  # noqa: F401
