@@ -42,7 +42,7 @@ from hybrid.core.config import (
 )
 from hybrid.core.grid import Grid
 from hybrid.core.integrators import INTEGRATORS, make_stepper
-from hybrid.core.registry import MODELS, PROVIDERS, Context, ModelSpec, get_model, get_provider, split_options
+from hybrid.core.registry import MODELS, PROVIDERS, Context, ModelSpec, get_model, get_provider
 from hybrid.core.simulation import OutputSpec, Simulation
 from hybrid.core.state import State
 
@@ -53,9 +53,28 @@ STEPPER_TERM = "stepper"
 
 TOP_LEVEL = ("case", "grid", "model", "initial", "terms", "time", "output", "stepper")
 
+MAX_STEPS = 10**9
+"""Most steps a case may ask for: 10⁹ steps take days even at 100 µs a step, so a larger count is a slip in
+``time.dt`` or ``time.end`` (e.g. a unit)."""
+
+MAX_POINTS_1D = 2**22
+"""Most points of a 1D grid (4 194 304: a 4 mm film at dx = 1 nm; fields, FFTs and the FEM mesh grow with it)."""
+
+MAX_POINTS_2D = 2**28
+"""Most points of a 2D grid (16384²): one float64 field takes 2 GiB, a grain-growth state of Q = 12 order
+parameters with its step buffers about 50 GiB, the memory of one large machine."""
+
+_LMIN, _LMAX = 1e-6, 1e9  # range of domain lengths and mesh sizes [model length unit]
+
 CASE = Table(
     {
-        "name": Option("str", None, "run name (default: the case file's stem)"),
+        "name": Option(
+            "str",
+            None,
+            "run name (default: the case file's stem)",
+            pattern=r"[^./\\\s][^/\\]*",
+            pattern_doc="a non-empty name that does not start with '.' or a space and holds no '/' or '\\'",
+        ),
         "model": Option("str", doc="physical model", choices=tuple(sorted(MODELS)) or None),
         "seed": Option("int", 0, "seed of every random draw (initial roughness, ...)", min=0),
         "backend": Option(
@@ -70,21 +89,25 @@ def _grid_table(ndim: int) -> Table:
     if ndim == 1:
         return Table(
             {
-                "length": Option("float", None, "domain length L [model length unit]", min=0.0, min_exclusive=True),
-                "lengths": Option(
-                    "list[float]", None, "[L] (alternative to length)", min=0.0, min_exclusive=True, length=1
-                ),
-                "points": Option("int", None, "number of grid points N", min=4),
-                "shape": Option("list[int]", None, "[N] (alternative to points)", min=4, length=1),
+                "length": Option("float", None, "domain length L [model length unit]", min=_LMIN, max=_LMAX),
+                "lengths": Option("list[float]", None, "[L] (alternative to length)", length=1, min=_LMIN, max=_LMAX),
+                "points": Option("int", None, "number of grid points N", min=4, max=MAX_POINTS_1D),
+                "shape": Option("list[int]", None, "[N] (alternative to points)", min=4, max=MAX_POINTS_1D, length=1),
             },
             exclusive=(("length", "lengths"), ("points", "shape")),
             require_one=(("length", "lengths"), ("points", "shape")),
         )
     return Table(
         {
-            "lengths": Option("list[float]", doc="[Lx, Ly] domain lengths", min=0.0, min_exclusive=True, length=2),
-            "shape": Option("list[int]", doc="[nx, ny] grid points", min=4, length=2),
-            "spacing": Option("float", None, "mesh size where a model uses one", min=0.0, min_exclusive=True),
+            "lengths": Option(
+                "list[float]", doc="[Lx, Ly] domain lengths [model length unit]", length=2, min=_LMIN, max=_LMAX
+            ),
+            "shape": Option(
+                "list[int]", doc=f"[nx, ny] grid points (nx·ny at most {MAX_POINTS_2D})", min=4, max=2**15, length=2
+            ),
+            "spacing": Option(
+                "float", None, "mesh size where a model uses one [model length unit]", min=_LMIN, max=_LMAX
+            ),
         }
     )
 
@@ -92,9 +115,14 @@ def _grid_table(ndim: int) -> Table:
 TIME = Table(
     {
         "integrator": Option("str", "euler", "time stepper", choices=tuple(INTEGRATORS)),
-        "dt": Option("float", doc="time step [model time unit]", min=0.0, min_exclusive=True),
-        "steps": Option("int", None, "number of steps", min=0),
-        "end": Option("float", None, "end time (steps = round(end / dt))", min=0.0),
+        "dt": Option(
+            "float",
+            doc="time step [model time unit] (at most the model's stability limit)",
+            min=0.0,
+            min_exclusive=True,
+        ),
+        "steps": Option("int", None, "number of steps", min=0, max=MAX_STEPS),
+        "end": Option("float", None, f"end time [model time unit] (steps = end / dt, at most {MAX_STEPS})", min=0.0),
     },
     exclusive=(("steps", "end"),),
     require_one=(("steps", "end"),),
@@ -166,28 +194,29 @@ def resolve_case(
         stem = path.stem
     else:
         raw, file, case_dir, stem = dict(case), None, Path.cwd(), "case"
-    data = apply_overrides(_drop_options_of_replaced_providers(raw, overrides), overrides or {}, file=file)
-    unknown = [k for k in data if k not in TOP_LEVEL]
+    plain = apply_overrides(raw, overrides or {}, file=file)
+    unknown = [k for k in plain if k not in TOP_LEVEL]
     if unknown:
         raise ConfigError(f"unknown table; allowed: {', '.join(TOP_LEVEL)}", key=unknown[0], file=file)
-    head = validate({"case": data.get("case", {})}, Table({"case": CASE}), file=file)["case"]
+    head = validate({"case": plain.get("case", {})}, Table({"case": CASE}), file=file)["case"]
     spec = get_model(head["model"])
-    resolved = validate(data, case_schema(spec), file=file)
+    schema = case_schema(spec)
+    # with the schema, an override replaces the file's keys it contradicts (time.end by time.steps, ...)
+    data = apply_overrides(raw, overrides or {}, file=file, schema=schema)
+    resolved = validate(data, schema, file=file)
     resolved = _drop_none(resolved)
     resolved["case"].setdefault("name", stem)
     grid = _make_grid(resolved["grid"], spec, file)
     params = dict(resolved["model"])
     if spec.finalize_params is not None:
-        params = spec.finalize_params(grid, params)
+        with _assembling(file, "model"):
+            params = spec.finalize_params(grid, params)
     resolved["model"] = params
     t = resolved["time"]
     if "end" in t:
-        t["steps"] = round(t["end"] / t["dt"])
-        if not math.isclose(t["steps"] * t["dt"], t["end"], rel_tol=1e-9, abs_tol=1e-12):
-            raise ConfigError(
-                f"end = {t['end']} is not a whole number of steps dt = {t['dt']}", key="time.end", file=file
-            )
+        t["steps"] = _steps_of(t["end"], t["dt"], file)
         del t["end"]
+    _check_stability(spec, grid, params, t, file)
     out = resolved["output"]
     out.setdefault("path", f"{resolved['case']['name']}.h5")
     for name in out["terms"]:
@@ -203,6 +232,69 @@ def resolve_case(
         raise ConfigError(str(err), key="case.device", file=file) from None
     ctx = Context(grid=grid, backend=backend, params=params, seed=c["seed"], case_dir=case_dir, model=spec.name)
     return ResolvedCase(resolved, spec, ctx, file)
+
+
+def _steps_of(end: float, dt: float, file: str | None) -> int:
+    """``time.end / time.dt`` as a whole number of steps (at most :data:`MAX_STEPS`)."""
+    ratio = end / dt  # both finite, dt > 0: at worst inf, never an exception
+    if not ratio <= MAX_STEPS:
+        raise ConfigError(
+            f"time.end / time.dt = {end:g} / {dt:g} = {ratio:.4g} steps; at most {MAX_STEPS:.0e} steps are allowed "
+            "(raise time.dt or lower time.end)",
+            key="time.end",
+            file=file,
+        )
+    steps = round(ratio)
+    if not math.isclose(steps * dt, end, rel_tol=1e-9, abs_tol=1e-12):
+        raise ConfigError(f"end = {end} is not a whole number of steps dt = {dt}", key="time.end", file=file)
+    return steps
+
+
+def _check_stability(
+    spec: ModelSpec, grid: Grid, params: Mapping[str, Any], time: Mapping[str, Any], file: str | None
+) -> None:
+    """Refuse a ``time.dt`` beyond the model's stability limit for the integrator and grid (a run that would blow up).
+
+    A run of no steps cannot become unstable and is not checked.
+    """
+    if spec.stability_limit is None or time["steps"] == 0:
+        return
+    with _assembling(file, "time.dt"):
+        limit = spec.stability_limit(time["integrator"], grid, params)
+    if limit is None:
+        return
+    dt_max, why = limit
+    if time["dt"] > dt_max * (1.0 + 1e-9):
+        spacing = ", ".join(f"{a} = {d:g}" for a, d in zip(("dx", "dy"), grid.spacing, strict=False))
+        raise ConfigError(
+            f"dt = {time['dt']:g} is beyond the stability limit {dt_max:.4g} of time.integrator = "
+            f"{time['integrator']!r} on this grid ({spacing}): {why}; lower time.dt",
+            key="time.dt",
+            file=file,
+        )
+
+
+@contextlib.contextmanager
+def _assembling(file: str | None, key: str) -> Iterator[None]:
+    """Any failure while building from the case (a model's or provider's own check, arithmetic on extreme values,
+    a frame past the end of a file, an allocation too large) becomes a ConfigError naming the file and ``key``
+    (a ConfigError keeps its own key)."""
+    try:
+        yield
+    except ConfigError as err:
+        if err.file or not file:
+            raise
+        raise ConfigError(err.message, key=err.key, file=file) from None
+    except MemoryError:
+        raise ConfigError(
+            "not enough memory to build it; reduce the grid (grid.points, grid.shape) or the number of fields",
+            key=key,
+            file=file,
+        ) from None
+    except (ArithmeticError, IndexError, ValueError) as err:
+        raise ConfigError(
+            f"cannot build it from these values ({type(err).__name__}: {err})", key=key, file=file
+        ) from None
 
 
 def _check_windows(
@@ -235,37 +327,6 @@ def _check_windows(
             )
 
 
-def _drop_options_of_replaced_providers(
-    raw: Mapping[str, Any], overrides: Mapping[str, Any] | Sequence[str] | None
-) -> dict[str, Any]:
-    """When an override switches ``terms.<t>.provider``, drop the file's options the new provider does not accept.
-
-    So ``--set terms.elastic.provider=fem`` works on a case whose ``[terms.elastic]`` holds monitor options.
-    """
-    from hybrid.core.config import parse_override
-
-    out = dict(raw)
-    if not overrides:
-        return out
-    items = overrides.items() if isinstance(overrides, Mapping) else (parse_override(o) for o in overrides)
-    for key, value in items:
-        parts = key.split(".")
-        if parts == [STEPPER_TERM, "provider"] and isinstance(out.get(STEPPER_TERM), dict):
-            kept, dropped = split_options(STEPPER_TERM, str(value), out[STEPPER_TERM])
-            if dropped:
-                log.info("stepper %r does not take %s; dropped", value, ", ".join(dropped))
-            out[STEPPER_TERM] = kept
-            continue
-        table = (out.get("terms") or {}).get(parts[1]) if len(parts) == 3 else None
-        if parts[0] != "terms" or parts[-1] != "provider" or not isinstance(table, dict):
-            continue
-        kept, dropped = split_options(parts[1], str(value), table)
-        if dropped:
-            log.info("provider %r of %r does not take %s; dropped", value, parts[1], ", ".join(dropped))
-        out["terms"] = {**out["terms"], parts[1]: kept}
-    return out
-
-
 def _drop_none(d: Any) -> Any:
     if isinstance(d, dict):
         return {k: _drop_none(v) for k, v in d.items() if v is not None}
@@ -276,8 +337,17 @@ def _make_grid(g: Mapping[str, Any], spec: ModelSpec, file: str | None) -> Grid:
     if spec.grid_ndim == 1:
         length = g["lengths"][0] if "lengths" in g else g["length"]
         points = g["shape"][0] if "shape" in g else g["points"]
-        return Grid((length,), (points,))
-    return Grid(tuple(g["lengths"]), tuple(g["shape"]))
+        with _assembling(file, "grid"):
+            return Grid((length,), (points,))
+    nx, ny = g["shape"]
+    if nx * ny > MAX_POINTS_2D:
+        raise ConfigError(
+            f"{nx} × {ny} = {nx * ny} points; at most {MAX_POINTS_2D} (16384²: one float64 field takes 2 GiB)",
+            key="grid.shape",
+            file=file,
+        )
+    with _assembling(file, "grid"):
+        return Grid(tuple(g["lengths"]), tuple(g["shape"]))
 
 
 @contextlib.contextmanager
@@ -307,12 +377,14 @@ def build_simulation(rc: ResolvedCase, *, out: str | Path | None = None, progres
     if out is not None:
         rc.data["output"]["path"] = str(out)
     terms = {t: build_provider(rc, t) for t in spec.terms}
-    equation = spec.build(ctx, terms)
-    with _in_file(rc.file):
+    with _assembling(rc.file, "model"):
+        equation = spec.build(ctx, terms)
+    with _assembling(rc.file, "initial"):
         init = spec.initial_state(ctx, rc.data["initial"])
-    state = State({k: ctx.backend.asarray(v) for k, v in init.items()}, 0.0, 0, ctx.backend)
+        state = State({k: ctx.backend.asarray(v) for k, v in init.items()}, 0.0, 0, ctx.backend)
     t = rc.data["time"]
-    stepper = make_stepper(t["integrator"], equation, t["dt"])
+    with _assembling(rc.file, "time"):
+        stepper = make_stepper(t["integrator"], equation, t["dt"])
     options = dict(rc.data.get(STEPPER_TERM) or {"provider": "dns"})
     with _in_file(rc.file):
         factory = get_provider(STEPPER_TERM, options.pop("provider")).build(ctx, options)
@@ -388,7 +460,8 @@ def load_provider(
 
 def example_state(rc: ResolvedCase) -> dict[str, np.ndarray]:
     """The initial fields of a resolved case (numpy)."""
-    return rc.spec.initial_state(rc.context, rc.data["initial"])
+    with _assembling(rc.file, "initial"):
+        return rc.spec.initial_state(rc.context, rc.data["initial"])
 
 
 def case_reference() -> str:

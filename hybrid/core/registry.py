@@ -65,6 +65,9 @@ class ModelSpec:
         plot: (results .h5, output dir) -> PNG paths written at the end of `hybrid run`.
         units: unit of each field and term (by name), of ``"time"`` and of the grid coordinate ``"x"`` (and
             ``"y"``), as written to the results file's ``units`` attributes and on plot axes ("1": dimensionless).
+        stability_limit: (integrator name, grid, resolved ``[model]``) -> (largest stable ``time.dt`` [time unit],
+            the formula it comes from with its values), or ``None`` where the integrator has no known limit; a case
+            with a larger ``time.dt`` is refused before it runs.
     """
 
     name: str
@@ -78,6 +81,7 @@ class ModelSpec:
     doc: str = ""
     plot: Callable[[Path, Path], list[Path]] | None = None
     units: Mapping[str, str] = field(default_factory=dict)
+    stability_limit: Callable[[str, Grid, Mapping[str, Any]], tuple[float, str] | None] | None = None
 
     def unit(self, name: str) -> str:
         """Unit of a field, term, ``"time"`` or coordinate; ``""`` where the model does not state one."""

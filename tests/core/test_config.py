@@ -302,7 +302,7 @@ def test_out_of_range_messages() -> None:
     err = error_of(with_("initial.radius", 0.5))
     assert err.key == "initial.radius" and "must be in [0, 0.5), got 0.5" in str(err)
     err = error_of(with_("time.dt", float("nan")))
-    assert "must be > 0" in str(err)
+    assert err.key == "time.dt" and "must be a finite number > 0, got nan" in str(err)
 
 
 def test_range_checked_per_list_element() -> None:
