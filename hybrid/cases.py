@@ -123,6 +123,11 @@ TIME = Table(
         ),
         "steps": Option("int", None, "number of steps", min=0, max=MAX_STEPS),
         "end": Option("float", None, f"end time [model time unit] (steps = end / dt, at most {MAX_STEPS})", min=0.0),
+        "allow_unstable": Option(
+            "bool",
+            False,
+            "run even with time.dt beyond the model's stability limit (to study a blow-up; a warning is logged)",
+        ),
     },
     exclusive=(("steps", "end"),),
     require_one=(("steps", "end"),),
@@ -255,7 +260,8 @@ def _check_stability(
 ) -> None:
     """Refuse a ``time.dt`` beyond the model's stability limit for the integrator and grid (a run that would blow up).
 
-    A run of no steps cannot become unstable and is not checked.
+    A run of no steps cannot become unstable and is not checked; ``time.allow_unstable`` turns the refusal into a
+    warning.
     """
     if spec.stability_limit is None or time["steps"] == 0:
         return
@@ -266,11 +272,15 @@ def _check_stability(
     dt_max, why = limit
     if time["dt"] > dt_max * (1.0 + 1e-9):
         spacing = ", ".join(f"{a} = {d:g}" for a, d in zip(("dx", "dy"), grid.spacing, strict=False))
-        raise ConfigError(
+        text = (
             f"dt = {time['dt']:g} is beyond the stability limit {dt_max:.4g} of time.integrator = "
-            f"{time['integrator']!r} on this grid ({spacing}): {why}; lower time.dt",
-            key="time.dt",
-            file=file,
+            f"{time['integrator']!r} on this grid ({spacing}): {why}"
+        )
+        if time["allow_unstable"]:
+            log.warning("%s: time.dt: %s; running anyway (time.allow_unstable = true)", file or "case", text)
+            return
+        raise ConfigError(
+            f"{text}; lower time.dt (or set time.allow_unstable = true to run anyway)", key="time.dt", file=file
         )
 
 

@@ -93,7 +93,7 @@ def test_blow_up_stops_with_a_message_and_keeps_the_last_good_checkpoint(tmp_pat
     # |1 - 8 L κ dt / dx²| = 2.2 per step, the cubic term takes over and η overflows within about ten steps;
     # checkpoints every 2 steps come before that (a negative h of ATG is caught earlier, see below)
     sets = {"grid.shape": [32, 32], "grid.lengths": [64.0, 64.0], "initial.grains": 6, "model.order_parameters": 8}
-    sets |= {"time.integrator": "euler", "time.dt": 0.8, "time.steps": 2000}
+    sets |= {"time.integrator": "euler", "time.dt": 0.8, "time.steps": 2000, "time.allow_unstable": True}
     sets |= {"output.every": 50, "output.checkpoint_every": 2, "output.check_every": 1}
     sim = load_case(GRAIN_GROWTH, sets, out=tmp_path / "boom.h5", progress=False)
     with pytest.raises(SimulationBlowUp, match="field 'eta' became NaN/inf at step") as err:
@@ -109,7 +109,7 @@ def test_blow_up_stops_with_a_message_and_keeps_the_last_good_checkpoint(tmp_pat
 def test_a_negative_film_thickness_stops_the_run_like_a_blow_up(tmp_path: Path) -> None:
     """Explicit Euler past its limit: h oscillates below 0 long before it overflows; the run stops there."""
     sets = {"terms.elastic.provider": "linear", "time.integrator": "euler", "time.dt": 0.01, "time.end": 5.0}
-    sets |= {"output.every": 5, "output.checkpoint_every": 5}
+    sets |= {"output.every": 5, "output.checkpoint_every": 5, "time.allow_unstable": True}
     sim = load_case(ATG_FILM, sets, out=tmp_path / "neg.h5", progress=False)
     with pytest.raises(SimulationBlowUp, match=r"field 'h' fell below 0 \(minimum -") as err:
         sim.run()
@@ -122,7 +122,12 @@ def test_a_negative_film_thickness_stops_the_run_like_a_blow_up(tmp_path: Path) 
 def test_a_provider_refusing_an_unphysical_state_stops_the_run_with_its_reason(tmp_path: Path) -> None:
     """The FEM raises UnphysicalState on h < 0 between two checks; the run loop reports it as a blow-up."""
     sets = {"terms.elastic.provider": "fem", "time.integrator": "euler", "time.dt": 0.05, "time.end": 20.0}
-    sets |= {"output.every": 1000, "output.checkpoint_every": 2, "output.check_every": 1000}
+    sets |= {
+        "output.every": 1000,
+        "output.checkpoint_every": 2,
+        "output.check_every": 1000,
+        "time.allow_unstable": True,
+    }
     sim = load_case(ATG_FILM, sets, out=tmp_path / "fem.h5", progress=False)
     with pytest.raises(SimulationBlowUp, match=r"met an unphysical state: h must be >= 0 \(film thickness\)") as err:
         sim.run()
