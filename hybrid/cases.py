@@ -221,7 +221,7 @@ def resolve_case(
     if "end" in t:
         t["steps"] = _steps_of(t["end"], t["dt"], file)
         del t["end"]
-    _check_stability(spec, grid, params, t, file)
+    _check_stability(spec, grid, [k for k in resolved["grid"] if k != "spacing"], params, t, file)
     out = resolved["output"]
     out.setdefault("path", f"{resolved['case']['name']}.h5")
     for name in out["terms"]:
@@ -251,12 +251,17 @@ def _steps_of(end: float, dt: float, file: str | None) -> int:
         )
     steps = round(ratio)
     if not math.isclose(steps * dt, end, rel_tol=1e-9, abs_tol=1e-12):
-        raise ConfigError(f"end = {end} is not a whole number of steps dt = {dt}", key="time.end", file=file)
+        raise ConfigError(f"time.end = {end} is not a whole number of steps time.dt = {dt}", key="time.end", file=file)
     return steps
 
 
 def _check_stability(
-    spec: ModelSpec, grid: Grid, params: Mapping[str, Any], time: Mapping[str, Any], file: str | None
+    spec: ModelSpec,
+    grid: Grid,
+    grid_keys: Sequence[str],
+    params: Mapping[str, Any],
+    time: Mapping[str, Any],
+    file: str | None,
 ) -> None:
     """Refuse a ``time.dt`` beyond the model's stability limit for the integrator and grid (a run that would blow up).
 
@@ -272,9 +277,10 @@ def _check_stability(
     dt_max, why = limit
     if time["dt"] > dt_max * (1.0 + 1e-9):
         spacing = ", ".join(f"{a} = {d:g}" for a, d in zip(("dx", "dy"), grid.spacing, strict=False))
+        keys = " and ".join(f"grid.{k}" for k in grid_keys)
         text = (
             f"dt = {time['dt']:g} is beyond the stability limit {dt_max:.4g} of time.integrator = "
-            f"{time['integrator']!r} on this grid ({spacing}): {why}"
+            f"{time['integrator']!r} on this grid ({spacing} from {keys}): {why}"
         )
         if time["allow_unstable"]:
             log.warning("%s: time.dt: %s; running anyway (time.allow_unstable = true)", file or "case", text)

@@ -176,7 +176,8 @@ def initial_profile(ctx: Context, init: Mapping[str, Any]) -> dict[str, np.ndarr
         raise ConfigError(f"unknown kind {kind!r}", key="initial.kind")
     if np.any(h < 0):
         raise ConfigError(
-            f"the initial profile reaches h = {h.min():.3g} < 0 nm; raise mean or lower amplitude", key="initial"
+            f"the initial profile reaches h = {h.min():.3g} < 0 nm; raise initial.mean or lower initial.amplitude",
+            key="initial",
         )
     return {"h": np.ascontiguousarray(h, dtype=np.float64)}
 

@@ -188,7 +188,7 @@ def stability_limit(integrator: str, grid: Grid, params: Mapping[str, Any]) -> t
     """
     dx, dy = grid.spacing
     m, k, f2 = float(params["mobility"]), float(params["kappa"]), bulk_curvature(params)
-    terms = "L = model.mobility, f''_max = max(2α, α(2γ/β − 1)) from model.alpha/beta/gamma"
+    terms = "L = model.mobility, f''_max = max(2α, α(2γ/β − 1)) from model.alpha, model.beta, model.gamma"
     values = f"L = {m:g}, f''_max = {f2:g}"
     if integrator == "euler":
         stiff = f2 + 4.0 * k * (1.0 / dx**2 + 1.0 / dy**2)
