@@ -458,12 +458,17 @@ def _range_text(opt: Option) -> str:
     """Human-readable allowed range, e.g. ``"> 0"`` or ``"in (0, 1]"``."""
     lo, hi = opt.min, opt.max
     if lo is not None and hi is not None:
-        return f"in {'(' if opt.min_exclusive else '['}{lo!r}, {hi!r}{')' if opt.max_exclusive else ']'}"
+        return f"in {'(' if opt.min_exclusive else '['}{_num(lo)}, {_num(hi)}{')' if opt.max_exclusive else ']'}"
     if lo is not None:
-        return f"{'>' if opt.min_exclusive else '>='} {lo!r}"
+        return f"{'>' if opt.min_exclusive else '>='} {_num(lo)}"
     if hi is not None:
-        return f"{'<' if opt.max_exclusive else '<='} {hi!r}"
+        return f"{'<' if opt.max_exclusive else '<='} {_num(hi)}"
     return ""
+
+
+def _num(value: float) -> str:
+    """A bound as text: ``repr`` (``0.5``, ``4``), large floats in exponent form (``1e+09``)."""
+    return f"{value:.6g}" if isinstance(value, float) and abs(value) >= 1e6 else repr(value)
 
 
 def _element_type(type_name: str) -> str:
