@@ -309,7 +309,7 @@ def _assembling(file: str | None, key: str) -> Iterator[None]:
         ) from None
     except (ArithmeticError, IndexError, ValueError) as err:
         raise ConfigError(
-            f"cannot build it from these values ({type(err).__name__}: {err})", key=key, file=file
+            f"cannot be built from these values: {err} ({type(err).__name__})", key=key, file=file
         ) from None
 
 
@@ -328,7 +328,7 @@ def _check_windows(
     if table.get("provider", "dns") == "dns":
         return
     ctx = Context(grid=grid, backend=Backend("numpy"), params=params, case_dir=case_dir, model=spec.name)
-    with _in_file(file):
+    with _assembling(file, STEPPER_TERM):
         jump = jump_of(table, ctx)
     for key, value in (
         ("time.steps", resolved["time"]["steps"]),
@@ -366,22 +366,11 @@ def _make_grid(g: Mapping[str, Any], spec: ModelSpec, file: str | None) -> Grid:
         return Grid(tuple(g["lengths"]), tuple(g["shape"]))
 
 
-@contextlib.contextmanager
-def _in_file(file: str | None) -> Iterator[None]:
-    """A ConfigError raised inside without a file name (a model's or provider's own check) gets the case file's."""
-    try:
-        yield
-    except ConfigError as err:
-        if err.file or not file:
-            raise
-        raise ConfigError(err.message, key=err.key, file=file) from None
-
-
 def build_provider(rc: ResolvedCase, term: str) -> Any:
     """Instantiate the provider chosen for ``term`` in a resolved case."""
     opts = dict(rc.data["terms"][term])
     name = opts.pop("provider")
-    with _in_file(rc.file):  # a provider's own checks (weights, device) name the key
+    with _assembling(rc.file, f"terms.{term}"):  # a provider's own checks (weights, device) name their key
         return get_provider(term, name).build(rc.context, opts)
 
 
@@ -402,7 +391,7 @@ def build_simulation(rc: ResolvedCase, *, out: str | Path | None = None, progres
     with _assembling(rc.file, "time"):
         stepper = make_stepper(t["integrator"], equation, t["dt"])
     options = dict(rc.data.get(STEPPER_TERM) or {"provider": "dns"})
-    with _in_file(rc.file):
+    with _assembling(rc.file, STEPPER_TERM):
         factory = get_provider(STEPPER_TERM, options.pop("provider")).build(ctx, options)
         stepper = factory(equation, stepper)
     o = rc.data["output"]

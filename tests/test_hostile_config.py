@@ -139,3 +139,32 @@ def test_hostile_values_of_keys_the_shipped_cases_leave_out(
     case: str, base: dict[str, Any], key: str, value: Any
 ) -> None:
     _check(case, {**base, key: value}, key)
+
+
+def test_any_failure_while_building_from_the_case_becomes_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A model's hook failing on extreme values (ZeroDivisionError, IndexError, MemoryError) names file and key."""
+    import dataclasses
+
+    from hybrid.core.registry import MODELS
+
+    def divide(grid: Any, params: dict[str, Any]) -> dict[str, Any]:
+        return {**params, "x": 1.0 / 0.0}
+
+    def index(ctx: Any, init: Any) -> dict[str, Any]:
+        return {"h": [][init["frame"] if "frame" in init else 0]}
+
+    def allocate(ctx: Any, init: Any) -> dict[str, Any]:
+        raise MemoryError
+
+    spec = MODELS["atg"]
+    film = CASES / "atg_film.toml"
+    for replaced, key, says in (
+        ({"finalize_params": divide}, "model", "division by zero (ZeroDivisionError)"),
+        ({"initial_state": index}, "initial", "(IndexError)"),
+        ({"initial_state": allocate}, "initial", "not enough memory"),
+    ):
+        monkeypatch.setitem(MODELS, "atg", dataclasses.replace(spec, **replaced))
+        with pytest.raises(
+            ConfigError, match=f"^{film}: key '{key}': .*{says}".replace("(", r"\(").replace(")", r"\)")
+        ):
+            example_state(resolve_case(film))
