@@ -122,8 +122,8 @@ class Option:
 
     ``int`` values are accepted where ``float`` is declared (and converted); ``bool`` is
     never accepted as a number. ``min``/``max``/``choices`` apply to each element of a list.
-    A default of ``None`` makes the key optional with no value. Floats must be finite (``inf`` and
-    ``nan`` are refused) unless ``finite`` is false.
+    A default of ``None`` makes the key optional with no value. Floats are never ``nan`` and must be
+    finite unless ``finite`` is false (then ``±inf`` pass where the bounds allow them).
 
     Attributes:
         type: Declared type; ``"any"`` accepts anything unchecked.
@@ -135,7 +135,7 @@ class Option:
         min_exclusive: Whether ``min`` itself is excluded.
         max_exclusive: Whether ``max`` itself is excluded.
         length: Exact number of elements for list types.
-        finite: Whether float values must be finite (no ``inf``/``nan``).
+        finite: Whether float values must be finite (``nan`` is refused either way).
         pattern: Regular expression a ``str`` value must match in full.
         pattern_doc: What ``pattern`` means, in words (for messages and docs).
     """
@@ -425,7 +425,7 @@ def _check_scalar(value: Any, type_name: str, opt: Option, path: str) -> Any:
             value = float(value)
         except OverflowError:
             raise ConfigError(f"is too large for a float: {_show(value)}", path) from None
-        if opt.finite and not math.isfinite(value):
+        if math.isnan(value) or (opt.finite and math.isinf(value)):
             allowed = f" {_range_text(opt)}" if opt.min is not None or opt.max is not None else ""
             raise ConfigError(f"must be a finite number{allowed}, got {value!r}", path)
     elif type_name == "int":
