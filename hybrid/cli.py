@@ -33,10 +33,10 @@ def _refuse_to_replace(path: Path | None, args: argparse.Namespace, what: str = 
         raise ConfigError(f"{path} holds {what}; pass --overwrite to replace it, or --out to write elsewhere")
 
 
-def _refuse_case_as_output(case: Path, out: Path | None) -> None:
-    """The results file must not be the case file itself (--overwrite would destroy the case)."""
+def _refuse_case_as_output(case: Path, out: Path | None, what: str = "case") -> None:
+    """The results file must not be the input file itself (--overwrite would destroy it)."""
     if out is not None and (out.resolve() == case.resolve() or (out.exists() and case.exists() and out.samefile(case))):
-        raise ConfigError(f"--out {out} is the case file; give another results file", file=str(case))
+        raise ConfigError(f"--out {out} is the {what} file; give another results file", file=str(case))
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -218,6 +218,7 @@ def _cmd_dataset(args: argparse.Namespace) -> int:
     from hybrid.couplers.dataset import generate_dataset
     from hybrid.couplers.trajectories import generate_trajectories, is_trajectory_spec
 
+    _refuse_case_as_output(args.spec, args.out, "spec")
     generate = generate_trajectories if is_trajectory_spec(load_toml(args.spec)) else generate_dataset
     _refuse_to_replace(args.out, args, "an earlier dataset")
     path = generate(

@@ -323,6 +323,9 @@ def test_out_equal_to_the_case_file_is_refused(tmp_path: Path, capsys: pytest.Ca
         assert main(["run", str(case), "--out", out, "--overwrite", "--no-progress", "--no-plots"]) == 2
         assert "is the case file" in capsys.readouterr().err
     assert case.read_text() == TINY
+    spec = _write(tmp_path, "[dataset]\n", "spec.toml")
+    assert main(["dataset", str(spec), "--out", str(spec), "--overwrite", "--workers", "0", "--no-progress"]) == 2
+    assert "is the spec file" in capsys.readouterr().err and spec.read_text() == "[dataset]\n"
 
 
 @pytest.mark.parametrize("name", ["''", "'.hidden'", "'a/b'"])
