@@ -12,6 +12,12 @@ store, so a run can be reproduced from its output alone.
 
 Paths in a case file (``initial.path``, weights) are relative to the case file; ``output.path`` is relative to the
 working directory (default ``<case.name>.h5``).
+
+An override replaces the file's keys it contradicts: ``time.steps`` the file's ``time.end`` (and the reverse, any
+group of keys of which at most one may be given), ``initial.kind`` or ``terms.<t>.provider`` the keys the new
+variant does not take (logged). Before anything runs, ``time.dt`` is compared with the model's stability limit for
+the integrator and grid (:attr:`ModelSpec.stability_limit`) and refused beyond it unless ``time.allow_unstable``;
+any failure while building from the case is a :class:`ConfigError` naming the file and the key.
 """
 
 from __future__ import annotations
