@@ -205,15 +205,9 @@ def resolve_case(
         stem = path.stem
     else:
         raw, file, case_dir, stem = dict(case), None, Path.cwd(), "case"
-    plain = apply_overrides(raw, overrides or {}, file=file)
-    unknown = [k for k in plain if k not in TOP_LEVEL]
-    if unknown:
-        raise ConfigError(f"unknown table; allowed: {', '.join(TOP_LEVEL)}", key=unknown[0], file=file)
-    head = validate({"case": plain.get("case", {})}, Table({"case": CASE}), file=file)["case"]
-    spec = get_model(head["model"])
+    data = override_case(raw, overrides, file=file)
+    spec = get_model(data["case"]["model"])
     schema = case_schema(spec)
-    # with the schema, an override replaces the file's keys it contradicts (time.end by time.steps, ...)
-    data = apply_overrides(raw, overrides or {}, file=file, schema=schema)
     resolved = validate(data, schema, file=file)
     resolved = _drop_none(resolved)
     resolved["case"].setdefault("name", stem)
@@ -243,6 +237,24 @@ def resolve_case(
         raise ConfigError(str(err), key="case.device", file=file) from None
     ctx = Context(grid=grid, backend=backend, params=params, seed=c["seed"], case_dir=case_dir, model=spec.name)
     return ResolvedCase(resolved, spec, ctx, file)
+
+
+def override_case(
+    raw: Mapping[str, Any], overrides: Mapping[str, Any] | Sequence[str] | None, *, file: str | None = None
+) -> dict[str, Any]:
+    """A copy of case document ``raw`` with ``overrides`` applied against its model's schema.
+
+    An override replaces the keys of ``raw`` it contradicts (``time.steps`` the file's ``time.end``, a switched
+    ``initial.kind`` or ``terms.<t>.provider`` the keys the new variant does not take; see
+    :func:`hybrid.core.config.apply_overrides`). The ``[case]`` table and the top-level table names are checked.
+    """
+    plain = apply_overrides(raw, overrides or {}, file=file)
+    unknown = [k for k in plain if k not in TOP_LEVEL]
+    if unknown:
+        raise ConfigError(f"unknown table; allowed: {', '.join(TOP_LEVEL)}", key=unknown[0], file=file)
+    head = validate({"case": plain.get("case", {})}, Table({"case": CASE}), file=file)["case"]
+    schema = case_schema(get_model(head["model"]))
+    return apply_overrides(raw, overrides or {}, file=file, schema=schema)
 
 
 def _steps_of(end: float, dt: float, file: str | None) -> int:

@@ -401,3 +401,15 @@ def test_hostile_values_end_in_a_config_error_naming_the_key(
         assert main(["run", str(case), "--out", str(tmp_path / "x.h5"), "--no-progress", *args]) == 2, sets
         err = capsys.readouterr().err
         assert f"case.toml: key '{key}'" in err and says in err, (sets, err)
+
+
+def test_compare_overrides_replace_the_keys_they_contradict(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`hybrid compare --set time.steps=N` on a case with time.end (overrides go through the same schema)."""
+    import json
+
+    film = CASES / "atg_film.toml"
+    sets = ["--set", "time.steps=2", "--set", "output.every=1"]
+    args = ["compare", str(film), "--term", "elastic", "--providers", "linear,linear", "--out", str(tmp_path / "ab")]
+    assert main([*args, "--no-progress", *sets]) == 0, capsys.readouterr().err
+    report = json.loads((tmp_path / "ab" / "report.json").read_text())
+    assert report["step"][-1] == 2
