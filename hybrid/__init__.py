@@ -57,8 +57,13 @@ __all__ = [
 ]
 
 
+_SUBPACKAGES = frozenset({"cases", "cli", "core", "couplers", "models", "solvers"})
+
+
 def __getattr__(name: str) -> Any:
-    """Import a public name on first access (PEP 562)."""
+    """Import a public name (or a subpackage, e.g. ``hybrid.cases``) on first access (PEP 562)."""
+    if name in _SUBPACKAGES:
+        return importlib.import_module(f"hybrid.{name}")
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'hybrid' has no attribute {name!r}")

@@ -304,10 +304,11 @@ def test_import_hybrid_is_light_and_its_public_names_load_on_use() -> None:
     code = (
         "import sys, hybrid; light = 'numba' not in sys.modules and 'torch' not in sys.modules; "
         "from hybrid import load_case, compare, Simulation; import hybrid.cases as c; "
-        "print(light, load_case is c.load_case, callable(compare), Simulation.__name__, 'load_case' in dir(hybrid))"
+        "print(light, load_case is c.load_case, callable(compare), Simulation.__name__, 'load_case' in dir(hybrid), "
+        "hybrid.solvers.__name__)"
     )
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert res.stdout.split() == ["True", "True", "True", "Simulation", "True"], res.stderr
+    assert res.stdout.split() == ["True", "True", "True", "Simulation", "True", "hybrid.solvers"], res.stderr
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         import hybrid
 
