@@ -12,6 +12,12 @@ store, so a run can be reproduced from its output alone.
 
 Paths in a case file (``initial.path``, weights) are relative to the case file; ``output.path`` is relative to the
 working directory (default ``<case.name>.h5``).
+
+An override replaces the file's keys it contradicts: ``time.steps`` the file's ``time.end`` (and the reverse, any
+group of keys of which at most one may be given), ``initial.kind`` or ``terms.<t>.provider`` the keys the new
+variant does not take (logged). Before anything runs, ``time.dt`` is compared with the model's stability limit for
+the integrator and grid (:attr:`ModelSpec.stability_limit`) and refused beyond it unless ``time.allow_unstable``;
+any failure while building from the case is a :class:`ConfigError` naming the file and the key.
 """
 
 from __future__ import annotations
@@ -42,7 +48,7 @@ from hybrid.core.config import (
 )
 from hybrid.core.grid import Grid
 from hybrid.core.integrators import INTEGRATORS, make_stepper
-from hybrid.core.registry import MODELS, PROVIDERS, Context, ModelSpec, get_model, get_provider, split_options
+from hybrid.core.registry import MODELS, PROVIDERS, Context, ModelSpec, get_model, get_provider
 from hybrid.core.simulation import OutputSpec, Simulation
 from hybrid.core.state import State
 
@@ -53,12 +59,31 @@ STEPPER_TERM = "stepper"
 
 TOP_LEVEL = ("case", "grid", "model", "initial", "terms", "time", "output", "stepper")
 
+MAX_STEPS = 10**9
+"""Most steps a case may ask for: 10⁹ steps take days even at 100 µs a step, so a larger count is a slip in
+``time.dt`` or ``time.end`` (e.g. a unit)."""
+
+MAX_POINTS_1D = 2**22
+"""Most points of a 1D grid (4 194 304: a 4 mm film at dx = 1 nm; fields, FFTs and the FEM mesh grow with it)."""
+
+MAX_POINTS_2D = 2**28
+"""Most points of a 2D grid (16384²): one float64 field takes 2 GiB, a grain-growth state of Q = 12 order
+parameters with its step buffers about 50 GiB, the memory of one large machine."""
+
+_LMIN, _LMAX = 1e-6, 1e9  # range of domain lengths and mesh sizes [model length unit]
+
 
 def case_table() -> Table:
     """Schema of ``[case]``; ``model`` is one of the models registered now (a model registered later counts too)."""
     return Table(
         {
-            "name": Option("str", None, "run name (default: the case file's stem)"),
+            "name": Option(
+                "str",
+                None,
+                "run name (default: the case file's stem)",
+                pattern=r"[^./\\\s][^/\\]*",
+                pattern_doc="a non-empty name that does not start with '.' or a space and holds no '/' or '\\'",
+            ),
             "model": Option("str", doc="physical model", choices=tuple(sorted(MODELS)) or None),
             "seed": Option("int", 0, "seed of every random draw (initial roughness, ...)", min=0),
             "backend": Option(
@@ -73,21 +98,25 @@ def _grid_table(ndim: int) -> Table:
     if ndim == 1:
         return Table(
             {
-                "length": Option("float", None, "domain length L [model length unit]", min=0.0, min_exclusive=True),
-                "lengths": Option(
-                    "list[float]", None, "[L] (alternative to length)", min=0.0, min_exclusive=True, length=1
-                ),
-                "points": Option("int", None, "number of grid points N", min=4),
-                "shape": Option("list[int]", None, "[N] (alternative to points)", min=4, length=1),
+                "length": Option("float", None, "domain length L [model length unit]", min=_LMIN, max=_LMAX),
+                "lengths": Option("list[float]", None, "[L] (alternative to length)", length=1, min=_LMIN, max=_LMAX),
+                "points": Option("int", None, "number of grid points N", min=4, max=MAX_POINTS_1D),
+                "shape": Option("list[int]", None, "[N] (alternative to points)", min=4, max=MAX_POINTS_1D, length=1),
             },
             exclusive=(("length", "lengths"), ("points", "shape")),
             require_one=(("length", "lengths"), ("points", "shape")),
         )
     return Table(
         {
-            "lengths": Option("list[float]", doc="[Lx, Ly] domain lengths", min=0.0, min_exclusive=True, length=2),
-            "shape": Option("list[int]", doc="[nx, ny] grid points", min=4, length=2),
-            "spacing": Option("float", None, "mesh size where a model uses one", min=0.0, min_exclusive=True),
+            "lengths": Option(
+                "list[float]", doc="[Lx, Ly] domain lengths [model length unit]", length=2, min=_LMIN, max=_LMAX
+            ),
+            "shape": Option(
+                "list[int]", doc=f"[nx, ny] grid points (nx·ny at most {MAX_POINTS_2D})", min=4, max=2**15, length=2
+            ),
+            "spacing": Option(
+                "float", None, "mesh size where a model uses one [model length unit]", min=_LMIN, max=_LMAX
+            ),
         }
     )
 
@@ -95,9 +124,19 @@ def _grid_table(ndim: int) -> Table:
 TIME = Table(
     {
         "integrator": Option("str", "euler", "time stepper", choices=tuple(INTEGRATORS)),
-        "dt": Option("float", doc="time step [model time unit]", min=0.0, min_exclusive=True),
-        "steps": Option("int", None, "number of steps", min=0),
-        "end": Option("float", None, "end time (steps = round(end / dt))", min=0.0),
+        "dt": Option(
+            "float",
+            doc="time step [model time unit] (at most the model's stability limit)",
+            min=0.0,
+            min_exclusive=True,
+        ),
+        "steps": Option("int", None, "number of steps", min=0, max=MAX_STEPS),
+        "end": Option("float", None, f"end time [model time unit] (steps = end / dt, at most {MAX_STEPS})", min=0.0),
+        "allow_unstable": Option(
+            "bool",
+            False,
+            "run even with time.dt beyond the model's stability limit (to study a blow-up; a warning is logged)",
+        ),
     },
     exclusive=(("steps", "end"),),
     require_one=(("steps", "end"),),
@@ -169,28 +208,23 @@ def resolve_case(
         stem = path.stem
     else:
         raw, file, case_dir, stem = dict(case), None, Path.cwd(), "case"
-    data = apply_overrides(_drop_options_of_replaced_providers(raw, overrides), overrides or {}, file=file)
-    unknown = [k for k in data if k not in TOP_LEVEL]
-    if unknown:
-        raise ConfigError(f"unknown table; allowed: {', '.join(TOP_LEVEL)}", key=unknown[0], file=file)
-    head = validate({"case": data.get("case", {})}, Table({"case": case_table()}), file=file)["case"]
-    spec = get_model(head["model"])
-    resolved = validate(data, case_schema(spec), file=file)
+    data = override_case(raw, overrides, file=file)
+    spec = get_model(data["case"]["model"])
+    schema = case_schema(spec)
+    resolved = validate(data, schema, file=file)
     resolved = _drop_none(resolved)
     resolved["case"].setdefault("name", stem)
     grid = _make_grid(resolved["grid"], spec, file)
     params = dict(resolved["model"])
     if spec.finalize_params is not None:
-        params = spec.finalize_params(grid, params)
+        with _assembling(file, "model"):
+            params = spec.finalize_params(grid, params)
     resolved["model"] = params
     t = resolved["time"]
     if "end" in t:
-        t["steps"] = round(t["end"] / t["dt"])
-        if not math.isclose(t["steps"] * t["dt"], t["end"], rel_tol=1e-9, abs_tol=1e-12):
-            raise ConfigError(
-                f"end = {t['end']} is not a whole number of steps dt = {t['dt']}", key="time.end", file=file
-            )
+        t["steps"] = _steps_of(t["end"], t["dt"], file)
         del t["end"]
+    _check_stability(spec, grid, [k for k in resolved["grid"] if k != "spacing"], params, t, file)
     out = resolved["output"]
     out.setdefault("path", f"{resolved['case']['name']}.h5")
     for name in out["terms"]:
@@ -208,6 +242,98 @@ def resolve_case(
     return ResolvedCase(resolved, spec, ctx, file)
 
 
+def override_case(
+    raw: Mapping[str, Any], overrides: Mapping[str, Any] | Sequence[str] | None, *, file: str | None = None
+) -> dict[str, Any]:
+    """A copy of case document ``raw`` with ``overrides`` applied against its model's schema.
+
+    An override replaces the keys of ``raw`` it contradicts (``time.steps`` the file's ``time.end``, a switched
+    ``initial.kind`` or ``terms.<t>.provider`` the keys the new variant does not take; see
+    :func:`hybrid.core.config.apply_overrides`). The ``[case]`` table and the top-level table names are checked.
+    """
+    plain = apply_overrides(raw, overrides or {}, file=file)
+    unknown = [k for k in plain if k not in TOP_LEVEL]
+    if unknown:
+        raise ConfigError(f"unknown table; allowed: {', '.join(TOP_LEVEL)}", key=unknown[0], file=file)
+    head = validate({"case": plain.get("case", {})}, Table({"case": case_table()}), file=file)["case"]
+    schema = case_schema(get_model(head["model"]))
+    return apply_overrides(raw, overrides or {}, file=file, schema=schema)
+
+
+def _steps_of(end: float, dt: float, file: str | None) -> int:
+    """``time.end / time.dt`` as a whole number of steps (at most :data:`MAX_STEPS`)."""
+    ratio = end / dt  # both finite, dt > 0: at worst inf, never an exception
+    if not ratio <= MAX_STEPS:
+        raise ConfigError(
+            f"time.end / time.dt = {end:g} / {dt:g} = {ratio:.4g} steps; at most {MAX_STEPS:.0e} steps are allowed "
+            "(raise time.dt or lower time.end)",
+            key="time.end",
+            file=file,
+        )
+    steps = round(ratio)
+    if not math.isclose(steps * dt, end, rel_tol=1e-9, abs_tol=1e-12):
+        raise ConfigError(f"time.end = {end} is not a whole number of steps time.dt = {dt}", key="time.end", file=file)
+    return steps
+
+
+def _check_stability(
+    spec: ModelSpec,
+    grid: Grid,
+    grid_keys: Sequence[str],
+    params: Mapping[str, Any],
+    time: Mapping[str, Any],
+    file: str | None,
+) -> None:
+    """Refuse a ``time.dt`` beyond the model's stability limit for the integrator and grid (a run that would blow up).
+
+    A run of no steps cannot become unstable and is not checked; ``time.allow_unstable`` turns the refusal into a
+    warning.
+    """
+    if spec.stability_limit is None or time["steps"] == 0:
+        return
+    with _assembling(file, "time.dt"):
+        limit = spec.stability_limit(time["integrator"], grid, params)
+    if limit is None:
+        return
+    dt_max, why = limit
+    if time["dt"] > dt_max * (1.0 + 1e-9):
+        spacing = ", ".join(f"{a} = {d:g}" for a, d in zip(("dx", "dy"), grid.spacing, strict=False))
+        keys = " and ".join(f"grid.{k}" for k in grid_keys)
+        text = (
+            f"dt = {time['dt']:g} is beyond the stability limit {dt_max:.4g} of time.integrator = "
+            f"{time['integrator']!r} on this grid ({spacing} from {keys}): {why}"
+        )
+        if time["allow_unstable"]:
+            log.warning("%s: time.dt: %s; running anyway (time.allow_unstable = true)", file or "case", text)
+            return
+        raise ConfigError(
+            f"{text}; lower time.dt (or set time.allow_unstable = true to run anyway)", key="time.dt", file=file
+        )
+
+
+@contextlib.contextmanager
+def _assembling(file: str | None, key: str) -> Iterator[None]:
+    """Any failure while building from the case (a model's or provider's own check, arithmetic on extreme values,
+    a frame past the end of a file, an allocation too large) becomes a ConfigError naming the file and ``key``
+    (a ConfigError keeps its own key)."""
+    try:
+        yield
+    except ConfigError as err:
+        if err.file or not file:
+            raise
+        raise ConfigError(err.message, key=err.key, file=file) from None
+    except MemoryError:
+        raise ConfigError(
+            "not enough memory to build it; reduce the grid (grid.points, grid.shape) or the number of fields",
+            key=key,
+            file=file,
+        ) from None
+    except (ArithmeticError, IndexError, ValueError) as err:
+        raise ConfigError(
+            f"cannot be built from these values: {err} ({type(err).__name__})", key=key, file=file
+        ) from None
+
+
 def _check_windows(
     resolved: Mapping[str, Any],
     spec: ModelSpec,
@@ -223,7 +349,7 @@ def _check_windows(
     if table.get("provider", "dns") == "dns":
         return
     ctx = Context(grid=grid, backend=Backend("numpy"), params=params, case_dir=case_dir, model=spec.name)
-    with _in_file(file):
+    with _assembling(file, STEPPER_TERM):
         jump = jump_of(table, ctx)
     for key, value in (
         ("time.steps", resolved["time"]["steps"]),
@@ -238,37 +364,6 @@ def _check_windows(
             )
 
 
-def _drop_options_of_replaced_providers(
-    raw: Mapping[str, Any], overrides: Mapping[str, Any] | Sequence[str] | None
-) -> dict[str, Any]:
-    """When an override switches ``terms.<t>.provider``, drop the file's options the new provider does not accept.
-
-    So ``--set terms.elastic.provider=fem`` works on a case whose ``[terms.elastic]`` holds monitor options.
-    """
-    from hybrid.core.config import parse_override
-
-    out = dict(raw)
-    if not overrides:
-        return out
-    items = overrides.items() if isinstance(overrides, Mapping) else (parse_override(o) for o in overrides)
-    for key, value in items:
-        parts = key.split(".")
-        if parts == [STEPPER_TERM, "provider"] and isinstance(out.get(STEPPER_TERM), dict):
-            kept, dropped = split_options(STEPPER_TERM, str(value), out[STEPPER_TERM])
-            if dropped:
-                log.info("stepper %r does not take %s; dropped", value, ", ".join(dropped))
-            out[STEPPER_TERM] = kept
-            continue
-        table = (out.get("terms") or {}).get(parts[1]) if len(parts) == 3 else None
-        if parts[0] != "terms" or parts[-1] != "provider" or not isinstance(table, dict):
-            continue
-        kept, dropped = split_options(parts[1], str(value), table)
-        if dropped:
-            log.info("provider %r of %r does not take %s; dropped", value, parts[1], ", ".join(dropped))
-        out["terms"] = {**out["terms"], parts[1]: kept}
-    return out
-
-
 def _drop_none(d: Any) -> Any:
     if isinstance(d, dict):
         return {k: _drop_none(v) for k, v in d.items() if v is not None}
@@ -279,26 +374,24 @@ def _make_grid(g: Mapping[str, Any], spec: ModelSpec, file: str | None) -> Grid:
     if spec.grid_ndim == 1:
         length = g["lengths"][0] if "lengths" in g else g["length"]
         points = g["shape"][0] if "shape" in g else g["points"]
-        return Grid((length,), (points,), spec.periodic)
-    return Grid(tuple(g["lengths"]), tuple(g["shape"]), spec.periodic)
-
-
-@contextlib.contextmanager
-def _in_file(file: str | None) -> Iterator[None]:
-    """A ConfigError raised inside without a file name (a model's or provider's own check) gets the case file's."""
-    try:
-        yield
-    except ConfigError as err:
-        if err.file or not file:
-            raise
-        raise ConfigError(err.message, key=err.key, file=file) from None
+        with _assembling(file, "grid"):
+            return Grid((length,), (points,), spec.periodic)
+    nx, ny = g["shape"]
+    if nx * ny > MAX_POINTS_2D:
+        raise ConfigError(
+            f"{nx} × {ny} = {nx * ny} points; at most {MAX_POINTS_2D} (16384²: one float64 field takes 2 GiB)",
+            key="grid.shape",
+            file=file,
+        )
+    with _assembling(file, "grid"):
+        return Grid(tuple(g["lengths"]), tuple(g["shape"]), spec.periodic)
 
 
 def build_provider(rc: ResolvedCase, term: str) -> Any:
     """Instantiate the provider chosen for ``term`` in a resolved case."""
     opts = dict(rc.data["terms"][term])
     name = opts.pop("provider")
-    with _in_file(rc.file):  # a provider's own checks (weights, device) name the key
+    with _assembling(rc.file, f"terms.{term}"):  # a provider's own checks (weights, device) name their key
         return get_provider(term, name).build(rc.context, opts)
 
 
@@ -310,14 +403,16 @@ def build_simulation(rc: ResolvedCase, *, out: str | Path | None = None, progres
     if out is not None:
         rc.data["output"]["path"] = str(out)
     terms = {t: build_provider(rc, t) for t in spec.terms}
-    equation = spec.build(ctx, terms)
-    with _in_file(rc.file):
+    with _assembling(rc.file, "model"):
+        equation = spec.build(ctx, terms)
+    with _assembling(rc.file, "initial"):
         init = spec.initial_state(ctx, rc.data["initial"])
-    state = State({k: ctx.backend.asarray(v) for k, v in init.items()}, 0.0, 0, ctx.backend)
+        state = State({k: ctx.backend.asarray(v) for k, v in init.items()}, 0.0, 0, ctx.backend)
     t = rc.data["time"]
-    stepper = make_stepper(t["integrator"], equation, t["dt"])
+    with _assembling(rc.file, "time"):
+        stepper = make_stepper(t["integrator"], equation, t["dt"])
     options = dict(rc.data.get(STEPPER_TERM) or {"provider": "dns"})
-    with _in_file(rc.file):
+    with _assembling(rc.file, STEPPER_TERM):
         factory = get_provider(STEPPER_TERM, options.pop("provider")).build(ctx, options)
         stepper = factory(equation, stepper)
     o = rc.data["output"]
@@ -391,7 +486,8 @@ def load_provider(
 
 def example_state(rc: ResolvedCase) -> dict[str, np.ndarray]:
     """The initial fields of a resolved case (numpy)."""
-    return rc.spec.initial_state(rc.context, rc.data["initial"])
+    with _assembling(rc.file, "initial"):
+        return rc.spec.initial_state(rc.context, rc.data["initial"])
 
 
 def case_reference() -> str:

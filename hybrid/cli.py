@@ -13,8 +13,7 @@ from pathlib import Path
 # the workqueue layer does not (set NUMBA_THREADING_LAYER yourself to choose another)
 os.environ.setdefault("NUMBA_THREADING_LAYER", "workqueue")
 
-from hybrid.core.config import ConfigError
-from hybrid.core.simulation import SimulationBlowUp
+from hybrid.core.config import ConfigError  # light (tomllib, tomli_w): the heavy parts load in the commands
 
 
 def _add_set_option(parser: argparse.ArgumentParser, help_text: str) -> None:
@@ -32,6 +31,12 @@ def _refuse_to_replace(path: Path | None, args: argparse.Namespace, what: str = 
 
     if path is not None and path.is_file() and not args.overwrite:
         raise ConfigError(f"{path} holds {what}; pass --overwrite to replace it, or --out to write elsewhere")
+
+
+def _refuse_case_as_output(case: Path, out: Path | None, what: str = "case") -> None:
+    """The results file must not be the input file itself (--overwrite would destroy it)."""
+    if out is not None and (out.resolve() == case.resolve() or (out.exists() and case.exists() and out.samefile(case))):
+        raise ConfigError(f"--out {out} is the {what} file; give another results file", file=str(case))
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -138,6 +143,7 @@ def _parser() -> argparse.ArgumentParser:
 def _cmd_run(args: argparse.Namespace) -> int:
     from hybrid.cases import load_case
 
+    _refuse_case_as_output(args.case, args.out)
     sim = load_case(args.case, args.overrides, out=args.out, progress=not args.no_progress)
     if args.restart is not None:
         sim.restart_from(args.restart)  # appends to its output
@@ -211,6 +217,7 @@ def _cmd_dataset(args: argparse.Namespace) -> int:
     from hybrid.core.config import apply_overrides, load_toml
     from hybrid.couplers.pipeline import dataset_kind
 
+    _refuse_case_as_output(args.spec, args.out, "spec")
     spec = apply_overrides(load_toml(args.spec), args.overrides, file=str(args.spec))
     kind = dataset_kind(spec, str(args.spec))
     _refuse_to_replace(args.out, args, "an earlier dataset")
@@ -280,9 +287,11 @@ def _describe_weights(directory: Path) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    args = _parser().parse_args(argv)  # --help and --version end here, before any heavy import
     level = logging.WARNING - 10 * min(args.verbose, 2)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    from hybrid.core.simulation import SimulationBlowUp
+
     try:
         if args.command == "run":
             return _cmd_run(args)

@@ -71,7 +71,7 @@ def test_console_script_help() -> None:
         (('provider = "linear"', 'provider = "magic"'), "terms.elastic.provider", "fem"),  # unknown provider
         (('model = "atg"', 'model = "nope"'), "case.model", "atg"),  # unknown model
         (('kind = "random"', 'kind = "noise"'), "initial.kind", "sinusoid"),  # unknown initial kind
-        (("points = 32", "points = 2"), "grid.points", ">= 4"),
+        (("points = 32", "points = 2"), "grid.points", "in [4, 4194304]"),
         (("[output]", "[outputs]"), "outputs", "output"),  # unknown table
     ],
 )
@@ -221,9 +221,9 @@ def test_a_run_that_blows_up_exits_3_and_keeps_its_checkpoint(
 ) -> None:
     from hybrid.core.io import read_checkpoint, read_output
 
-    # explicit Euler at dt = 0.05 on dx = 1: ~12x the stability limit dx^4 / (8 M γ) of the surface-diffusion term
-    case = _write(tmp_path, TINY.replace('integrator = "imex"', 'integrator = "euler"'))
-    sets = ["--set", "time.dt=0.05", "--set", "time.steps=2000", "--set", "output.checkpoint_every=2"]
+    # evaporation at 1 nm per time unit eats the 3 nm film through to the substrate by t ≈ 3 (step ≈ 300)
+    case = _write(tmp_path, TINY)
+    sets = ["--set", "model.flux=-1.0", "--set", "time.steps=2000", "--set", "output.checkpoint_every=2"]
     out = tmp_path / "boom.h5"
     assert main(["run", str(case), "--out", str(out), "--no-progress", *sets]) == 3
     err = capsys.readouterr().err
@@ -254,3 +254,163 @@ def test_bad_devices_and_unreadable_paths_name_the_key(tmp_path: Path, capsys: p
     (tmp_path / "afile").write_text("x")
     assert main(["run", str(_write(tmp_path, TINY)), "--out", str(tmp_path / "afile" / "r.h5"), "--no-progress"]) == 2
     assert "afile is a file, not a folder" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- overrides that replace file keys
+
+CASES = Path(__file__).resolve().parents[1] / "cases"
+
+
+def test_set_steps_replaces_end_and_end_replaces_steps(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import hybrid
+
+    case = _write(tmp_path, TINY)  # has time.steps
+    assert main(["run", str(case), "--out", str(tmp_path / "a.h5"), "--no-progress", "--set", "time.end=0.05"]) == 0
+    assert "done: 5 steps, t = 0.05" in capsys.readouterr().out
+    film = CASES / "atg_film.toml"  # has time.end
+    sets = ["--set", "terms.elastic.provider=linear", "--set", "time.steps=3", "--set", "output.every=1"]
+    assert main(["run", str(film), "--out", str(tmp_path / "b.h5"), "--no-progress", "--no-plots", *sets]) == 0
+    assert "done: 3 steps, t = 0.06" in capsys.readouterr().out
+    sim = hybrid.load_case(film, overrides={"terms.elastic.provider": "linear", "time.steps": 4})
+    assert sim.steps == 4 and hybrid.resolve_case(film, {"time.steps": 4}).data["time"]["steps"] == 4
+
+
+def test_set_initial_kind_drops_the_keys_the_new_kind_does_not_take(caplog: pytest.LogCaptureFixture) -> None:
+    from hybrid.cases import resolve_case
+
+    with caplog.at_level("INFO", logger="hybrid.core.config"):
+        rc = resolve_case(CASES / "atg_film.toml", ["initial.kind=sinusoid", "initial.mode=4"])
+    assert rc.data["initial"] == {"kind": "sinusoid", "mean": 3.0, "amplitude": 0.1, "mode": 4}
+    assert "initial.kind = 'sinusoid' does not take 'initial.modes'; dropped" in caplog.text
+    rc = resolve_case(CASES / "atg_film.toml", ["initial.kind=flat"])
+    assert rc.data["initial"] == {"kind": "flat", "mean": 3.0}
+
+
+# --------------------------------------------------------------------------- start-up cost
+
+
+@pytest.mark.parametrize("flag", ["--version", "--help"])
+def test_help_and_version_import_no_heavy_module(flag: str) -> None:
+    """`hybrid --help`/`--version` load neither the solvers nor torch/numba/scikit-fem/h5py/matplotlib."""
+    res = subprocess.run([sys.executable, "-X", "importtime", "-m", "hybrid.cli", flag], capture_output=True, text=True)
+    assert res.returncode == 0 and ("hybrid 0." in res.stdout or "usage: hybrid" in res.stdout)
+    imported = {line.split("|")[-1].strip() for line in res.stderr.splitlines() if line.startswith("import time:")}
+    assert "hybrid.core.config" in imported  # the command line itself was loaded
+    heavy = {"torch", "numba", "skfem", "h5py", "matplotlib", "scipy", "hybrid.solvers", "hybrid.cases"}
+    assert not imported & heavy, imported & heavy
+
+
+def test_import_hybrid_is_light_and_its_public_names_load_on_use() -> None:
+    code = (
+        "import sys, hybrid; light = 'numba' not in sys.modules and 'torch' not in sys.modules; "
+        "from hybrid import load_case, compare, Simulation; import hybrid.cases as c; "
+        "print(light, load_case is c.load_case, callable(compare), Simulation.__name__, 'load_case' in dir(hybrid), "
+        "hybrid.solvers.__name__)"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert res.stdout.split() == ["True", "True", "True", "Simulation", "True", "hybrid.solvers"], res.stderr
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        import hybrid
+
+        hybrid.nope  # noqa: B018
+
+
+# --------------------------------------------------------------------------- refusals before the run
+
+
+def test_out_equal_to_the_case_file_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    case = _write(tmp_path, TINY)
+    for out in (str(case), str(tmp_path / "." / "case.toml")):
+        assert main(["run", str(case), "--out", out, "--overwrite", "--no-progress", "--no-plots"]) == 2
+        assert "is the case file" in capsys.readouterr().err
+    assert case.read_text() == TINY
+    spec = _write(tmp_path, "[dataset]\n", "spec.toml")
+    assert main(["dataset", str(spec), "--out", str(spec), "--overwrite", "--workers", "0", "--no-progress"]) == 2
+    assert "is the spec file" in capsys.readouterr().err and spec.read_text() == "[dataset]\n"
+
+
+@pytest.mark.parametrize("name", ["''", "'.hidden'", "'a/b'"])
+def test_a_name_that_is_no_file_stem_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str], name: str) -> None:
+    case = _write(tmp_path, TINY)
+    assert main(["run", str(case), "--no-progress", "--set", f"case.name={name}"]) == 2
+    err = capsys.readouterr().err
+    assert "key 'case.name'" in err and "non-empty name" in err
+    assert not list(tmp_path.glob("*.h5"))
+
+
+def test_a_case_file_with_a_byte_order_mark_runs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    case = tmp_path / "bom.toml"
+    case.write_bytes(b"\xef\xbb\xbf" + TINY.encode())
+    assert main(["run", str(case), "--out", str(tmp_path / "bom.h5"), "--no-progress", "--no-plots"]) == 0
+    assert "done: 20 steps" in capsys.readouterr().out
+
+
+def test_an_explicit_dt_beyond_the_stability_limit_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    from hybrid.cases import resolve_case
+    from hybrid.core.config import ConfigError
+
+    case = _write(tmp_path, TINY.replace('integrator = "imex"', 'integrator = "euler"'))  # dt = 0.01, dx = 1
+    assert main(["run", str(case), "--out", str(tmp_path / "x.h5"), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert (
+        "key 'time.dt'" in err
+        and "stability limit 0.002874" in err
+        and "(dx = 1 from grid.length and grid.points)" in err
+    )
+    assert not (tmp_path / "x.h5").exists()
+    assert resolve_case(case, {"time.dt": 0.0028})  # below the limit dx⁴/(8 M γ_s) = 1/348
+    gg = CASES / "graingrowth.toml"
+    for sets, limit in (
+        ({"time.dt": 0.5}, "0.3333"),  # dx = 2: 2/(L (2 + 16 κ/dx²)) = 1/3
+        ({"grid.lengths": [512.0, 512.0]}, "0.1111"),  # dx = 1 at the case's dt = 0.25: 1/9
+        ({"time.integrator": "imex", "time.dt": 1.5}, "1 "),  # IMEX: 2/(L f''_max)
+    ):
+        with pytest.raises(ConfigError, match=f"stability limit {limit}") as info:
+            resolve_case(gg, sets)
+        assert info.value.key == "time.dt" and info.value.file == str(gg)
+    assert resolve_case(gg, {"time.dt": 0.5, "time.steps": 0}).data["time"]["dt"] == 0.5  # no step, nothing to blow
+    with caplog.at_level("WARNING", logger="hybrid.cases"):
+        assert resolve_case(gg, {"time.dt": 0.5, "time.allow_unstable": True})
+    assert "running anyway" in caplog.text
+
+
+def test_hostile_values_end_in_a_config_error_naming_the_key(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    case = _write(tmp_path, TINY)
+    res = tmp_path / "res.h5"
+    assert main(["run", str(case), "--out", str(res), "--no-progress", "--no-plots"]) == 0  # 3 frames
+    from_file = ["--set", "initial.kind=file", "--set", f"initial.path='{res}'"]
+    for sets, key, says in (
+        (["time.end=inf"], "time.end", "finite"),
+        (["time.dt=nan"], "time.dt", "finite"),
+        (["time.end=1.0", "time.dt=1e-300"], "time.end", "at most 1e+09 steps"),
+        (["time.steps=10000000000"], "time.steps", "in [0, 1000000000]"),
+        (["grid.length=1e-300"], "grid.length", "in [1e-06"),
+        (["grid.points=100000000000"], "grid.points", "4194304"),
+        (["model.wetting_length=1e-300"], "model.wetting_length", "[0.001, 1000.0]"),
+        (["model.flux=1e300"], "model.flux", "[-1000.0, 1000.0]"),
+        (["model.flux=-inf"], "model.flux", "finite"),
+        (["initial.kind=sinusoid", "initial.mode=1000"], "initial.mode", "Nyquist"),
+        (["initial.modes=17"], "initial.modes", "Nyquist"),
+        ([*from_file[1::2], "initial.frame=3"], "initial.frame", "holds 3 frames"),
+        ([*from_file[1::2], "initial.frame=-4"], "initial.frame", "holds 3 frames"),
+    ):
+        args = [a for s in sets for a in ("--set", s)]
+        assert main(["run", str(case), "--out", str(tmp_path / "x.h5"), "--no-progress", *args]) == 2, sets
+        err = capsys.readouterr().err
+        assert f"case.toml: key '{key}'" in err and says in err, (sets, err)
+
+
+def test_compare_overrides_replace_the_keys_they_contradict(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`hybrid compare --set time.steps=N` on a case with time.end (overrides go through the same schema)."""
+    import json
+
+    film = CASES / "atg_film.toml"
+    sets = ["--set", "time.steps=2", "--set", "output.every=1"]
+    args = ["compare", str(film), "--term", "elastic", "--providers", "linear,linear", "--out", str(tmp_path / "ab")]
+    assert main([*args, "--no-progress", *sets]) == 0, capsys.readouterr().err
+    report = json.loads((tmp_path / "ab" / "report.json").read_text())
+    assert report["step"][-1] == 2

@@ -24,14 +24,19 @@ from __future__ import annotations
 
 import copy
 import difflib
+import logging
+import math
 import numbers
 import os
+import re
 import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal, TypeAlias, get_args
 
 import tomli_w
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "REQUIRED",
@@ -117,7 +122,8 @@ class Option:
 
     ``int`` values are accepted where ``float`` is declared (and converted); ``bool`` is
     never accepted as a number. ``min``/``max``/``choices`` apply to each element of a list.
-    A default of ``None`` makes the key optional with no value.
+    A default of ``None`` makes the key optional with no value. Floats are never ``nan`` and must be
+    finite unless ``finite`` is false (then ``±inf`` pass where the bounds allow them).
 
     Attributes:
         type: Declared type; ``"any"`` accepts anything unchecked.
@@ -129,6 +135,9 @@ class Option:
         min_exclusive: Whether ``min`` itself is excluded.
         max_exclusive: Whether ``max`` itself is excluded.
         length: Exact number of elements for list types.
+        finite: Whether float values must be finite (``nan`` is refused either way).
+        pattern: Regular expression a ``str`` value must match in full.
+        pattern_doc: What ``pattern`` means, in words (for messages and docs).
     """
 
     type: OptionType
@@ -140,6 +149,9 @@ class Option:
     min_exclusive: bool = False
     max_exclusive: bool = False
     length: int | None = None
+    finite: bool = True
+    pattern: str | None = None
+    pattern_doc: str = ""
 
     def __post_init__(self) -> None:
         if self.type not in _OPTION_TYPES:
@@ -148,6 +160,8 @@ class Option:
             raise ValueError(f"Option.min/max need a numeric type, not {self.type!r}")
         if self.length is not None and not self.type.startswith("list["):
             raise ValueError(f"Option.length needs a list type, not {self.type!r}")
+        if self.pattern is not None and _element_type(self.type) != "str":
+            raise ValueError(f"Option.pattern needs a str type, not {self.type!r}")
         if self.default is not REQUIRED and self.default is not None:
             try:
                 _check_option(self.default, self, "default")
@@ -172,7 +186,9 @@ class Table:
         open: If true, unknown keys are kept as they are instead of being an error.
 
     A key counts as "given" for ``exclusive``/``require_one`` only when present in the
-    input with a value other than ``None`` (defaults do not count).
+    input with a value other than ``None`` (defaults do not count). An override
+    (:func:`apply_overrides` with the schema) of one key of such a group replaces the other
+    keys of the group that the document holds.
     """
 
     entries: Mapping[str, Node] = field(default_factory=dict)
@@ -405,7 +421,13 @@ def _check_scalar(value: Any, type_name: str, opt: Option, path: str) -> Any:
     if type_name == "float":
         if isinstance(value, bool) or not isinstance(value, numbers.Real):
             raise ConfigError(f"expected float, got {_show(value)}", path)
-        value = float(value)
+        try:
+            value = float(value)
+        except OverflowError:
+            raise ConfigError(f"is too large for a float: {_show(value)}", path) from None
+        if math.isnan(value) or (opt.finite and math.isinf(value)):
+            allowed = f" {_range_text(opt)}" if opt.min is not None or opt.max is not None else ""
+            raise ConfigError(f"must be a finite number{allowed}, got {value!r}", path)
     elif type_name == "int":
         if isinstance(value, bool) or not isinstance(value, numbers.Integral):
             raise ConfigError(f"expected int, got {_show(value)}", path)
@@ -413,6 +435,8 @@ def _check_scalar(value: Any, type_name: str, opt: Option, path: str) -> Any:
     elif type_name == "str":
         if not isinstance(value, str):
             raise ConfigError(f"expected str, got {_show(value)}", path)
+        if opt.pattern is not None and re.fullmatch(opt.pattern, value) is None:
+            raise ConfigError(f"must be {opt.pattern_doc or 'a match of ' + repr(opt.pattern)}, got {value!r}", path)
     elif not isinstance(value, bool):
         raise ConfigError(f"expected bool (true or false), got {_show(value)}", path)
 
@@ -434,12 +458,17 @@ def _range_text(opt: Option) -> str:
     """Human-readable allowed range, e.g. ``"> 0"`` or ``"in (0, 1]"``."""
     lo, hi = opt.min, opt.max
     if lo is not None and hi is not None:
-        return f"in {'(' if opt.min_exclusive else '['}{lo!r}, {hi!r}{')' if opt.max_exclusive else ']'}"
+        return f"in {'(' if opt.min_exclusive else '['}{_num(lo)}, {_num(hi)}{')' if opt.max_exclusive else ']'}"
     if lo is not None:
-        return f"{'>' if opt.min_exclusive else '>='} {lo!r}"
+        return f"{'>' if opt.min_exclusive else '>='} {_num(lo)}"
     if hi is not None:
-        return f"{'<' if opt.max_exclusive else '<='} {hi!r}"
+        return f"{'<' if opt.max_exclusive else '<='} {_num(hi)}"
     return ""
+
+
+def _num(value: float) -> str:
+    """A bound as text: ``repr`` (``0.5``, ``4``), large floats in exponent form (``1e+09``)."""
+    return f"{value:.6g}" if isinstance(value, float) and abs(value) >= 1e6 else repr(value)
 
 
 def _element_type(type_name: str) -> str:
@@ -504,7 +533,9 @@ def load_toml(path: str | os.PathLike[str]) -> dict[str, Any]:
     name = os.fspath(path)
     try:
         with open(name, "rb") as fh:
-            return tomllib.load(fh)
+            raw = fh.read()
+        # a UTF-8 byte order mark (written by some Windows editors) is not part of the document
+        return tomllib.loads(raw.removeprefix(b"\xef\xbb\xbf").decode("utf-8"))
     except FileNotFoundError:
         raise ConfigError("file not found", file=name) from None
     except IsADirectoryError:
@@ -553,14 +584,26 @@ def apply_overrides(
     overrides: Mapping[str, Any] | Sequence[str],
     *,
     file: str | None = None,
+    schema: Table | None = None,
 ) -> dict[str, Any]:
     """Return a deep copy of ``data`` with each dotted key set, creating missing tables.
+
+    With ``schema``, an override replaces what it contradicts in ``data`` (each change is logged):
+
+    * setting one key of a :class:`Table` group (``exclusive``/``require_one``, e.g.
+      ``time.steps`` and ``time.end``) removes the other keys of that group;
+    * setting the tag of a :class:`Tagged` table to another variant (e.g. ``initial.kind``)
+      removes the keys the new variant does not accept.
+
+    Keys set by earlier overrides of the same call are never removed, so contradictory
+    overrides still fail validation.
 
     Args:
         data: Parsed document.
         overrides: ``{"time.dt": 1e-3}`` or ``["time.dt=1e-3", ...]`` (parsed with
             :func:`parse_override`); applied in order.
         file: File name used in error messages.
+        schema: Schema of the document, to find the groups and tags an override affects.
 
     Returns:
         The new document (the input is not modified).
@@ -574,6 +617,7 @@ def apply_overrides(
         if isinstance(overrides, str):
             overrides = [overrides]
         items = overrides.items() if isinstance(overrides, Mapping) else map(parse_override, overrides)
+        done: set[str] = set()
         for dotted, value in items:
             parts = dotted.split(".")
             if not all(parts):
@@ -588,12 +632,68 @@ def apply_overrides(
                         dotted,
                     )
                 node = child
+            if schema is not None:
+                _make_room(node, parts, value, _node_at(schema, result, parts[:-1]), done)
             node[parts[-1]] = copy.deepcopy(value)
+            done.add(dotted)
     except ConfigError as err:
         if err.file is None:
             err.file = file
         raise
     return result
+
+
+def _node_at(schema: Table, data: Mapping[str, Any], parts: Sequence[str]) -> Node | None:
+    """The schema node of the table at dotted ``parts`` of ``data`` (``None`` if the schema does not know it)."""
+    node: Node = schema
+    here: Any = data
+    for part in parts:
+        if isinstance(node, Tagged):
+            variant = _variant(node, here)
+            if variant is None:
+                return None
+            node = variant
+        if isinstance(node, Table) and part in node.entries:
+            node = node.entries[part]
+        elif isinstance(node, MapOf) and (node.keys is None or part in node.keys):
+            node = node.value
+        else:
+            return None
+        here = here.get(part, {}) if isinstance(here, Mapping) else {}
+    return node
+
+
+def _variant(node: Tagged, table: Any) -> Table | None:
+    """The variant of a tagged table selected by its tag value (or the default), or ``None``."""
+    name = table.get(node.tag, node.default) if isinstance(table, Mapping) else node.default
+    return node.variants.get(name) if isinstance(name, str) else None
+
+
+def _make_room(table: dict[str, Any], parts: Sequence[str], value: Any, node: Node | None, done: set[str]) -> None:
+    """Remove from ``table`` the keys that setting ``parts[-1]`` = ``value`` replaces (see :func:`apply_overrides`)."""
+    key, prefix = parts[-1], ".".join(parts[:-1])
+    dotted = _join(prefix, key)
+    if isinstance(node, Tagged) and key == node.tag:
+        old, new = _variant(node, table), node.variants.get(value) if isinstance(value, str) else None
+        if new is None or new is old or new.open:
+            return
+        gone = [k for k in table if k != node.tag and k not in new.entries and _join(prefix, k) not in done]
+        for k in gone:
+            del table[k]
+        if gone:
+            log.info("%s = %r does not take %s; dropped", dotted, value, _quoted(_join(prefix, k) for k in gone))
+        return
+    if isinstance(node, Tagged):
+        node = _variant(node, table)
+    if not isinstance(node, Table):
+        return
+    for group in (*node.exclusive, *node.require_one):
+        if key not in group:
+            continue
+        for other in group:
+            if other != key and other in table and _join(prefix, other) not in done:
+                log.info("%s replaces %s = %r", dotted, _join(prefix, other), table[other])
+                del table[other]
 
 
 _NO_DEFAULT: Final = object()
@@ -691,6 +791,8 @@ def _describe_node(node: Node, path: str, when: str, rows: list[tuple[str, ...]]
             limits.append("one of " + ", ".join(_literal(c) for c in node.choices))
         if node.length is not None:
             limits.append(f"{node.length} elements")
+        if node.pattern is not None:
+            limits.append(node.pattern_doc or f"matches `{node.pattern}`")
         default = node.default
         if default is not REQUIRED and default is not None:
             default = _check_option(default, node, path)  # e.g. 1 -> 1.0 for floats

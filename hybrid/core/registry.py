@@ -69,6 +69,9 @@ class ModelSpec:
             change the state (e.g. grain growth's ``reassign_every``): whole-model surrogates are trained on and
             jump between such states. None: every step is alike (quantum 1).
         periodic: per coordinate axis (x, y), periodic (True) or no-flux walls (False); empty: all periodic.
+        stability_limit: (integrator name, grid, resolved ``[model]``) -> (largest stable ``time.dt`` [time unit],
+            the formula it comes from with its values), or ``None`` where the integrator has no known limit; a case
+            with a larger ``time.dt`` is refused before it runs.
     """
 
     name: str
@@ -84,6 +87,7 @@ class ModelSpec:
     units: Mapping[str, str] = field(default_factory=dict)
     step_quantum: str | None = None
     periodic: tuple[bool, ...] = ()
+    stability_limit: Callable[[str, Grid, Mapping[str, Any]], tuple[float, str] | None] | None = None
 
     def unit(self, name: str) -> str:
         """Unit of a field, term, ``"time"`` or coordinate; ``""`` where the model does not state one."""

@@ -85,10 +85,12 @@ def _load_document(
     else:
         raw, file, case_dir, stem = dict(case), None, Path.cwd(), "case"
     if overrides:
+        from hybrid.cases import override_case  # the assembling layer: an override replaces what it contradicts
+
         if isinstance(overrides, str):
             overrides = [overrides]
         items = overrides.items() if isinstance(overrides, Mapping) else [parse_override(s) for s in overrides]
-        raw = apply_overrides(raw, dict(items), file=file)
+        raw = override_case(raw, dict(items), file=file)
     else:
         raw = apply_overrides(raw, {}, file=file)  # deep copy
     return raw, file, case_dir, stem

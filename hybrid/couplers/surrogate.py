@@ -425,7 +425,11 @@ MONITOR_OPTIONS = Table(
             max_exclusive=True,
         ),
         "threshold": Option(
-            "float", None, "threshold of the card's uncertainty indicator (overrides the calibration)", min=0.0
+            "float",
+            None,
+            "threshold of the card's uncertainty indicator (overrides the calibration; inf: every window from the NN)",
+            min=0.0,
+            finite=False,
         ),
         "hysteresis": Option("int", 0, "windows to stay on DNS after a fallback", min=0),
         "audit_every": Option(

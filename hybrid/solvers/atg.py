@@ -38,31 +38,43 @@ from hybrid.core.terms import TermProvider
 from hybrid.solvers.atg_kernels import make_atg_rhs
 
 
-def _positive(type_: str, default: Any, doc: str) -> Option:
-    """An option that must be > 0."""
-    return Option(type_, default, doc, min=0.0, min_exclusive=True)  # type: ignore[arg-type]
+def _positive(type_: str, default: Any, doc: str, max: float | None = None) -> Option:
+    """An option that must be > 0 (and at most ``max``)."""
+    return Option(type_, default, doc, min=0.0, min_exclusive=True, max=max)  # type: ignore[arg-type]
 
 
-def _nonnegative(type_: str, default: Any, doc: str) -> Option:
-    return Option(type_, default, doc, min=0.0)  # type: ignore[arg-type]
+def _nonnegative(type_: str, default: Any, doc: str, max: float | None = None) -> Option:
+    return Option(type_, default, doc, min=0.0, max=max)  # type: ignore[arg-type]
 
 
+MAX_MODE = 2**22
+"""Largest mode number of an initial profile (the most points of a 1D grid; the Nyquist limit N/2 applies too)."""
+
+# Physical ranges: wide around real films (surface energies 3–20 eV/nm², δ ≈ 0.1–1 nm, E ≲ 7500 eV/nm³ for
+# diamond), narrow enough that no derived quantity (ρ0, S = Δγ/δ², the stability limit) overflows.
 PARAMS = Table(
     {
-        "gamma_film": _positive("float", 6.0, "γ_f, surface energy of the thick film [eV/nm²]"),
-        "gamma_substrate": _positive("float", 8.7, "γ_s, surface energy as h → 0 (substrate) [eV/nm²]"),
-        "wetting_length": _positive("float", 0.27, "δ, decay length of the wetting interaction [nm]"),
-        "young": _positive("float", 643.75, "E, Young's modulus of film and substrate [eV/nm³] (103 GPa)"),
+        "gamma_film": _positive("float", 6.0, "γ_f, surface energy of the thick film [eV/nm²]", max=100.0),
+        "gamma_substrate": _positive("float", 8.7, "γ_s, surface energy as h → 0 (substrate) [eV/nm²]", max=100.0),
+        "wetting_length": Option("float", 0.27, "δ, decay length of the wetting interaction [nm]", min=1e-3, max=1e3),
+        "young": _positive("float", 643.75, "E, Young's modulus of film and substrate [eV/nm³] (103 GPa)", max=1e5),
         "poisson": Option(
             "float", 0.26, "ν, Poisson ratio [-]", min=-1.0, max=0.5, min_exclusive=True, max_exclusive=True
         ),
         "misfit": Option("float", 0.04, "ε_m, misfit eigenstrain of the film [-]", min=-0.2, max=0.2),
-        "mobility": _positive("float", 5.0, "M, surface mobility [nm⁴/(eV·time unit)]"),
-        "flux": Option("float", 0.0, "F, deposition flux [nm/time unit]"),
-        "substrate_depth": _positive("float", None, "H, substrate depth below y = 0 [nm] (default: grid.length)"),
-        "imex_gamma": _positive("float", None, "γ_imp of the implicit −Mγ∂⁴h part (default: max(γ_f, γ_s)) [eV/nm²]"),
+        "mobility": _positive("float", 5.0, "M, surface mobility [nm⁴/(eV·time unit)]", max=1e6),
+        "flux": Option("float", 0.0, "F, deposition flux [nm/time unit] (< 0: evaporation)", min=-1e3, max=1e3),
+        "substrate_depth": _positive(
+            "float", None, "H, substrate depth below y = 0 [nm] (default: grid.length)", max=1e9
+        ),
+        "imex_gamma": _positive(
+            "float", None, "γ_imp of the implicit −Mγ∂⁴h part (default: max(γ_f, γ_s)) [eV/nm²]", max=1e3
+        ),
         "imex_wetting": _nonnegative(
-            "float", None, "S of the implicit stabilising M S ∂²h part (default: max(γ'') = |γ_s − γ_f|/δ²) [eV/nm⁴]"
+            "float",
+            None,
+            "S of the implicit stabilising M S ∂²h part (default: max(γ'') = |γ_s − γ_f|/δ²) [eV/nm⁴]",
+            max=1e9,
         ),
     },
     doc="Ge on Si(001) defaults (docs/physics.md §1)",
@@ -71,20 +83,24 @@ PARAMS = Table(
 INITIAL = Tagged(
     "kind",
     {
-        "flat": Table({"mean": _positive("float", 5.0, "film thickness [nm]")}),
+        "flat": Table({"mean": _positive("float", 5.0, "film thickness [nm]", max=1e6)}),
         "sinusoid": Table(
             {
-                "mean": _positive("float", 5.0, "mean thickness [nm]"),
-                "amplitude": _nonnegative("float", 0.1, "amplitude A of A cos(2π mode x / L) [nm]"),
-                "mode": Option("int", 1, "number of periods in L", min=1),
+                "mean": _positive("float", 5.0, "mean thickness [nm]", max=1e6),
+                "amplitude": _nonnegative("float", 0.1, "amplitude A of A cos(2π mode x / L) [nm]", max=1e6),
+                "mode": Option("int", 1, "number of periods in L (at most grid.points / 2)", min=1, max=MAX_MODE),
             }
         ),
         "random": Table(
             {
-                "mean": _positive("float", 5.0, "mean thickness [nm]"),
-                "amplitude": _nonnegative("float", 0.1, "RMS roughness of h − mean [nm]"),
+                "mean": _positive("float", 5.0, "mean thickness [nm]", max=1e6),
+                "amplitude": _nonnegative("float", 0.1, "RMS roughness of h − mean [nm]", max=1e6),
                 "modes": Option(
-                    "int", 10, "highest Fourier mode (modes 1..modes, equal amplitude, random phase)", min=1
+                    "int",
+                    10,
+                    "highest Fourier mode (modes 1..modes, equal amplitude, random phase; at most grid.points / 2)",
+                    min=1,
+                    max=MAX_MODE,
                 ),
             }
         ),
@@ -98,6 +114,23 @@ INITIAL = Tagged(
     default="random",
     doc="initial film profile",
 )
+
+
+def stability_limit(integrator: str, grid: Grid, params: Mapping[str, Any]) -> tuple[float, str] | None:
+    """Largest stable dt [time unit] of explicit Euler: dx⁴/(8 M γ_max) for the compact form (docs/physics.md §1).
+
+    IMEX treats the stiff parts implicitly and has no such limit (``None``).
+    """
+    if integrator != "euler":
+        return None
+    dx, m = grid.dx, float(params["mobility"])
+    g = max(float(params["gamma_film"]), float(params["gamma_substrate"]))
+    limit = dx**4 / (8.0 * m * g)
+    return limit, (
+        f"explicit Euler needs dt ≤ dx⁴/(8 M max(γ_f, γ_s)) = {dx:g}⁴/(8 · {m:g} · {g:g}) = {limit:.4g} "
+        "(model.mobility, model.gamma_film, model.gamma_substrate; docs/physics.md §1); "
+        "time.integrator = 'imex' has no such limit"
+    )
 
 
 def finalize_params(grid: Grid, params: dict[str, Any]) -> dict[str, Any]:
@@ -121,11 +154,13 @@ def initial_profile(ctx: Context, init: Mapping[str, Any]) -> dict[str, np.ndarr
     if kind == "flat":
         h = np.full(grid.points[0], init["mean"], dtype=np.float64)
     elif kind == "sinusoid":
+        if init["mode"] > grid.points[0] // 2:  # a higher mode aliases to a lower one on the grid
+            raise ConfigError(f"must be <= points/2 = {grid.points[0] // 2} (Nyquist limit)", key="initial.mode")
         h = init["mean"] + init["amplitude"] * np.cos(2 * np.pi * init["mode"] * x / L)
     elif kind == "random":
         modes = int(init["modes"])
         if modes > grid.points[0] // 2:
-            raise ConfigError(f"must be <= points/2 = {grid.points[0] // 2}", key="initial.modes")
+            raise ConfigError(f"must be <= points/2 = {grid.points[0] // 2} (Nyquist limit)", key="initial.modes")
         phases = ctx.rng(0).uniform(0.0, 2 * np.pi, size=modes)
         m = np.arange(1, modes + 1)[:, None]
         pert = np.cos(2 * np.pi * m * x[None, :] / L + phases[:, None]).sum(axis=0)
@@ -141,7 +176,8 @@ def initial_profile(ctx: Context, init: Mapping[str, Any]) -> dict[str, np.ndarr
         raise ConfigError(f"unknown kind {kind!r}", key="initial.kind")
     if np.any(h < 0):
         raise ConfigError(
-            f"the initial profile reaches h = {h.min():.3g} < 0 nm; raise mean or lower amplitude", key="initial"
+            f"the initial profile reaches h = {h.min():.3g} < 0 nm; raise initial.mean or lower initial.amplitude",
+            key="initial",
         )
     return {"h": np.ascontiguousarray(h, dtype=np.float64)}
 
@@ -156,6 +192,11 @@ def _load_profile(path: Path, frame: int) -> np.ndarray:
     with h5py.File(path, "r") as f:
         if "fields/h" not in f:
             raise ConfigError(f"{path} has no dataset fields/h", key="initial.path")
+        frames = len(f["fields/h"])
+        if not -frames <= frame < frames:
+            raise ConfigError(
+                f"{path} holds {frames} frames (0..{frames - 1}, or -{frames}..-1), got {frame}", key="initial.frame"
+            )
         return np.asarray(f["fields/h"][frame], dtype=np.float64)
 
 
@@ -371,6 +412,7 @@ register_model(
         initial_state=initial_profile,
         terms={"elastic": "fem"},
         finalize_params=finalize_params,
+        stability_limit=stability_limit,
         grid_ndim=1,
         units={"h": "nm", "elastic": "eV/nm³", "x": "nm", "time": "time unit"},
         doc="strained-film surface diffusion (Asaro–Tiller–Grinfeld), docs/physics.md §1",

@@ -85,29 +85,26 @@ from hybrid.solvers.grains import (
 
 log = logging.getLogger(__name__)
 
+_CMIN, _CMAX = 1e-6, 1e6  # nondimensional coefficients are of order 1; far outside that, a slip
+
+
 PARAMS = Table(
     {
         "alpha": Option(
-            "float",
-            1.0,
-            "α, coefficient of −α/2 η² in the bulk free energy [energy density]",
-            min=0.0,
-            min_exclusive=True,
+            "float", 1.0, "α, coefficient of −α/2 η² in the bulk free energy [energy density]", min=_CMIN, max=_CMAX
         ),
-        "beta": Option("float", 1.0, "β, coefficient of β/4 η⁴ [energy density]", min=0.0, min_exclusive=True),
+        "beta": Option("float", 1.0, "β, coefficient of β/4 η⁴ [energy density]", min=_CMIN, max=_CMAX),
         "gamma": Option(
             "float",
             1.0,
             "γ, pair coupling γ η_i² η_j² (j > i) [energy density]; 1.5: symmetric Moelans boundary",
-            min=0.0,
-            min_exclusive=True,
+            min=_CMIN,
+            max=_CMAX,
         ),
         "kappa": Option(
-            "float", 2.0, "κ, gradient energy coefficient [energy density · length²]", min=0.0, min_exclusive=True
+            "float", 2.0, "κ, gradient energy coefficient [energy density · length²]", min=_CMIN, max=_CMAX
         ),
-        "mobility": Option(
-            "float", 1.0, "L, Allen–Cahn mobility [1/(energy density · time)]", min=0.0, min_exclusive=True
-        ),
+        "mobility": Option("float", 1.0, "L, Allen–Cahn mobility [1/(energy density · time)]", min=_CMIN, max=_CMAX),
         "order_parameters": Option(
             "int", 16, "Q, number of order parameters (fields of eta); grains share them", min=2, max=1024
         ),
@@ -125,6 +122,7 @@ PARAMS = Table(
             "(default 10 ℓ, ℓ = sqrt(κ/(2γ − α)) the decay length of an η tail)",
             min=0.0,
             min_exclusive=True,
+            max=1e9,
         ),
         "reassign_halo": Option(
             "float",
@@ -132,6 +130,7 @@ PARAMS = Table(
             "h, η within h of a moved grain moves with it [length] (default b/2)",
             min=0.0,
             min_exclusive=True,
+            max=1e9,
         ),
     },
     doc="Fan–Chen multi-order-parameter grain growth (docs/physics.md §2), nondimensional units",
@@ -141,11 +140,19 @@ INITIAL = Tagged(
     "kind",
     {
         "voronoi": Table(
-            {"grains": Option("int", 1000, "number of grains (Voronoi cells of random seeds)", min=1)},
+            {
+                "grains": Option(
+                    "int", 1000, "number of grains (Voronoi cells of random seeds; at most nx·ny / 4)", min=1, max=2**26
+                )
+            },
             doc="periodic Voronoi tessellation of seeds drawn from the case seed",
         ),
         "circle": Table(
-            {"radius": Option("float", doc="radius of the circular grain [length]", min=0.0, min_exclusive=True)},
+            {
+                "radius": Option(
+                    "float", doc="radius of the circular grain [length]", min=0.0, min_exclusive=True, max=1e9
+                )
+            },
             doc="one circular grain (η_0) centred in the domain inside another grain (η_1)",
         ),
         "file": Table(
@@ -162,6 +169,39 @@ INITIAL = Tagged(
     default="voronoi",
     doc="initial grain structure",
 )
+
+
+def bulk_curvature(params: Mapping[str, Any]) -> float:
+    """f''_max = max(2α, α(2γ/β − 1)): the curvature of the bulk free energy at a grain's equilibrium.
+
+    (Inside grain q, η_q = sqrt(α/β): ∂²f0/∂η_q² = 2α, and ∂²f0/∂η_p² = −α + 2γ α/β for the others; 2 for
+    α = β = γ = 1, the value of docs/physics.md §2.)
+    """
+    a, b, g = float(params["alpha"]), float(params["beta"]), float(params["gamma"])
+    return max(2.0 * a, a * (2.0 * g / b - 1.0))
+
+
+def stability_limit(integrator: str, grid: Grid, params: Mapping[str, Any]) -> tuple[float, str] | None:
+    """Largest stable dt of ``euler`` (dt·L·(f''_max + 4κ(1/dx² + 1/dy²)) ≤ 2) and ``imex`` (dt·L·f''_max ≤ 2).
+
+    docs/physics.md §2; ``None`` for other integrators.
+    """
+    dx, dy = grid.spacing
+    m, k, f2 = float(params["mobility"]), float(params["kappa"]), bulk_curvature(params)
+    terms = "L = model.mobility, f''_max = max(2α, α(2γ/β − 1)) from model.alpha, model.beta, model.gamma"
+    values = f"L = {m:g}, f''_max = {f2:g}"
+    if integrator == "euler":
+        stiff = f2 + 4.0 * k * (1.0 / dx**2 + 1.0 / dy**2)
+        limit = 2.0 / (m * stiff)
+        return limit, (
+            f"explicit Euler needs dt · L · (f''_max + 4κ(1/dx² + 1/dy²)) ≤ 2, dt ≤ {limit:.4g} with {values}, "
+            f"κ = {k:g} ({terms}, κ = model.kappa; docs/physics.md §2); "
+            f"time.integrator = 'imex' allows dt ≤ {2.0 / (m * f2):.4g}"
+        )
+    if integrator == "imex":
+        limit = 2.0 / (m * f2)
+        return limit, f"IMEX needs dt · L · f''_max ≤ 2, dt ≤ {limit:.4g} with {values} ({terms}; docs/physics.md §2)"
+    return None
 
 
 def tail_length(params: Mapping[str, Any]) -> float:
@@ -338,6 +378,11 @@ def initial_state(ctx: Context, init: Mapping[str, Any]) -> dict[str, np.ndarray
     kind = init["kind"]
     labels: np.ndarray | None = None
     if kind == "voronoi":
+        if init["grains"] > nx * ny // 4:
+            raise ConfigError(
+                f"must be at most nx·ny / 4 = {nx * ny // 4} (grains of a few grid points at least)",
+                key="initial.grains",
+            )
         cells = voronoi_cells(grid, int(init["grains"]), ctx.rng(0))
         geo = GrainGeometry.from_components(cells, int(init["grains"]), np.zeros_like(cells), grid.spacing)
         index = colour_grains(geo, nq, float(p["reassign_buffer"]))
@@ -387,6 +432,11 @@ def _load_eta(path: Path, frame: int) -> tuple[np.ndarray, np.ndarray | None]:
         if "fields/eta" not in f:
             raise ConfigError(
                 f'{path} has no dataset fields/eta (save it with output.fields = ["grain", "eta"])', key="initial.path"
+            )
+        frames = len(f["fields/eta"])
+        if not -frames <= frame < frames:
+            raise ConfigError(
+                f"{path} holds {frames} frames (0..{frames - 1}, or -{frames}..-1), got {frame}", key="initial.frame"
             )
         eta = np.asarray(f["fields/eta"][frame], dtype=np.float64)
         labels = np.asarray(f["fields/grain"][frame]) if "fields/grain" in f else None
@@ -824,6 +874,7 @@ register_model(
         units={"eta": "1", "grain": "1", "x": "grid unit", "y": "grid unit", "time": "time unit"},
         step_quantum="reassign_every",
         finalize_params=finalize_params,
+        stability_limit=stability_limit,
         grid_ndim=2,
         plot=plot_grain_growth,
         doc="multi-order-parameter (Fan–Chen) grain growth, grain tracking, index reassignment (docs/physics.md §2)",

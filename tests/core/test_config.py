@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import pickle
 import tomllib
 from pathlib import Path
@@ -302,7 +303,7 @@ def test_out_of_range_messages() -> None:
     err = error_of(with_("initial.radius", 0.5))
     assert err.key == "initial.radius" and "must be in [0, 0.5), got 0.5" in str(err)
     err = error_of(with_("time.dt", float("nan")))
-    assert "must be > 0" in str(err)
+    assert err.key == "time.dt" and "must be a finite number > 0, got nan" in str(err)
 
 
 def test_range_checked_per_list_element() -> None:
@@ -587,3 +588,90 @@ def test_describe() -> None:
 def test_describe_prefix() -> None:
     text = describe(Table({"dt": Option("float", 1)}), prefix="time")
     assert "| `time.dt` | float | 1.0 |" in text
+
+
+# --------------------------------------------------------------------------- overrides that replace file keys
+
+
+def test_override_of_one_group_key_replaces_the_others(caplog: pytest.LogCaptureFixture) -> None:
+    doc = {"case": {"name": "demo", "model": "atg"}, "time": {"dt": 0.1, "end": 5.0}, "grid": {"lengths": [1.0, 2.0]}}
+    with caplog.at_level("INFO", logger="hybrid.core.config"):
+        out = apply_overrides(doc, ["time.steps=7", "grid.length=3.0"], schema=SCHEMA)
+    assert out["time"] == {"dt": 0.1, "steps": 7} and out["grid"] == {"length": 3.0}
+    assert "time.steps replaces time.end = 5.0" in caplog.text and "grid.length replaces grid.lengths" in caplog.text
+    assert validate(out, SCHEMA)["time"]["steps"] == 7
+    back = apply_overrides(out, {"time.end": 2.0}, schema=SCHEMA)  # and the reverse
+    assert back["time"] == {"dt": 0.1, "end": 2.0}
+    assert doc["time"] == {"dt": 0.1, "end": 5.0}  # the input is untouched
+
+
+def test_override_without_schema_and_contradictory_overrides_still_fail() -> None:
+    doc = {"case": {"name": "demo", "model": "atg"}, "time": {"dt": 0.1, "end": 5.0}}
+    err = error_of(apply_overrides(doc, {"time.steps": 7}))  # no schema: the file's end stays
+    assert err.key == "time" and "exactly one of 'time.steps', 'time.end'" in str(err)
+    both = apply_overrides(doc, {"time.steps": 7, "time.end": 1.0}, schema=SCHEMA)  # both from the overrides
+    assert both["time"] == {"dt": 0.1, "steps": 7, "end": 1.0}
+    assert "got 'time.steps', 'time.end'" in str(error_of(both))
+
+
+def test_switching_a_tag_drops_the_keys_the_new_variant_does_not_take(caplog: pytest.LogCaptureFixture) -> None:
+    doc = {"initial": {"kind": "circle", "radius": 0.2}, "terms": {"elastic": {"provider": "nn", "weights": "w"}}}
+    with caplog.at_level("INFO", logger="hybrid.core.config"):
+        out = apply_overrides(doc, {"initial.kind": "file", "terms.elastic.provider": "fem"}, schema=SCHEMA)
+    assert out["initial"] == {"kind": "file"} and out["terms"]["elastic"] == {"provider": "fem"}
+    assert "initial.kind = 'file' does not take 'initial.radius'; dropped" in caplog.text
+    assert "terms.elastic.provider = 'fem' does not take 'terms.elastic.weights'; dropped" in caplog.text
+    # keys given by the overrides themselves are kept (and validation names them)
+    kept = apply_overrides(doc, ["initial.radius=0.3", "initial.kind=file"], schema=SCHEMA)
+    assert kept["initial"] == {"kind": "file", "radius": 0.3}
+    # the same tag again, or an unknown one, keeps the file's keys
+    assert apply_overrides(doc, {"initial.kind": "circle"}, schema=SCHEMA)["initial"]["radius"] == 0.2
+    assert apply_overrides(doc, {"initial.kind": "cone"}, schema=SCHEMA)["initial"]["radius"] == 0.2
+    # the default variant counts as the file's when the tag is absent
+    assert apply_overrides({"initial": {"radius": 0.2}}, {"initial.kind": "file"}, schema=SCHEMA)["initial"] == {
+        "kind": "file"
+    }
+
+
+# --------------------------------------------------------------------------- numbers, strings, files
+
+
+@pytest.mark.parametrize("value", [float("inf"), float("-inf"), float("nan")])
+def test_floats_must_be_finite_even_when_unbounded(value: float) -> None:
+    schema = Table({"x": Option("float", 0.0), "y": Option("list[float]", None), "z": Option("float", 0.0, min=0)})
+    for key, bad in (("x", value), ("y", [1.0, value]), ("z", value)):
+        with pytest.raises(ConfigError, match="must be a finite number") as err:
+            validate({key: bad}, schema, file=FILE)
+        assert err.value.key == (f"{key}[1]" if key == "y" else key) and err.value.file == FILE
+    infinite = Table({"x": Option("float", 0.0, min=0.0, finite=False)})
+    if value == math.inf:
+        assert validate({"x": value}, infinite)["x"] == math.inf  # allowed where declared
+    else:  # nan never, -inf not within the bounds
+        with pytest.raises(ConfigError, match="must be"):
+            validate({"x": value}, infinite)
+
+
+def test_an_int_too_large_for_a_float_is_a_config_error() -> None:
+    err = error_of(with_("time.dt", 10**400))
+    assert err.key == "time.dt" and "too large for a float" in str(err)
+
+
+def test_string_pattern() -> None:
+    opt = Option("str", None, pattern=r"[a-z]+", pattern_doc="lower-case letters")
+    schema = Table({"name": opt})
+    assert validate({"name": "abc"}, schema)["name"] == "abc"
+    with pytest.raises(ConfigError, match="must be lower-case letters, got 'a/b'") as err:
+        validate({"name": "a/b"}, schema)
+    assert err.value.key == "name"
+    assert "lower-case letters" in describe(schema)
+    with pytest.raises(ValueError, match="pattern needs a str type"):
+        Option("int", 0, pattern="[0-9]")
+
+
+def test_load_toml_accepts_a_utf8_byte_order_mark(tmp_path: Path) -> None:
+    path = tmp_path / "bom.toml"
+    path.write_bytes(b"\xef\xbb\xbf" + '[case]\nname = "é"\n'.encode())
+    assert load_toml(path) == {"case": {"name": "é"}}
+    path.write_bytes(b"\xff\xfe[case]\n")
+    with pytest.raises(ConfigError, match="not a text TOML file"):
+        load_toml(path)

@@ -243,7 +243,7 @@ def test_blow_up_stops_with_a_message_and_keeps_the_last_good_checkpoint(tmp_pat
     # grain growth, explicit Euler at dt = 0.8, 1.6x the limit dx² / (4 L κ) = 0.5: grid-scale modes grow by
     # |1 - 8 L κ dt / dx²| = 2.2 per step and η leaves [-0.5, 1.5] at step 2, long before it overflows
     sets = {"grid.shape": [32, 32], "grid.lengths": [64.0, 64.0], "initial.grains": 6, "model.order_parameters": 8}
-    sets |= {"time.integrator": "euler", "time.dt": 0.8, "time.steps": 2000}
+    sets |= {"time.integrator": "euler", "time.dt": 0.8, "time.steps": 2000, "time.allow_unstable": True}
     sets |= {"output.every": 50, "output.checkpoint_every": 1, "output.check_every": 1}
     sim = load_case(GRAIN_GROWTH, sets, out=tmp_path / "boom.h5", progress=False)
     with pytest.raises(SimulationBlowUp, match=r"field 'eta' left its bounds \[-0.5, 1.5\] at step") as err:
@@ -285,7 +285,7 @@ def test_atg_declares_bounds_of_a_few_domain_heights(tmp_path: Path) -> None:
 def test_a_negative_film_thickness_stops_the_run_like_a_blow_up(tmp_path: Path) -> None:
     """Explicit Euler past its limit: h oscillates below 0 long before it overflows; the run stops there."""
     sets = {"terms.elastic.provider": "linear", "time.integrator": "euler", "time.dt": 0.01, "time.end": 5.0}
-    sets |= {"output.every": 5, "output.checkpoint_every": 5}
+    sets |= {"output.every": 5, "output.checkpoint_every": 5, "time.allow_unstable": True}
     sim = load_case(ATG_FILM, sets, out=tmp_path / "neg.h5", progress=False)
     with pytest.raises(SimulationBlowUp, match=r"field 'h' fell below 0 \(minimum -") as err:
         sim.run()
@@ -298,7 +298,12 @@ def test_a_negative_film_thickness_stops_the_run_like_a_blow_up(tmp_path: Path) 
 def test_a_provider_refusing_an_unphysical_state_stops_the_run_with_its_reason(tmp_path: Path) -> None:
     """The FEM raises UnphysicalState on h < 0 between two checks; the run loop reports it as a blow-up."""
     sets = {"terms.elastic.provider": "fem", "time.integrator": "euler", "time.dt": 0.05, "time.end": 20.0}
-    sets |= {"output.every": 1000, "output.checkpoint_every": 2, "output.check_every": 1000}
+    sets |= {
+        "output.every": 1000,
+        "output.checkpoint_every": 2,
+        "output.check_every": 1000,
+        "time.allow_unstable": True,
+    }
     sim = load_case(ATG_FILM, sets, out=tmp_path / "fem.h5", progress=False)
     with pytest.raises(SimulationBlowUp, match=r"met an unphysical state: h must be >= 0 \(film thickness\)") as err:
         sim.run()

@@ -124,7 +124,10 @@ def test_blow_up_names_the_trajectory(tmp_path: Path) -> None:
     sets = resolve_trajectory_spec(TINY)[0]["trajectories"]["set"]
     with pytest.raises(SimulationBlowUp, match=r"trajectory 0 \(case.seed = 5\).*NaN/inf"):
         generate_trajectories(
-            TINY, tmp_path / "nan.h5", workers=1, overrides={"trajectories.set": [*sets, "time.dt=20.0"]}
+            TINY,
+            tmp_path / "nan.h5",
+            workers=1,
+            overrides={"trajectories.set": [*sets, "time.dt=20.0", "time.allow_unstable=true"]},
         )
     assert not (tmp_path / "nan.h5").exists() and not list(tmp_path.iterdir())
 
