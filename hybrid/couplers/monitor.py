@@ -325,6 +325,7 @@ class Monitor(MonitorPolicy, TermProvider):
         )
         self.name = nn.name
         self.inputs = getattr(nn, "inputs", ())
+        self.grid_shape = getattr(nn, "grid_shape", None) or getattr(dns, "grid_shape", None)  # the input check's
         self.nn = nn
         self.dns = dns
         self.capture = capture

@@ -74,7 +74,7 @@ class NNElastic(TermProvider):
         from hybrid.models.ensemble import EnsembleCNN1d
         from hybrid.solvers.elasticity import misfit_energy_density
 
-        super().__init__()
+        super().__init__(ctx)
         p = ctx.params
         self.rho0 = misfit_energy_density(p["young"], p["poisson"], p["misfit"])
         self.dx = float(ctx.grid.dx)

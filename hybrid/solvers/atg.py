@@ -34,7 +34,7 @@ from hybrid.core.config import ConfigError, Option, Table, Tagged
 from hybrid.core.grid import Grid
 from hybrid.core.registry import Context, ModelSpec, register_model, register_provider
 from hybrid.core.state import State
-from hybrid.core.terms import TermProvider
+from hybrid.core.terms import FieldRange, TermProvider, declare_inputs
 from hybrid.solvers.atg_kernels import make_atg_rhs
 
 
@@ -211,7 +211,7 @@ class LinearElastic(TermProvider):
     def __init__(self, ctx: Context) -> None:
         from hybrid.solvers.elasticity import misfit_energy_density
 
-        super().__init__()
+        super().__init__(ctx)
         p = ctx.params
         self.rho0 = misfit_energy_density(p["young"], p["poisson"], p["misfit"])
         self.grid = ctx.grid
@@ -242,7 +242,7 @@ class FEMElastic(TermProvider):
     def __init__(self, ctx: Context, options: Mapping[str, Any]) -> None:
         from hybrid.solvers.elasticity import FilmElasticitySolver
 
-        super().__init__()
+        super().__init__(ctx)
         p = ctx.params
         self.solver = FilmElasticitySolver(
             ctx.grid.lengths[0],
@@ -347,6 +347,12 @@ def plot_atg(results_h5: Path, out_dir: Path) -> list[Path]:
     return paths
 
 
+UNITS = {"h": "nm", "elastic": "eV/nm³", "x": "nm", "time": "time unit"}
+"""Units of the ATG fields, term and coordinates (docs/physics.md §1)."""
+
+# the term `elastic` reads the film thickness, which cannot be negative: every provider refuses h < 0
+declare_inputs("elastic", h=FieldRange(min=0.0, unit=UNITS["h"], what="a film thickness"))
+
 register_model(
     ModelSpec(
         name="atg",
@@ -358,7 +364,7 @@ register_model(
         terms={"elastic": "fem"},
         finalize_params=finalize_params,
         grid_ndim=1,
-        units={"h": "nm", "elastic": "eV/nm³", "x": "nm", "time": "time unit"},
+        units=UNITS,
         doc="strained-film surface diffusion (Asaro–Tiller–Grinfeld), docs/physics.md §1",
     )
 )
