@@ -276,9 +276,9 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
 def _describe_weights(directory: Path) -> str:
     """Summary of an NN ensemble directory (weights.pt + model_card.json)."""
-    from hybrid.models.card import read_card
+    from hybrid.models.card import load_ensemble
 
-    card = read_card(directory)
+    _, card = load_ensemble(directory, device="cpu")  # refuses an unreadable or corrupted weights.pt, saying why
     arch = card.get("architecture", {})
     cal = card.get("calibration", {})
     sur = card.get("surrogate")

@@ -287,6 +287,8 @@ class CaptureFile:
 def _capture_provenance(ctx: Context, nn: NNElastic, **monitor: Any) -> str:
     """A TOML block saying which run produced a capture (one block per appending run): grid, seed, parameters,
     the monitor's ensemble (weights sha256) and settings, so the card of an ensemble refined on it names its data."""
+    from hybrid.models.card import portable_path
+
     weights = nn.card.get("weights", {})
     lines = [
         f"# captured {_now()} by the elastic monitor of a run of model {ctx.model or 'atg'}",
@@ -294,7 +296,7 @@ def _capture_provenance(ctx: Context, nn: NNElastic, **monitor: Any) -> str:
         f"seed = {int(ctx.seed)}",
         f"length = {float(ctx.grid.lengths[0])!r}",
         f"points = {int(ctx.grid.points[0])}",
-        f"monitor_weights = {json.dumps(str(nn.weights))}",  # a JSON string is a valid TOML basic string
+        f"monitor_weights = {json.dumps(portable_path(nn.weights))}",  # a JSON string is a valid TOML string
         f"monitor_weights_sha256 = {json.dumps(str(weights.get('sha256', '')))}",
         *(f"{k} = {json.dumps(v) if isinstance(v, str | int) else repr(float(v))}" for k, v in monitor.items()),
         "[capture.model]",
