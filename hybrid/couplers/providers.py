@@ -159,6 +159,11 @@ class NNElastic(TermProvider):
     def evaluate(self, state: State) -> Array:
         return self.predict(state).mean
 
+    @property
+    def error_measure(self) -> str:
+        """What :meth:`error` and the monitor's tolerance measure, for plot axes and reports."""
+        return "RMSE(ρ) / ρ0" if self.metric == "rho0" else "RMSE(ρ − ⟨ρ⟩) / std(ρ)"
+
     def error(self, state: State, nn_value: Array, dns_value: Array) -> float:
         """Error of ρ against DNS in the units of the tolerance: RMSE / ρ0 (``metric = "rho0"``) or the relative
         RMSE of the mean-removed ρ (``"modulation"``)."""
