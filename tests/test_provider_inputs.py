@@ -175,3 +175,39 @@ def test_a_call_with_the_wrong_number_of_fields_names_the_fields() -> None:
     h = _inputs("elastic", p)[0]
     with pytest.raises(ValueError, match=r"term 'elastic' takes 1 field\(s\) h, got 2 array\(s\)"):
         p(h, h)
+
+
+def test_bare_float64_arrays_reach_the_provider_without_a_copy() -> None:
+    """numpy float64 and CPU float64 tensors are wrapped, not copied, on their way to ``evaluate``."""
+    from hybrid.core.terms import TermProvider
+
+    seen: list[Any] = []
+
+    class Probe(TermProvider):
+        name = "probe"
+        inputs = ("h",)
+
+        def evaluate(self, state: State) -> Any:
+            seen.append(state["h"])
+            return state["h"] * 2.0
+
+    h = np.linspace(1.0, 2.0, 8)
+    probe = Probe()
+    out64 = probe(h)
+    assert np.shares_memory(seen[0], h) and out64.dtype == np.float64
+    t = torch.from_numpy(h)
+    out = probe(t)
+    assert seen[1].data_ptr() == t.data_ptr() and out.dtype == torch.float64
+    out32 = probe(h.astype(np.float32))
+    assert out32.dtype == np.float32 and seen[2].dtype == np.float64  # computed in float64, returned as given
+
+
+def test_check_input_on_a_device_style_tensor_reduces_on_the_tensor() -> None:
+    """bfloat16 (like a CUDA tensor) is checked by torch's own reduction instead of a numpy view."""
+    a = torch.tensor([1.0, 2.0, -1.0], dtype=torch.bfloat16)
+    with pytest.raises(UnphysicalState, match=r"fell below 0 \(minimum -1\)"):
+        check_input("t", "h", a, (3,), FieldRange(min=0.0))
+    a[2] = math.nan
+    with pytest.raises(UnphysicalState, match="holds NaN/inf"):
+        check_input("t", "h", a, (3,), FieldRange(min=0.0))
+    check_input("t", "h", torch.arange(3), (3,), FieldRange(min=0.0))  # integer tensors: min/max, not aminmax
