@@ -81,17 +81,16 @@ def check_input(term: str, name: str, a: Array, shape: tuple[int, ...] | None, b
             raise ValueError(_dtype_message(term, name, str(a.dtype)))
         lo, hi = _min_max(a)
     elif _is_tensor(a):
-        import torch
-
-        if shape is not None and tuple(a.shape) != shape:
+        if shape is not None and a.shape != shape:
             raise ValueError(_shape_message(term, name, tuple(a.shape), shape))
-        if a.dtype == torch.bool or a.is_complex():
+        kind = _torch_kind(a.dtype)
+        if kind not in "fiuF":
             raise ValueError(_dtype_message(term, name, str(a.dtype)))
-        t = a.detach()
-        if t.device.type != "cpu" or t.dtype == torch.bfloat16:  # one reduction kernel, one device sync
-            lo, hi = torch.stack(torch.aminmax(t) if t.dtype.is_floating_point else (t.min(), t.max())).tolist()
-        else:  # a numpy view: numpy's reductions cost less than torch's on small arrays
+        t = a.detach() if a.requires_grad else a
+        if a.is_cpu and kind != "F":  # a numpy view: numpy's reductions cost less than torch's on small arrays
             lo, hi = _min_max(t.numpy())
+        else:  # one reduction kernel, one device synchronisation
+            lo, hi = _torch_min_max(t, kind)
     else:
         raise ValueError(f"term {term!r}: field {name!r} must be a numpy array or a torch tensor, got {_describe(a)}")
     b = bounds or _NO_BOUNDS
@@ -113,6 +112,37 @@ _MIN, _MAX = np.minimum.reduce, np.maximum.reduce
 def _min_max(a: np.ndarray) -> tuple[float, float]:
     """(min, max) of ``a``; NaN when ``a`` holds a NaN (two reductions, no temporary array)."""
     return float(_MIN(a, axis=None)), float(_MAX(a, axis=None))
+
+
+_TORCH_KINDS: dict[Any, str] = {}
+
+
+def _torch_kind(dtype: Any) -> str:
+    """numpy-style kind of a torch dtype: "f" float, "F" float without a numpy view (bfloat16), "i"/"u" integers,
+    "b" bool, "c" complex."""
+    kind = _TORCH_KINDS.get(dtype)
+    if kind is None:
+        import torch
+
+        if dtype == torch.bool:
+            kind = "b"
+        elif dtype.is_complex:
+            kind = "c"
+        elif dtype.is_floating_point:
+            kind = "f" if dtype in (torch.float64, torch.float32, torch.float16) else "F"
+        else:
+            kind = "u" if dtype == torch.uint8 else "i"
+        _TORCH_KINDS[dtype] = kind
+    return kind
+
+
+def _torch_min_max(t: Any, kind: str) -> tuple[float, float]:
+    """(min, max) of tensor ``t`` on its device, fetched in one synchronisation; NaN when ``t`` holds a NaN."""
+    import torch
+
+    pair = torch.aminmax(t) if kind in "fF" else (t.min(), t.max())
+    lo, hi = torch.stack(pair).tolist()
+    return float(lo), float(hi)
 
 
 def _shape_message(term: str, name: str, got: tuple[int, ...], shape: tuple[int, ...]) -> str:
