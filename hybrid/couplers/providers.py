@@ -3,11 +3,15 @@
 - ``nn``: the trained ensemble's mean, ρ = ρ0 · mean_k (ρ_k/ρ0) [eV/nm³]. Inference runs in float32 (stated in
   the model card) on the state's device under torch, or on the CPU for numpy states, where the profile is handed
   to torch without a copy (``torch.from_numpy``) and converted to float32 once. The output is float64 on the
-  state's backend, like every DNS term.
+  state's backend, like every DNS term (a bare-array call returns the dtype it was given:
+  :class:`hybrid.core.terms.TermProvider`).
 - ``monitor``: :class:`hybrid.couplers.monitor.Monitor` around ``nn`` with ``fem`` (or ``linear``) as fallback.
 
+Both check their input as every provider of ``elastic`` does (:func:`hybrid.core.terms.check_input`): h of the
+case grid's shape (N,), finite, >= 0 nm.
+
 The ensemble sees only the shape of the profile (features in grid units: see :mod:`hybrid.models.features`) and
-predicts ρ/ρ0, so changing E, ν or the misfit rescales ρ exactly and any profile length runs.
+predicts ρ/ρ0, so changing E, ν or the misfit rescales ρ exactly and a case of any grid size can use it.
 """
 
 from __future__ import annotations
