@@ -280,9 +280,9 @@ def _cmd_info(args: argparse.Namespace) -> int:
 def _describe_weights(directory: Path) -> str:
     """Summary of an NN ensemble directory (weights.pt + model_card.json), by the kind that wrote it."""
     from hybrid.couplers.pipeline import train_kind_of_card
-    from hybrid.models.card import read_card
+    from hybrid.models.card import load_ensemble
 
-    card = read_card(directory)
+    _, card = load_ensemble(directory, device="cpu")  # refuses an unreadable or corrupted weights.pt, saying why
     return "\n".join(train_kind_of_card(card, str(card.get("path"))).describe(directory, card))
 
 

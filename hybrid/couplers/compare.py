@@ -21,7 +21,8 @@ reference, typically the DNS), from the same seed and therefore the same initial
     descriptors   {name: {label: [one value per frame]}} (hybrid.couplers.descriptors, by model)
     extras:       labels, step, model, case_name, overrides, outputs {label: file}, build_seconds {label: s},
                   timing {label: Simulation.timing()}, monitor {label: summary of /monitor/<term>: decisions,
-                  nn, fallbacks, nn_fraction, audits, max/mean audit error, max uncertainty}, grid, plots
+                  nn, fallbacks, nn_fraction, audits, max/mean audit error, max uncertainty; and the monitor's
+                  tolerance with error_measure, the unit of the tolerance and the audit errors}, grid, plots
 
 Labels are the provider names; when A and B are the same provider they become ``"<name>:A"`` and
 ``"<name>:B"`` so that the keys of ``wall_seconds``, ``nn_fraction`` and ``descriptors`` stay distinct.
@@ -260,7 +261,7 @@ def compare(
         timing[label] = sim.timing()
         table = r["monitor"].get(term)
         if table is not None:
-            monitor[label] = _monitor_summary(table)
+            monitor[label] = {**_monitor_summary(table), **_judged_by(obj)}
 
     report: dict[str, Any] = {
         "case": str(case) if isinstance(case, str | Path) else rc.data["case"]["name"],
@@ -352,6 +353,17 @@ def _monitor_summary(table: Mapping[str, np.ndarray]) -> dict[str, Any]:
     }
 
 
+def _judged_by(obj: Any) -> dict[str, Any]:
+    """The monitor's ``tolerance`` and the unit its audited errors and tolerance are stated in (``error_measure``,
+    from the ensemble), for a Monitor term or a surrogate stepper with a monitor policy; {} for others."""
+    policy = getattr(obj, "policy", None) or obj
+    tolerance = getattr(policy, "tolerance", None)
+    if tolerance is None:
+        return {}
+    measure = getattr(getattr(obj, "nn", None), "error_measure", "")
+    return {"tolerance": float(tolerance), "error_measure": str(measure)}
+
+
 def _plain_overrides(overrides: Mapping[str, Any] | Sequence[str] | None) -> Any:
     if overrides is None:
         return {}
@@ -415,6 +427,19 @@ def _plots(
     return written
 
 
+def _unit(report: Mapping[str, Any], name: str) -> str:
+    """Unit of field/term/"time"/"x" ``name`` as the compared model states it (``ModelSpec.units``); "" if none."""
+    from hybrid.core.registry import MODELS
+
+    spec = MODELS.get(str(report.get("model", "")))
+    return spec.unit(name.removeprefix("terms/")) if spec is not None else ""
+
+
+def _axis_label(text: str, unit: str) -> str:
+    """``"text [unit]"``; just ``text`` for a dimensionless ("1") or unstated ("") unit."""
+    return f"{text} [{unit}]" if unit not in ("", "1") else text
+
+
 def _figure(nrows: int, ncols: int, size: tuple[float, float]) -> tuple[Any, np.ndarray]:
     """A figure detached from pyplot (no global backend state; PNGs are rendered by Agg)."""
     from matplotlib.figure import Figure
@@ -454,8 +479,8 @@ def plot_profiles(
                 color = f"C{c}"
                 ax.plot(x, fa[ia[k]], color=color, lw=1.5, label=f"{labels[0]}, t={times[k]:.4g}")
                 ax.plot(x, fb[ib[k]], color=color, lw=1.2, ls="--", label=f"{labels[1]}, t={times[k]:.4g}")
-            ax.set_ylabel(key)
-            ax.set_xlabel("x")
+            ax.set_ylabel(_axis_label(key, _unit(report, key)))
+            ax.set_xlabel(_axis_label("x", _unit(report, "x")))
             ax.legend(fontsize=6, ncol=2)
         axes[0, 0].set_title(f"{report['term']}: {labels[0]} (solid) vs {labels[1]} (dashed)")
     else:
@@ -467,12 +492,12 @@ def plot_profiles(
             for ax, img, title in ((row[0], a, labels[0]), (row[1], b, labels[1])):
                 im = ax.imshow(img, origin="lower", vmin=lo, vmax=hi)
                 ax.set_title(f"{key}: {title}, t={times[-1]:.4g}", fontsize=8)
-                fig.colorbar(im, ax=ax, shrink=0.8)
+                fig.colorbar(im, ax=ax, shrink=0.8, label=_axis_label(key, _unit(report, key)))
             d = b - a
             m = float(np.nanmax(np.abs(d))) or 1.0
             im = row[2].imshow(d, origin="lower", cmap="RdBu_r", vmin=-m, vmax=m)
             row[2].set_title(f"{key}: B − A", fontsize=8)
-            fig.colorbar(im, ax=row[2], shrink=0.8)
+            fig.colorbar(im, ax=row[2], shrink=0.8, label=_axis_label(f"{key}: B − A", _unit(report, key)))
     fig.savefig(path, dpi=110)
     return True
 
@@ -491,8 +516,8 @@ def plot_error(path: Path, report: Mapping[str, Any]) -> bool:
     finite = np.concatenate([y[np.isfinite(y)] for y in series.values()])
     if finite.size and np.all(finite > 0):
         ax.set_yscale("log")
-    ax.set_xlabel("time")
-    ax.set_ylabel("RMSE(B, A) / std(A)")
+    ax.set_xlabel(_axis_label("time", _unit(report, "time")))
+    ax.set_ylabel("RMSE(B, A) / std(A) (dimensionless)")
     labels = report["labels"]
     ax.set_title(f"{report['term']}: {labels[1]} against {labels[0]}")
     ax.legend(fontsize=8)
@@ -504,8 +529,10 @@ def plot_error(path: Path, report: Mapping[str, Any]) -> bool:
 def plot_uncertainty(path: Path, report: Mapping[str, Any], res: Sequence[Mapping[str, Any]]) -> bool:
     """Monitor decisions of each run that has a ``/monitor/<term>`` table.
 
-    Uncertainty against time with the threshold, DNS fallbacks marked (red crosses) and audited errors on a
-    second axis. Returns False when neither run has such a table.
+    Uncertainty against time with the threshold, DNS fallbacks marked (red crosses); on a second axis the audited
+    errors with the tolerance that judges them, both in the unit the monitor states its tolerance in
+    (``report["monitor"][label]["error_measure"]``, e.g. RMSE(ρ) / ρ0). Returns False when neither run has such a
+    table.
     """
     term = report["term"]
     tables = [(lab, r["monitor"][term]) for lab, r in zip(report["labels"], res, strict=True) if term in r["monitor"]]
@@ -525,15 +552,23 @@ def plot_uncertainty(path: Path, report: Mapping[str, Any], res: Sequence[Mappin
         dns = src == "dns"
         if np.any(dns):
             ax.plot(t[dns], unc[dns], "x", color="C3", ms=5, label=f"DNS fallback ({int(dns.sum())})")
-        ax.set_xlabel("time")
-        ax.set_ylabel("uncertainty")
+        ax.set_xlabel(_axis_label("time", _unit(report, "time")))
+        ax.set_ylabel("uncertainty u")
         ax.set_title(f"monitor of {term} ({lab}): {int((src == 'nn').sum())} NN / {int(dns.sum())} DNS", fontsize=9)
         handles, names = ax.get_legend_handles_labels()
         done = np.isfinite(audit)
         if np.any(done):
+            judged = (report.get("monitor") or {}).get(lab) or {}
+            measure = str(judged.get("error_measure") or "the tolerance's unit")
+            tolerance = judged.get("tolerance")
             ax2 = ax.twinx()
             ax2.plot(t[done], audit[done], "s", color="C2", ms=4, mfc="none", label="audited error")
-            ax2.set_ylabel("audited error", color="C2")
+            top = float(audit[done].max())
+            if tolerance is not None and math.isfinite(tolerance):
+                ax2.axhline(tolerance, color="C2", ls=":", lw=1.2, label=f"tolerance {tolerance:g}")
+                top = max(top, float(tolerance))
+            ax2.set_ylim(0.0, 1.15 * top if top > 0 else 1.0)
+            ax2.set_ylabel(f"audited error, tolerance [{measure}]", color="C2")
             h2, n2 = ax2.get_legend_handles_labels()
             handles, names = handles + h2, names + n2
         ax.legend(handles, names, fontsize=7, loc="best")

@@ -10,7 +10,10 @@ ensemble mean) and ``monitor`` (ensemble with a DNS fallback chosen among the te
 it; a new learned term is one module that declares its spec (see :mod:`hybrid.couplers.terms.elastic`).
 
 Inference runs in float32 unless ``dtype = "float64"`` (stated in the model card); a numpy state is handed to
-torch without a copy (``torch.from_numpy``). The answer is float64 on the state's backend, like every DNS term.
+torch without a copy (``torch.from_numpy``). The answer is float64 on the state's backend, like every DNS term (a
+bare-array call returns the dtype it was given: :class:`hybrid.core.terms.TermProvider`). Both providers check
+their input as every provider of the term does (:func:`hybrid.core.terms.check_input`: the case grid's shape,
+finite, within the range the model declares).
 """
 
 from __future__ import annotations
@@ -122,7 +125,7 @@ class EnsembleProvider(TermProvider):
 
         from hybrid.models.card import load_ensemble
 
-        super().__init__()
+        super().__init__(ctx)
         self.spec = spec
         self.name = spec.term
         self.inputs = spec.inputs
@@ -229,6 +232,11 @@ class EnsembleProvider(TermProvider):
 
     def evaluate(self, state: State) -> Array:
         return self.predict(state).mean
+
+    @property
+    def error_measure(self) -> str:
+        """What :meth:`error` and the monitor's tolerance measure (the metric's doc), for plot axes and reports."""
+        return self.spec.metrics[self.metric].doc
 
     def error(self, state: State, nn_value: Array, dns_value: Array) -> float:
         """Error of an answer against the DNS in the units of the tolerance (the chosen metric, on value/scale)."""
@@ -369,6 +377,8 @@ class CaptureFile:
 def _capture_provenance(ctx: Context, nn: EnsembleProvider, **monitor: Any) -> str:
     """A TOML block saying which run produced a capture (one block per appending run): grid, seed, parameters,
     the monitor's ensemble (weights sha256) and settings, so the card of an ensemble refined on it names its data."""
+    from hybrid.models.card import portable_path
+
     weights = nn.card.get("weights", {})
     lines = [
         f"# captured {_now()} by the {nn.spec.term} monitor of a run of model {ctx.model or '?'}",
@@ -376,7 +386,7 @@ def _capture_provenance(ctx: Context, nn: EnsembleProvider, **monitor: Any) -> s
         f"seed = {int(ctx.seed)}",
         f"length = {float(ctx.grid.lengths[0])!r}",
         f"points = {int(ctx.grid.points[0])}",
-        f"monitor_weights = {json.dumps(str(nn.weights))}",  # a JSON string is a valid TOML basic string
+        f"monitor_weights = {json.dumps(portable_path(nn.weights))}",  # a JSON string is a valid TOML string
         f"monitor_weights_sha256 = {json.dumps(str(weights.get('sha256', '')))}",
         *(f"{k} = {json.dumps(v) if isinstance(v, str | int) else repr(float(v))}" for k, v in monitor.items()),
         "[capture.model]",

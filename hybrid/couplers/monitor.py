@@ -67,7 +67,8 @@ class EnsembleTerm(Protocol):
     def predict(self, state: State) -> EnsemblePrediction: ...
 
     def error(self, state: State, nn_value: Array, dns_value: Array) -> float:
-        """Error of an NN answer against DNS, in the units of the tolerance (e.g. RMSE / ρ0)."""
+        """Error of an NN answer against DNS, in the units of the tolerance (e.g. RMSE / ρ0); an ensemble may name
+        that unit in an ``error_measure`` string attribute (plot axes, ``hybrid compare`` reports)."""
         ...
 
     def calibrated_threshold(self, tolerance: float, confidence: float) -> float | list[float]:
@@ -333,6 +334,7 @@ class Monitor(MonitorPolicy, TermProvider):
         )
         self.name = nn.name
         self.inputs = getattr(nn, "inputs", ())
+        self.grid_shape = getattr(nn, "grid_shape", None) or getattr(dns, "grid_shape", None)  # the input check's
         self.nn = nn
         self.dns = dns
         self.capture = capture

@@ -223,6 +223,9 @@ class JumpEnsemble:
         self.active_fractions.append(pred.active_fraction)
         return out, u
 
+    error_measure = "‖η_NN − η_DNS‖ / ‖η_DNS − η_start‖"
+    """What :meth:`error` and the monitor's tolerance measure (plot axes, reports)."""
+
     def error(self, nn_value: Any, dns_value: Any, start: Any) -> float:
         """Relative error of an NN window against the DNS window (:func:`hybrid.models.jump_net.window_error`).
 

@@ -15,7 +15,9 @@ Card keys written by :func:`save_ensemble` (others come from the caller, e.g. ``
     calibration     {"threshold": tau or null (null: no threshold qualified, always DNS), "tolerance", ...}
 
 Non-finite floats are written as ``null`` (JSON has no inf/NaN); :func:`card_threshold` turns a null
-threshold back into -inf.
+threshold back into -inf. Paths are written portably (:func:`portable_path`): relative to the repository that holds
+this package when they lie inside it, else the bare file name (the sha256 beside it identifies the file), so a card
+never carries the directory layout of the machine that trained it.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import hashlib
 import json
 import math
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypeVar, overload
@@ -44,6 +47,7 @@ __all__ = [
     "card_threshold",
     "file_sha256",
     "load_ensemble",
+    "portable_path",
     "read_card",
     "save_ensemble",
     "write_card",
@@ -54,6 +58,9 @@ CARD_FILE = "model_card.json"
 WEIGHTS_FILE = "weights.pt"
 ARCHITECTURES: dict[str, type[Any]] = {"EnsembleCNN1d": EnsembleCNN1d, "EnsembleJumpNet2d": EnsembleJumpNet2d}
 """Architecture class name (card ``architecture.class``) -> class, built as ``cls(**config)``."""
+
+REPOSITORY = Path(__file__).resolve().parents[2]
+"""The directory holding the ``hybrid`` package (the repository checkout): card paths are relative to it."""
 
 
 class ModelCardError(ValueError):
@@ -103,7 +110,7 @@ def write_card(out_dir: str | os.PathLike[str], card: Mapping[str, Any]) -> Path
     """
     card_path = Path(out_dir) / CARD_FILE
     tmp = card_path.with_suffix(".json.tmp")
-    body = {k: v for k, v in card.items() if k != "path"}
+    body = _portable({k: v for k, v in card.items() if k != "path"})
     tmp.write_text(json.dumps(_jsonable(body), indent=2, allow_nan=False) + "\n")
     os.replace(tmp, card_path)
     return card_path
@@ -194,12 +201,17 @@ def load_ensemble(
     weights_path = card_path.parent / str(weights.get("file", WEIGHTS_FILE))
     if not weights_path.is_file():
         raise FileNotFoundError(f"{weights_path}: weights file named by {card_path} not found")
+    if weights_path.stat().st_size == 0:
+        raise ModelCardError(f"{weights_path}: cannot load weights: {_EMPTY}")
     if check_hash and weights.get("sha256") and file_sha256(weights_path) != weights["sha256"]:
-        raise ModelCardError(f"{weights_path}: sha256 differs from the one recorded in {card_path}")
+        raise ModelCardError(
+            f"{weights_path}: cannot load weights: its sha256 differs from the one recorded in {card_path} (the "
+            f"file is corrupted or belongs to another ensemble; copy or train it again)"
+        )
     try:
         state = torch.load(weights_path, map_location="cpu", weights_only=True)
     except Exception as err:  # unpickling errors come in many types
-        raise ModelCardError(f"{weights_path}: cannot load weights: {err}") from None
+        raise ModelCardError(f"{weights_path}: cannot load weights: {_load_failure(weights_path, err)}") from None
     if not isinstance(state, dict):
         raise ModelCardError(f"{weights_path}: expected a state dict, got {type(state).__name__}")
     expected = model.state_dict()
@@ -239,6 +251,51 @@ def file_sha256(path: str | os.PathLike[str]) -> str:
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+_EMPTY = "the file is empty (0 bytes; an interrupted copy or save?); copy or train it again"
+
+
+def _load_failure(path: Path, err: Exception) -> str:
+    """Why ``torch.load`` failed on ``path``, in words (torch's own message is empty for some failures)."""
+    size = path.stat().st_size
+    if size == 0:
+        return _EMPTY
+    text = str(err).strip().splitlines()[0] if str(err).strip() else ""
+    what = f"{type(err).__name__}: {text}" if text else type(err).__name__
+    return f"not a torch state-dict file ({size} bytes; {what}); copy or train it again"
+
+
+def portable_path(path: str | os.PathLike[str]) -> str:
+    """How a card names a file: relative to :data:`REPOSITORY` (POSIX separators) when inside it, else its name.
+
+    Args:
+        path: absolute, or relative to the working directory.
+    """
+    p = Path(path).resolve()
+    try:
+        return p.relative_to(REPOSITORY).as_posix()
+    except ValueError:
+        return p.name
+
+
+_QUOTED_ABSOLUTE = re.compile(r'"(/[^"\n]*)"')
+
+
+def _portable(value: Any) -> Any:
+    """``value`` with absolute paths made portable: a string that is a path (or ``;``-joined paths), and quoted
+    absolute paths inside provenance text (TOML blocks of dataset and capture specs)."""
+    if isinstance(value, Mapping):
+        return {k: _portable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_portable(v) for v in value]
+    if isinstance(value, os.PathLike):
+        value = os.fspath(value)
+    if isinstance(value, str):
+        if value.startswith("/") and "\n" not in value and '"' not in value:
+            return ";".join(portable_path(v) if v.startswith("/") else v for v in value.split(";"))
+        return _QUOTED_ABSOLUTE.sub(lambda m: json.dumps(portable_path(m.group(1))), value)
+    return value
 
 
 def _jsonable(value: Any) -> Any:

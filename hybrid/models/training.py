@@ -59,7 +59,7 @@ from hybrid.core.config import ConfigError, Option, Table, validate
 from hybrid.core.io import check_writable
 from hybrid.core.progress import progress_bar
 from hybrid.models.calibration import calibrate, quantile_edges, slope_strata
-from hybrid.models.card import file_sha256, load_ensemble, read_card, save_ensemble, write_card
+from hybrid.models.card import file_sha256, load_ensemble, portable_path, read_card, save_ensemble, write_card
 from hybrid.models.data import SPLITS, bootstrap_indices, load_datasets, split_by_group
 from hybrid.models.ensemble import ACTIVATIONS, EnsembleCNN1d
 from hybrid.models.learnable import Learnable
@@ -388,7 +388,7 @@ def train_ensemble(
         "spec": spec,
         "spec_file": spec_file,
         "data": {
-            "path": ";".join(str(Path(p).resolve()) for p in paths),
+            "path": ";".join(portable_path(p) for p in paths),  # no directory layout of this machine
             "sha256": ";".join(file_sha256(p) for p in paths),
             "spec": ds.spec,
             "created": str(ds.attrs.get("created", "")),

@@ -670,7 +670,10 @@ def _read_tables(path: Path) -> tuple[dict[str, np.ndarray], dict[str, np.ndarra
 
 
 def plot_grain_growth(results_h5: Path, out_dir: Path) -> list[Path]:
-    """Write the grain-growth figures of a results file (PNG, matplotlib Agg).
+    """Write the grain-growth figures of a results file (PNG).
+
+    Figures are drawn on detached :class:`matplotlib.figure.Figure` objects (no pyplot state, the caller's
+    matplotlib backend is left alone); axes carry the units of the model's ``units`` (model ``graingrowth``).
 
     - ``grain_radius.png``: ⟨R⟩(t) on log-log axes with the power-law fit ⟨R⟩ = c t^n over the late-time window
       (:func:`late_time_window`: grain count ≤ ¼ of the initial count), n in the legend, and the grain count on a
@@ -685,11 +688,13 @@ def plot_grain_growth(results_h5: Path, out_dir: Path) -> list[Path]:
     Returns:
         Paths of the written files.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
     from matplotlib.ticker import ScalarFormatter
+
+    from hybrid.core.registry import get_model
+
+    spec = get_model("graingrowth")
+    unit_x, unit_t = spec.unit("x"), spec.unit("time")
 
     results_h5 = Path(results_h5)
     out_dir = Path(out_dir)
@@ -701,7 +706,8 @@ def plot_grain_growth(results_h5: Path, out_dir: Path) -> list[Path]:
     steps = np.asarray(stats["step"])
     written: list[Path] = []
 
-    fig, ax = plt.subplots(figsize=(6.4, 4.8), constrained_layout=True)
+    fig = Figure(figsize=(6.4, 4.8), layout="constrained")
+    ax = fig.subplots()
     pos = t > 0
     ax.loglog(t[pos], r[pos], "o", ms=3, label="⟨R⟩ = ⟨√(A/π)⟩ (DNS)")
     window = late_time_window(count) & pos
@@ -715,8 +721,8 @@ def plot_grain_growth(results_h5: Path, out_dir: Path) -> list[Path]:
             lw=2,
             label=f"fit c t^n over count ≤ ¼ initial: n = {fit['n']:.3f}",
         )
-    ax.set_xlabel("time t")
-    ax.set_ylabel("mean grain radius ⟨R⟩ [length]")
+    ax.set_xlabel(_axis_label("time t", unit_t))
+    ax.set_ylabel(_axis_label("mean grain radius ⟨R⟩", unit_x))
     for axis in (ax.xaxis, ax.yaxis):
         axis.set_major_formatter(ScalarFormatter())
         axis.set_minor_formatter(ScalarFormatter())
@@ -731,7 +737,6 @@ def plot_grain_growth(results_h5: Path, out_dir: Path) -> list[Path]:
     ax.set_title("grain growth: mean grain radius ⟨R⟩(t)")
     p = out_dir / "grain_radius.png"
     fig.savefig(p, dpi=120)
-    plt.close(fig)
     written.append(p)
 
     if areas is not None and len(areas["step"]):
@@ -739,7 +744,8 @@ def plot_grain_growth(results_h5: Path, out_dir: Path) -> list[Path]:
         groups = [g for g in np.array_split(late, 3) if g.size]
         a_step = np.asarray(areas["step"])
         a_area = np.asarray(areas["area"], dtype=np.float64)
-        fig, ax = plt.subplots(figsize=(6.4, 4.8), constrained_layout=True)
+        fig = Figure(figsize=(6.4, 4.8), layout="constrained")
+        ax = fig.subplots()
         bins = np.linspace(0.0, 3.0, 31).tolist()
         for g in groups:
             xs = []
@@ -758,7 +764,7 @@ def plot_grain_growth(results_h5: Path, out_dir: Path) -> list[Path]:
                 density=True,
                 histtype="step",
                 lw=1.6,
-                label=f"t = {t[k0]:.4g}–{t[k1]:.4g} ({count[k0]}–{count[k1]} grains, {len(xs)} frames)",
+                label=f"t = {t[k0]:.4g}–{t[k1]:.4g} {unit_t} ({count[k0]}–{count[k1]} grains, {len(xs)} frames)",
             )
         ax.set_xlabel("R / ⟨R⟩  (R = √(A/π))")
         ax.set_ylabel("probability density")
@@ -766,10 +772,14 @@ def plot_grain_growth(results_h5: Path, out_dir: Path) -> list[Path]:
         ax.legend(fontsize=8)
         p = out_dir / "grain_size_distribution.png"
         fig.savefig(p, dpi=120)
-        plt.close(fig)
         written.append(p)
     log.info("wrote %s", ", ".join(str(w) for w in written))
     return written
+
+
+def _axis_label(text: str, unit: str) -> str:
+    """``"text [unit]"``; just ``text`` for a dimensionless ("1") or unstated ("") unit."""
+    return f"{text} [{unit}]" if unit not in ("", "1") else text
 
 
 def frame_tables(step: int, time: float, labels: np.ndarray, cell_area: float) -> dict[str, Mapping[str, Any]]:

@@ -254,6 +254,7 @@ def test_capture_records_which_run_and_ensemble_produced_it(tmp_path: Path) -> N
     assert spec.count("[capture]") == 2
     assert "seed = 3" in spec and "seed = 4" in spec
     assert spec.count(f'monitor_weights_sha256 = "{sha}"') == 2
+    assert spec.count('monitor_weights = "hybrid/models/weights/atg_elastic"') == 2  # no path of this machine
     assert "misfit = 0.04" in spec
     assert load_dataset(cap).spec == spec
     import tomllib

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -138,3 +139,88 @@ def test_shipped_cards_come_from_the_shipped_training_specs() -> None:
     trained = {k: v for k, v in card["training"].items() if k in spec["training"]}
     assert trained == spec["training"]
     assert card["inference"] == {**spec["inference"], "dtype": "float32"}
+
+
+def test_an_empty_or_unreadable_weights_file_says_why(saved: tuple[Path, EnsembleCNN1d]) -> None:
+    path, _ = saved
+    weights = path / WEIGHTS_FILE
+    good = weights.read_bytes()
+    weights.write_bytes(b"")
+    for check_hash in (True, False):  # emptiness is named before the hash comparison
+        with pytest.raises(ModelCardError, match=r"weights\.pt: cannot load weights: the file is empty \(0 bytes"):
+            load_ensemble(path, check_hash=check_hash)
+    weights.write_bytes(good[: len(good) // 2])  # a truncated copy
+    with pytest.raises(ModelCardError, match=r"cannot load weights: its sha256 differs .* \(the file is corrupted"):
+        load_ensemble(path)
+    with pytest.raises(
+        ModelCardError, match=rf"cannot load weights: not a torch state-dict file \({len(good) // 2} bytes; \w+"
+    ):
+        load_ensemble(path, check_hash=False)
+
+
+def test_hybrid_info_exits_non_zero_with_the_reason_for_a_broken_weights_file(
+    saved: tuple[Path, EnsembleCNN1d], capsys: pytest.CaptureFixture[str]
+) -> None:
+    from hybrid.cli import main
+
+    path, _ = saved
+    assert main(["info", str(path)]) == 0
+    assert "NN ensemble" in capsys.readouterr().out
+    weights = path / WEIGHTS_FILE
+    data = bytearray(weights.read_bytes())
+    data[-40:-20] = bytes(20)  # flipped bytes inside the archive
+    weights.write_bytes(bytes(data))
+    assert main(["info", str(path)]) == 2
+    assert "weights.pt: cannot load weights: its sha256 differs" in capsys.readouterr().err
+    weights.write_bytes(b"")
+    assert main(["info", str(path)]) == 2
+    assert "cannot load weights: the file is empty (0 bytes" in capsys.readouterr().err
+
+
+def _strings(value: Any) -> list[str]:
+    if isinstance(value, dict):
+        return [s for v in value.values() for s in _strings(v)]
+    if isinstance(value, list):
+        return [s for v in value for s in _strings(v)]
+    return [value] if isinstance(value, str) else []
+
+
+@pytest.mark.parametrize("name", ["atg_elastic", "graingrowth_surrogate"])
+def test_shipped_cards_hold_no_absolute_path_of_the_training_machine(
+    name: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from hybrid.cli import main
+
+    directory = Path("hybrid") / "models" / "weights" / name  # relative: so is the first line of `hybrid info`
+    card = read_card(ROOT / directory)
+    card.pop("path")  # where read_card found it on this machine, not part of the file
+    texts = _strings(card)
+    assert not [s for s in texts if s.startswith("/") or '"/' in s or ";/" in s]
+    for entry in filter(None, str(card["data"].get("path", card["data"].get("file", ""))).split(";")):
+        assert not Path(entry).is_absolute()
+    import os
+
+    cwd = Path.cwd()
+    try:
+        os.chdir(ROOT)
+        assert main(["info", str(directory)]) == 0
+    finally:
+        os.chdir(cwd)
+    out = capsys.readouterr().out
+    assert str(ROOT) not in out and "/work/" not in out and "/home/" not in out
+
+
+def test_written_cards_name_files_relative_to_the_repository_or_by_name(tmp_path: Path) -> None:
+    from hybrid.models.card import REPOSITORY, portable_path, write_card
+
+    inside = REPOSITORY / "data" / "set.h5"
+    outside = tmp_path / "elsewhere" / "capture.h5"
+    assert portable_path(inside) == "data/set.h5" and portable_path(outside) == "capture.h5"
+    spec = f'[capture]\nmonitor_weights = "{REPOSITORY / "data" / "round0"}"\nother = "{outside}"\nratio = "eV/nm"\n'
+    card = {"data": {"path": f"{inside};{outside}", "file": str(outside), "spec": spec, "n": 3, "x": 0.1}}
+    written = json.loads(write_card(tmp_path, card).read_text())
+    assert written["data"]["path"] == "data/set.h5;capture.h5" and written["data"]["file"] == "capture.h5"
+    assert written["data"]["spec"] == (
+        '[capture]\nmonitor_weights = "data/round0"\nother = "capture.h5"\nratio = "eV/nm"\n'
+    )
+    assert written["data"]["n"] == 3 and written["data"]["x"] == 0.1

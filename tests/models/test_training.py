@@ -78,7 +78,7 @@ def test_training_learns_and_writes_card(trained: tuple[Path, Path, dict[str, An
     assert card["architecture"]["linear_channels"] == [0, 1]  # h_dev, lambda_h: exact small-slope law
     splits = card["data"]["splits"]
     assert sum(s["samples"] for s in splits.values()) == 160 == card["data"]["samples"]
-    assert card["data"]["path"] == str(data.resolve()) and card["data"]["spec"] == "# synthetic\n"
+    assert card["data"]["path"] == data.name and card["data"]["spec"] == "# synthetic\n"  # no directory of this machine
     assert len(card["seeds"]["members"]) == 5 and card["seeds"]["seed"] == 7
     cal = card["calibration"]
     assert cal["tolerance"] == 0.02 and cal["confidence"] == 0.95 and "coverage" in cal["test"]

@@ -2,7 +2,7 @@
 
 The CNN ensemble sees only the shape of the film profile h (features in grid units, :mod:`hybrid.models.features`)
 and predicts ρ/ρ0, with ρ0 = E ε² / (2 (1 − ν²)) the flat film's value, so changing E, ν or the misfit rescales ρ
-exactly and any profile length runs. Tolerances are stated in ``rho0`` (RMSE of ρ in units of ρ0, the default)
+exactly and a case of any grid size can use it. Tolerances are stated in ``rho0`` (RMSE of ρ in units of ρ0, the default)
 or ``modulation`` (the mean-removed ρ relative to its spatial standard deviation); Mondrian calibration strata
 are bins of max_x (dh/dx)². The FEM (provider ``fem``) labels the training data and backs the monitor; ``linear``
 (the small-slope law) is the other fallback.
@@ -35,13 +35,13 @@ ELASTIC_LEARNABLE = Learnable(
         "rho0": Metric(
             uncertainty,
             ensemble_error,
-            "RMSE of ρ / ρ0",
+            "RMSE(ρ) / ρ0",
             "u = sqrt(mean_x var_k(pred_k)) (ddof 0); accept the NN when u <= threshold",
         ),
         "modulation": Metric(
             modulation_uncertainty,
             modulation_error,
-            "RMSE of ρ − ⟨ρ⟩ / std(ρ)",
+            "RMSE(ρ − ⟨ρ⟩) / std(ρ)",
             "u = sqrt(mean_x var_k(pred_k - <pred_k>_x)) / std_x(mean_k pred_k); accept the NN when u <= threshold",
         ),
     },
