@@ -2,8 +2,8 @@
 
 The CNN ensemble sees only the shape of the film profile h (features in grid units, :mod:`hybrid.models.features`)
 and predicts ρ/ρ0, with ρ0 = E ε² / (2 (1 − ν²)) the flat film's value, so changing E, ν or the misfit rescales ρ
-exactly and a case of any grid size can use it. Tolerances are stated in ``rho0`` (RMSE of ρ in units of ρ0, the default)
-or ``modulation`` (the mean-removed ρ relative to its spatial standard deviation); Mondrian calibration strata
+exactly and a case of any grid size can use it. Tolerances are stated in ``rho0`` (RMSE of ρ in units of ρ0, the
+default) or ``modulation`` (the mean-removed ρ relative to its spatial standard deviation); Mondrian calibration strata
 are bins of max_x (dh/dx)². The FEM (provider ``fem``) labels the training data and backs the monitor; ``linear``
 (the small-slope law) is the other fallback.
 """
