@@ -42,6 +42,7 @@ from hybrid.core.config import (
     Tagged,
     apply_overrides,
     describe,
+    drop_none,
     dumps_toml,
     load_toml,
     validate,
@@ -212,7 +213,7 @@ def resolve_case(
     spec = get_model(data["case"]["model"])
     schema = case_schema(spec)
     resolved = validate(data, schema, file=file)
-    resolved = _drop_none(resolved)
+    resolved = drop_none(resolved)
     resolved["case"].setdefault("name", stem)
     grid = _make_grid(resolved["grid"], spec, file)
     params = dict(resolved["model"])
@@ -362,12 +363,6 @@ def _check_windows(
                 key=key,
                 file=file,
             )
-
-
-def _drop_none(d: Any) -> Any:
-    if isinstance(d, dict):
-        return {k: _drop_none(v) for k, v in d.items() if v is not None}
-    return d
 
 
 def _make_grid(g: Mapping[str, Any], spec: ModelSpec, file: str | None) -> Grid:

@@ -25,6 +25,15 @@ def _add_overwrite_option(parser: argparse.ArgumentParser, what: str) -> None:
     parser.add_argument("--overwrite", action="store_true", help=f"replace {what} if it exists (default: refuse)")
 
 
+def _add_workers_options(parser: argparse.ArgumentParser) -> None:
+    """``--workers N`` or ``--scheduler ADDRESS``: where the dask tasks of a command run."""
+    grp = parser.add_mutually_exclusive_group()
+    grp.add_argument(
+        "--workers", type=int, default=None, help="local worker processes (default: all cores; 0: in-process, no dask)"
+    )
+    grp.add_argument("--scheduler", default=None, metavar="ADDRESS", help="use an existing dask scheduler")
+
+
 def _refuse_to_replace(path: Path | None, args: argparse.Namespace, what: str = "an earlier result") -> None:
     """Nothing already written is lost: an existing output is replaced only with --overwrite."""
     from hybrid.core.config import ConfigError
@@ -90,11 +99,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     ds.add_argument("spec", type=Path, help="dataset spec (TOML), e.g. datasets/atg_elastic.toml")
     ds.add_argument("--out", type=Path, required=True, help="HDF5 file to write")
-    grp = ds.add_mutually_exclusive_group()
-    grp.add_argument(
-        "--workers", type=int, default=None, help="local worker processes (default: all cores; 0: in-process, no dask)"
-    )
-    grp.add_argument("--scheduler", default=None, metavar="ADDRESS", help="use an existing dask scheduler")
+    _add_workers_options(ds)
     _add_set_option(ds, "override a spec key; repeatable")
     ds.add_argument("--no-progress", action="store_true")
     _add_overwrite_option(ds, "the HDF5 file")
@@ -132,6 +137,33 @@ def _parser() -> argparse.ArgumentParser:
     cal.add_argument("--data", type=Path, required=True, action="append", help="its dataset HDF5 file(s), in order")
     cal.add_argument("--out", type=Path, metavar="DIR", help="write the recalibrated ensemble here instead")
     _add_set_option(cal, "a [calibration] key, e.g. calibration.conditional=max_slope; repeatable")
+
+    sw = sub.add_parser(
+        "sweep",
+        help="run a case over a grid of parameter values (dask)",
+        description="Run the cartesian product of --grid values of a case on dask.distributed (a LocalCluster by "
+        "default, or --scheduler): one results file per point in DIR, DIR/sweep.json and DIR/sweep.csv with each "
+        "point's overrides, status, error and wall time, and a plot of --scalar over the grid. A failing point does "
+        "not stop the others; rerunning the same sweep skips the finished points and reruns the others.",
+    )
+    sw.add_argument("case", type=Path, help="case file (TOML)")
+    sw.add_argument(
+        "--grid",
+        action="append",
+        required=True,
+        metavar="KEY=V1,V2,...",
+        help="a case key and its values (TOML values, commas inside [...] kept); repeatable: the product is run",
+    )
+    _add_set_option(sw, "override a case key for every point; repeatable")
+    sw.add_argument("--out", type=Path, default=None, metavar="DIR", help="sweep folder (default: sweep-<case stem>)")
+    sw.add_argument(
+        "--scalar",
+        default=None,
+        help="record and plot a scalar per point: wall_seconds, nn_fraction, dominant_wavelength[:FIELD], "
+        "final:FIELD:STAT (mean/min/max/std), last:TABLE:COLUMN",
+    )
+    _add_workers_options(sw)
+    sw.add_argument("--no-progress", action="store_true")
 
     info = sub.add_parser(
         "info", help="describe a result, checkpoint or weights file", description="Print what a hybrid HDF5 file holds."
@@ -286,6 +318,29 @@ def _describe_weights(directory: Path) -> str:
     return "\n".join(train_kind_of_card(card, str(card.get("path"))).describe(directory, card))
 
 
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    from hybrid.core.config import parse_override
+    from hybrid.sweep import parse_grid, sweep
+
+    out = args.out if args.out is not None else Path(f"sweep-{args.case.stem}")
+    index = sweep(
+        args.case,
+        parse_grid(args.grid),
+        out,
+        overrides=dict(parse_override(item) for item in args.overrides),
+        scalar=args.scalar,
+        workers=args.workers,
+        scheduler=args.scheduler,
+        progress=not args.no_progress,
+    )
+    points = index["points"]
+    failed = [p for p in points if p["status"] != "done"]
+    print(f"sweep: {len(points) - len(failed)} of {len(points)} points done -> {out / 'sweep.csv'}")
+    for p in failed:
+        print(f"  failed {p['output']} {p['overrides']}: {p['error']}")
+    return 0 if not failed else 4
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)  # --help and --version end here, before any heavy import
     level = logging.WARNING - 10 * min(args.verbose, 2)
@@ -305,6 +360,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_calibrate(args)
         if args.command == "info":
             return _cmd_info(args)
+        if args.command == "sweep":
+            return _cmd_sweep(args)
     except ConfigError as err:
         print(f"hybrid: error: {err}", file=sys.stderr)
         return 2

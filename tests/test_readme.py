@@ -18,8 +18,9 @@ from hybrid.cli import main
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
 
-# Appended to `hybrid run` / `hybrid compare` of each shipped case: the same case at a size that takes seconds
-# (later --set wins). The hybrid grain-growth case keeps whole windows (106 steps) and frames on window ends.
+# Appended to `hybrid run` / `compare` / `sweep` of each shipped case: the same case at a size that takes seconds
+# (later --set wins; a sweep's points all get them). The hybrid grain-growth case keeps whole windows (106 steps)
+# and frames on window ends.
 TINY = {
     "cases/atg_film.toml": ["time.end=0.4", "output.every=10"],
     "cases/graingrowth.toml": [
@@ -58,10 +59,12 @@ def readme_commands() -> list[str]:
 
 def _argv(command: str) -> list[str]:
     argv = shlex.split(command)[1:]
-    if argv[0] in ("run", "compare"):
+    if argv[0] in ("run", "compare", "sweep"):
         case = argv[1]
         assert case in TINY, f"README command on {case}: add its small-size overrides to TINY in {__file__}"
         argv += ["--no-progress"] + [x for kv in TINY[case] for x in ("--set", kv)]
+    if argv[0] == "sweep":
+        argv += ["--workers", "0"]  # in this process: the test's time, not a cluster's start-up
     return argv
 
 

@@ -85,3 +85,17 @@ def test_scalars_read_the_results_file(tmp_path: Path) -> None:
     assert scalar_value("final:h:mean", path) == pytest.approx(h.mean())
     assert scalar_value("wall_seconds", path) > 0
     assert np.isnan(scalar_value("nn_fraction", path))  # no monitor in this run
+
+
+def test_the_sweep_command_reports_failed_points_in_its_exit_status(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from hybrid.cli import main
+
+    sets = [x for k, v in TINY.items() for x in ("--set", f"{k}={v}")]
+    args = ["sweep", str(CASE), "--grid", "model.misfit=0.04,oops", *sets, "--out", str(tmp_path / "s")]
+    assert main([*args, "--workers", "0", "--scalar", "final:h:max", "--no-progress"]) == 4
+    out = capsys.readouterr().out
+    assert "1 of 2 points done" in out and "failed point-0001.h5" in out
+    assert (tmp_path / "s" / "sweep_final_h_max.png").is_file()
+    assert main(["sweep", str(CASE), "--grid", "model.misfit", "--out", str(tmp_path / "t")]) == 2  # no values

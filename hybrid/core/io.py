@@ -45,10 +45,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import datetime as _dt
 import errno
 import hashlib
-import importlib.metadata
 import json
 import logging
 import math
@@ -66,6 +64,7 @@ import numpy as np
 import numpy.typing as npt
 
 from hybrid.core.config import ConfigError
+from hybrid.core.provenance import hybrid_version, utc_now
 
 try:  # POSIX: results files are locked while a run writes them
     import fcntl
@@ -115,19 +114,6 @@ _ARRAY_TAG = "__ndarray__"
 # --------------------------------------------------------------------------------------------
 # small helpers
 # --------------------------------------------------------------------------------------------
-
-
-def _hybrid_version() -> str:
-    """Return the installed version of the ``hybrid`` distribution, or ``"unknown"``."""
-    try:
-        return importlib.metadata.version("hybrid")
-    except importlib.metadata.PackageNotFoundError:
-        return "unknown"
-
-
-def _now_iso() -> str:
-    """Return the current UTC time as an ISO 8601 string (seconds precision)."""
-    return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
 
 
 def _to_numpy(value: Any) -> Array:
@@ -227,7 +213,7 @@ def _umask() -> int:
     return mask
 
 
-def _temp_beside(target: Path) -> tuple[int, Path]:
+def temp_beside(target: Path) -> tuple[int, Path]:
     """A new temporary file next to ``target`` (same file system, so ``os.replace`` is atomic), with the
     permissions an ordinary new file gets under the user's umask (``0666 & ~umask``), not mkstemp's 0600."""
     fd, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
@@ -480,8 +466,8 @@ class OutputFile:
                 raise _damaged(self.path, exc) from exc
             root = self._h5.attrs
             root["case"] = case_text
-            root["hybrid_version"] = _hybrid_version()
-            root["created"] = _now_iso()
+            root["hybrid_version"] = hybrid_version()
+            root["created"] = utc_now()
             root["backend"] = "unknown"
             root["device"] = "unknown"
             root["hybrid_kind"] = "results"
@@ -1034,7 +1020,7 @@ class OutputFile:
     def _write_xdmf(self) -> None:
         """Rewrite the XDMF sidecar atomically (temp file + ``os.replace``)."""
         text = self._xdmf_text()
-        fd, tmp = _temp_beside(self.xdmf_path)
+        fd, tmp = temp_beside(self.xdmf_path)
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as fh:
                 fh.write(text)
@@ -1335,14 +1321,14 @@ def write_checkpoint(path: PathLike, ckpt: Checkpoint) -> None:
     for name in fields:
         _check_name(name, "field")
     checksum = _checksum(fields, ckpt.step, ckpt.time, ckpt.case_text, extra_json, rng_json, extra_arrays, rng_arrays)
-    fd, tmp = _temp_beside(target)
+    fd, tmp = temp_beside(target)
     os.close(fd)
     try:
         with h5py.File(tmp, "w") as h5:
             h5.attrs["hybrid_kind"] = "checkpoint"
             h5.attrs["format_version"] = FORMAT_VERSION
-            h5.attrs["hybrid_version"] = _hybrid_version()
-            h5.attrs["created"] = _now_iso()
+            h5.attrs["hybrid_version"] = hybrid_version()
+            h5.attrs["created"] = utc_now()
             h5.attrs["case"] = ckpt.case_text
             h5.attrs["step"] = np.int64(ckpt.step)
             h5.attrs["time"] = np.float64(ckpt.time)

@@ -62,6 +62,7 @@ from hybrid.core.io import (
     verify_results,
     write_checkpoint,
 )
+from hybrid.core.progress import progress_bar
 from hybrid.core.state import State, UnphysicalState
 
 log = logging.getLogger(__name__)
@@ -201,7 +202,7 @@ class Simulation:
 
     def run(self) -> State:
         """Step until ``steps``; returns the final state. Closes the output file at the end."""
-        bar = _progress_bar(self.steps, self.state.step) if self.progress else None
+        bar = progress_bar(self.steps, unit="step", initial=self.state.step) if self.progress else None
         try:
             last_report = _time.perf_counter()
             while self.state.step < self.steps:
@@ -503,9 +504,3 @@ def _np(a: Any) -> np.ndarray:
     from hybrid.core.backend import to_numpy
 
     return to_numpy(a)
-
-
-def _progress_bar(total: int, initial: int) -> Any:
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True, mininterval=0.5)

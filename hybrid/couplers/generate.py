@@ -11,7 +11,6 @@ target folder, renamed into place), stamped with the same provenance attributes.
 from __future__ import annotations
 
 import os
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -149,20 +148,15 @@ def write_atomic(out: Path, write: Callable[[Any], None]) -> None:
     """
     import h5py
 
+    from hybrid.core.io import temp_beside
+
     out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    fd, tmp = temp_beside(out)  # with the user's usual permissions
     os.close(fd)
     try:
         with h5py.File(tmp, "w") as f:
             write(f)
-        os.chmod(tmp, 0o666 & ~_umask())  # the user's usual permissions, not mkstemp's 0600
         os.replace(tmp, out)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask

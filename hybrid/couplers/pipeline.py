@@ -89,34 +89,30 @@ def register_train_kind(kind: TrainKind) -> TrainKind:
     return kind
 
 
+def _first(kinds: list[Any], test: Callable[[Any], bool], what: str, file: str | None) -> Any:
+    for kind in kinds:
+        if test(kind):
+            return kind
+    raise ConfigError(f"{what} of no known kind ({'; '.join(f'{k.name}: {k.doc}' for k in kinds)})", file=file)
+
+
 def dataset_kind(spec: Mapping[str, Any], file: str | None = None) -> DatasetKind:
     """The kind of a dataset spec, or a ConfigError listing what each kind needs."""
-    for kind in DATASET_KINDS:
-        if kind.detect(spec):
-            return kind
-    needs = "; ".join(f"{k.name}: {k.doc}" for k in DATASET_KINDS)
-    raise ConfigError(f"not a dataset spec of any known kind ({needs})", file=file)
+    kind: DatasetKind = _first(DATASET_KINDS, lambda k: k.detect(spec), "a dataset spec", file)
+    return kind
 
 
 def train_kind_of_spec(spec: Mapping[str, Any], file: str | None = None) -> TrainKind:
     """The kind that trains a spec, or a ConfigError listing the kinds."""
-    for kind in TRAIN_KINDS:
-        if kind.detect_spec(spec):
-            return kind
-    needs = "; ".join(f"{k.name}: {k.doc}" for k in TRAIN_KINDS)
-    raise ConfigError(f"not a training spec of any known kind ({needs})", file=file)
+    kind: TrainKind = _first(TRAIN_KINDS, lambda k: k.detect_spec(spec), "a training spec", file)
+    return kind
 
 
 def train_kind_of_card(card: Mapping[str, Any], path: str | None = None) -> TrainKind:
     """The kind that wrote a model card, or a ConfigError naming the card."""
-    for kind in TRAIN_KINDS:
-        if kind.detect_card(card):
-            return kind
-    raise ConfigError(
-        f"a model card of no known kind (term {card.get('term')!r}, format {card.get('format')!r}); known kinds: "
-        f"{', '.join(k.name for k in TRAIN_KINDS)}",
-        file=path,
-    )
+    what = f"a model card (term {card.get('term')!r}, format {card.get('format')!r})"
+    kind: TrainKind = _first(TRAIN_KINDS, lambda k: k.detect_card(card), what, path)
+    return kind
 
 
 def calibration_lines(metric: str, cal: Mapping[str, Any]) -> list[str]:
