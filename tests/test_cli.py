@@ -376,6 +376,24 @@ def test_an_explicit_dt_beyond_the_stability_limit_is_refused(
     assert "running anyway" in caplog.text
 
 
+def test_an_imex_dt_beyond_the_instabilitys_e_folding_time_is_refused() -> None:
+    """IMEX is stable at any dt, but dt = 1e9 steps over the ATG instability (it used to run 5 steps, exit 0)."""
+    from hybrid.cases import resolve_case
+    from hybrid.core.config import ConfigError
+
+    case = CASES / "atg_film.toml"
+    rc = resolve_case(case)
+    p = rc.data["model"]
+    rho0 = p["young"] * p["misfit"] ** 2 / (2 * (1 - p["poisson"] ** 2))  # flat-film ρ0, docs/physics.md §1
+    k = np.linspace(1e-4, 4 * rho0 / p["gamma_film"], 200001)  # up to the cut-off k_c = 4 ρ0 / γ
+    omega_max = (p["mobility"] * (4 * rho0 * k**3 - p["gamma_film"] * k**4)).max()  # ω(k), maximised numerically
+    with pytest.raises(ConfigError, match=r"stability limit 17\.19 .*e-folding time") as info:
+        resolve_case(case, {"time.dt": 1e9, "time.end": 5e9})
+    assert info.value.key == "time.dt"
+    assert float(str(info.value).split("stability limit ")[1].split()[0]) == pytest.approx(1 / omega_max, rel=1e-3)
+    assert resolve_case(case, {"time.dt": 17.0, "time.end": 1020.0})  # just inside: allowed
+
+
 def test_hostile_values_end_in_a_config_error_naming_the_key(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
