@@ -79,7 +79,9 @@ def test_every_shipped_case_has_numeric_keys() -> None:
 
 
 @pytest.mark.parametrize("case", SHIPPED)
-@settings(max_examples=120, deadline=None, database=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+@settings(
+    max_examples=120, deadline=None, database=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow]
+)
 @given(data=st.data())
 def test_hostile_scalar_values(case: str, data: st.DataObject) -> None:
     key = data.draw(st.sampled_from(KEYS[case]), label="key")
