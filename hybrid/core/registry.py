@@ -104,6 +104,9 @@ class ProviderSpec:
         build: (context, resolved options) -> Term.
         options: schema of the options in ``[terms.<term>]`` besides ``provider``.
         doc: one line.
+        step_quantum: (context, resolved options) -> the steps one call advances (a surrogate stepper's window);
+            a case's ``time.steps``, ``output.every`` and ``output.checkpoint_every`` must be multiples of it.
+            None: 1.
     """
 
     term: str
@@ -111,6 +114,7 @@ class ProviderSpec:
     build: Callable[[Context, Mapping[str, Any]], Any]
     options: Table
     doc: str = ""
+    step_quantum: Callable[[Context, Mapping[str, Any]], int] | None = None
 
 
 MODELS: dict[str, ModelSpec] = {}
@@ -123,12 +127,18 @@ def register_model(spec: ModelSpec) -> ModelSpec:
 
 
 def register_provider(
-    term: str, name: str, *, options: Table | None = None, doc: str = ""
+    term: str,
+    name: str,
+    *,
+    options: Table | None = None,
+    doc: str = "",
+    step_quantum: Callable[[Context, Mapping[str, Any]], int] | None = None,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Decorator registering ``build(context, options) -> Term`` as provider ``name`` of ``term``."""
 
     def deco(build: Callable[..., Any]) -> Callable[..., Any]:
-        PROVIDERS.setdefault(term, {})[name] = ProviderSpec(term, name, build, options or Table({}), doc)
+        spec = ProviderSpec(term, name, build, options or Table({}), doc, step_quantum)
+        PROVIDERS.setdefault(term, {})[name] = spec
         return build
 
     return deco

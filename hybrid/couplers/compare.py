@@ -86,7 +86,7 @@ def _load_document(
     else:
         raw, file, case_dir, stem = dict(case), None, Path.cwd(), "case"
     if overrides:
-        from hybrid.cases import override_case  # the assembling layer: an override replaces what it contradicts
+        from hybrid.couplers.assembly import override_case  # an override replaces what it contradicts
 
         if isinstance(overrides, str):
             overrides = [overrides]
@@ -135,12 +135,12 @@ def provider_document(doc: Mapping[str, Any], term: str, provider: str, *, file:
 
 def _register_all() -> None:
     """Import what a case can name (models, DNS and NN providers), as case loading does."""
-    import hybrid.cases  # noqa: F401  (lazy: cases is the assembling layer above couplers)
+    import hybrid.couplers.assembly  # noqa: F401  (imports every registering module)
 
 
 def _build(doc: dict[str, Any], file: str | None, case_dir: Path, stem: str, out: Path, progress: bool) -> Any:
     """Resolve ``doc`` as the case file ``file`` would be, and build its Simulation writing to ``out``."""
-    from hybrid.cases import build_simulation, resolve_case
+    from hybrid.couplers.assembly import build_simulation, resolve_case
 
     if isinstance(doc.get("case"), dict):
         doc["case"].setdefault("name", stem)

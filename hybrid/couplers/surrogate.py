@@ -450,7 +450,13 @@ def _build_dns(ctx: Context, options: Mapping[str, Any]) -> StepperFactory:
     return lambda equation, dns: dns
 
 
-@register_provider(STEPPER, "nn", options=NN_OPTIONS, doc="jump ensemble mean for every window (float32 inference)")
+@register_provider(
+    STEPPER,
+    "nn",
+    options=NN_OPTIONS,
+    doc="jump ensemble mean for every window (float32 inference)",
+    step_quantum=lambda ctx, options: window_of(options, ctx),
+)
 def _build_nn(ctx: Context, options: Mapping[str, Any]) -> StepperFactory:
     weights = resolve_surrogate_weights(ctx, options.get("weights", "shipped"))
 
@@ -466,6 +472,7 @@ def _build_nn(ctx: Context, options: Mapping[str, Any]) -> StepperFactory:
     options=MONITOR_OPTIONS,
     doc="jump ensemble; a window whose uncertainty (the card's indicator) exceeds the calibrated threshold is re-run"
     " with DNS",
+    step_quantum=lambda ctx, options: window_of(options, ctx),
 )
 def _build_monitor(ctx: Context, options: Mapping[str, Any]) -> StepperFactory:
     weights = resolve_surrogate_weights(ctx, options.get("weights", "shipped"))
@@ -491,12 +498,10 @@ def _build_monitor(ctx: Context, options: Mapping[str, Any]) -> StepperFactory:
     return build
 
 
-def jump_of(factory_options: Mapping[str, Any], ctx: Context) -> int:
-    """Window length [steps] a stepper provider's options imply (1 for ``dns``): the card's jump + relax."""
+def window_of(factory_options: Mapping[str, Any], ctx: Context) -> int:
+    """Window length [steps] of a surrogate stepper's options (its step quantum): the card's jump + relax."""
     from hybrid.models.card import read_card
 
-    if not factory_options or factory_options.get("provider", "dns") == "dns":
-        return 1
     card = read_card(resolve_surrogate_weights(ctx, factory_options.get("weights", "shipped")))
     relax = factory_options.get("relax")
     if relax is None:

@@ -227,7 +227,7 @@ def _case_overrides(resolved: Mapping[str, Any], index: int) -> dict[str, Any]:
 
 def _resolve_case(resolved: Mapping[str, Any], index: int, file: str | None) -> Any:
     """Resolve the case of trajectory ``index``; a ConfigError names the spec key that caused it."""
-    from hybrid.cases import resolve_case
+    from hybrid.couplers.assembly import resolve_case
 
     tr = resolved["trajectories"]
     ov = _case_overrides(resolved, index)
@@ -257,8 +257,8 @@ def step_quantum(rc: Any) -> tuple[int, str]:
     """Steps of which every pair start and the jump are multiples, and the case key that sets them.
 
     Args:
-        rc: the resolved case (:class:`hybrid.cases.ResolvedCase`); its model's ``ModelSpec.step_quantum`` names
-            the ``[model]`` key, if any.
+        rc: the resolved case (:class:`hybrid.couplers.assembly.ResolvedCase`); its model's
+            ``ModelSpec.step_quantum`` names the ``[model]`` key, if any.
 
     Returns:
         (quantum >= 1, dotted key such as ``"model.reassign_every"``, or ``""`` when the model declares none).
@@ -444,8 +444,8 @@ def _run_trajectory(task: TrajectoryTask) -> dict[str, Any]:
 
 
 def _record(task: TrajectoryTask, t0: float, c0: float) -> dict[str, Any]:
-    from hybrid.cases import build_simulation, resolve_case
     from hybrid.core.simulation import OutputSpec, SimulationBlowUp
+    from hybrid.couplers.assembly import build_simulation, resolve_case
 
     rc = resolve_case(task.case, dict(task.overrides))
     sim = build_simulation(rc)
@@ -703,7 +703,7 @@ def rate_function(path: str | os.PathLike[str], field: str | None = None) -> Cal
     import h5py
     import torch
 
-    from hybrid.cases import build_simulation, resolve_case
+    from hybrid.couplers.assembly import build_simulation, resolve_case
 
     with h5py.File(path, "r") as f:
         if f.attrs.get("hybrid_kind") != HYBRID_KIND:

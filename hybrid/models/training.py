@@ -44,7 +44,6 @@ import logging
 import math
 import os
 import platform
-import sys
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -58,6 +57,7 @@ from hybrid.core.backend import resolve_device
 from hybrid.core.config import ConfigError, Option, Table, validate
 from hybrid.core.io import check_writable
 from hybrid.core.progress import progress_bar
+from hybrid.core.provenance import hybrid_version
 from hybrid.models.calibration import calibrate, quantile_edges, slope_strata
 from hybrid.models.card import file_sha256, load_ensemble, portable_path, read_card, save_ensemble, write_card
 from hybrid.models.data import SPLITS, bootstrap_indices, load_datasets, split_by_group
@@ -681,9 +681,8 @@ def _versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             return "unknown"
 
-    hybrid_version = getattr(sys.modules.get("hybrid"), "__version__", None) or version("hybrid")
     return {
-        "hybrid": str(hybrid_version),
+        "hybrid": hybrid_version(),
         "torch": torch.__version__,
         "numpy": np.__version__,
         "h5py": version("h5py"),
