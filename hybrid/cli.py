@@ -246,11 +246,11 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 
 
 def _cmd_dataset(args: argparse.Namespace) -> int:
-    from hybrid.core.config import apply_overrides, load_toml
+    from hybrid.core.config import apply_overrides, read_document
     from hybrid.couplers.pipeline import dataset_kind
 
     _refuse_case_as_output(args.spec, args.out, "spec")
-    spec = apply_overrides(load_toml(args.spec), args.overrides, file=str(args.spec))
+    spec = apply_overrides(read_document(args.spec, "dataset").tables, args.overrides, file=str(args.spec))
     kind = dataset_kind(spec, str(args.spec))
     _refuse_to_replace(args.out, args, "an earlier dataset")
     path = kind.generate(
@@ -266,10 +266,10 @@ def _cmd_dataset(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from hybrid.core.config import apply_overrides, load_toml
+    from hybrid.core.config import apply_overrides, read_document
     from hybrid.couplers.pipeline import train_kind_of_spec
 
-    spec = apply_overrides(load_toml(args.spec), args.overrides, file=str(args.spec))
+    spec = apply_overrides(read_document(args.spec, "training").tables, args.overrides, file=str(args.spec))
     kind = train_kind_of_spec(spec, str(args.spec))
     _refuse_to_replace(args.out / "weights.pt", args, "a trained ensemble")
     kind.train(spec, list(args.data), args.out, progress=not args.no_progress, spec_file=str(args.spec))

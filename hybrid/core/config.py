@@ -32,6 +32,7 @@ import re
 import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Final, Literal, TypeAlias, get_args
 
 import tomli_w
@@ -41,6 +42,7 @@ log = logging.getLogger(__name__)
 __all__ = [
     "REQUIRED",
     "ConfigError",
+    "Document",
     "MapOf",
     "Node",
     "Option",
@@ -53,6 +55,7 @@ __all__ = [
     "get_path",
     "load_toml",
     "parse_override",
+    "read_document",
     "validate",
 ]
 
@@ -515,6 +518,37 @@ def _show(value: Any) -> str:
 
 
 # --------------------------------------------------------------------------- files and overrides
+
+
+@dataclass(frozen=True)
+class Document:
+    """A case or spec document as read: its tables, and where it came from.
+
+    Attributes:
+        tables: the parsed TOML tables (a copy for in-memory tables).
+        file: the file name as given, for messages (None for in-memory tables).
+        folder: the file's folder, against which relative paths in it resolve (the working directory otherwise).
+        stem: the file's stem, the default name of what it describes (``default_stem`` otherwise).
+    """
+
+    tables: dict[str, Any]
+    file: str | None
+    folder: Path
+    stem: str
+
+
+def read_document(source: str | os.PathLike[str] | Mapping[str, Any], default_stem: str) -> Document:
+    """The one reader of case files, dataset specs and training specs: a TOML file, or tables already in memory.
+
+    Overrides and validation follow with :func:`apply_overrides` and :func:`validate` and the document's schema.
+
+    Raises:
+        ConfigError: the file does not exist, cannot be read or is not TOML (:func:`load_toml`).
+    """
+    if isinstance(source, Mapping):
+        return Document(dict(source), None, Path.cwd(), default_stem)
+    path = Path(source)
+    return Document(load_toml(path), os.fspath(source), path.resolve().parent, path.stem)
 
 
 def load_toml(path: str | os.PathLike[str]) -> dict[str, Any]:

@@ -47,7 +47,7 @@ from hybrid.core.config import (
     describe,
     drop_none,
     dumps_toml,
-    load_toml,
+    read_document,
     validate,
 )
 from hybrid.core.grid import Grid
@@ -205,14 +205,8 @@ def resolve_case(
     case: str | Path | Mapping[str, Any], overrides: Mapping[str, Any] | Sequence[str] | None = None
 ) -> ResolvedCase:
     """Load, override and validate a case; fill every default (also grid-dependent ones)."""
-    if isinstance(case, str | Path):
-        path = Path(case)
-        file: str | None = str(case)
-        raw = load_toml(path)
-        case_dir = path.resolve().parent
-        stem = path.stem
-    else:
-        raw, file, case_dir, stem = dict(case), None, Path.cwd(), "case"
+    doc = read_document(case, "case")
+    raw, file, case_dir, stem = doc.tables, doc.file, doc.folder, doc.stem
     data = override_case(raw, overrides, file=file)
     spec = get_model(data["case"]["model"])
     schema = case_schema(spec)

@@ -56,7 +56,7 @@ from typing import Any
 
 import numpy as np
 
-from hybrid.core.config import ConfigError, apply_overrides, load_toml, parse_override
+from hybrid.core.config import ConfigError, apply_overrides, parse_override, read_document
 from hybrid.core.io import check_writable, read_output
 from hybrid.couplers.descriptors import frame_descriptors
 from hybrid.couplers.metrics import METRICS, compare_frame
@@ -78,13 +78,8 @@ def _load_document(
     case: CaseLike, overrides: Mapping[str, Any] | Sequence[str] | None
 ) -> tuple[dict[str, Any], str | None, Path, str]:
     """The case as a dict with ``overrides`` applied, its file name, directory and stem."""
-    if isinstance(case, str | Path):
-        path = Path(case)
-        raw = load_toml(path)
-        file: str | None = str(case)
-        case_dir, stem = path.resolve().parent, path.stem
-    else:
-        raw, file, case_dir, stem = dict(case), None, Path.cwd(), "case"
+    doc = read_document(case, "case")
+    raw, file, case_dir, stem = doc.tables, doc.file, doc.folder, doc.stem
     if overrides:
         from hybrid.couplers.assembly import override_case  # an override replaces what it contradicts
 

@@ -117,7 +117,7 @@ from hybrid.core.config import (
     apply_overrides,
     drop_none,
     dumps_toml,
-    load_toml,
+    read_document,
     validate,
 )
 from hybrid.core.grid import Grid
@@ -291,13 +291,9 @@ def resolve_spec(
     Raises:
         ConfigError: naming the file, the key and what is allowed.
     """
-    if isinstance(spec, Mapping):
-        raw, file, stem = dict(spec), None, "dataset"
-    else:
-        path = Path(spec)
-        file, stem = str(spec), path.stem
-        raw = load_toml(path)
-    raw = _family_list_to_map(raw, file)
+    doc = read_document(spec, "dataset")
+    file, stem = doc.file, doc.stem
+    raw = _family_list_to_map(doc.tables, file)
     data = apply_overrides(raw, overrides or {}, file=file)
     res = validate(data, DATASET_SPEC, file=file)
     if not res["dataset"].get("name"):

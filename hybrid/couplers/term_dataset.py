@@ -38,7 +38,7 @@ from hybrid.core.config import (
     apply_overrides,
     drop_none,
     dumps_toml,
-    load_toml,
+    read_document,
     validate,
 )
 from hybrid.core.io import check_writable
@@ -121,12 +121,9 @@ def resolve_term_spec(
     """Load, override and validate a term data set spec; returns (resolved tables, file name or None)."""
     from hybrid.couplers.learned import LEARNED
 
-    if isinstance(spec, Mapping):
-        raw, file, stem = dict(spec), None, "dataset"
-    else:
-        file, stem = os.fspath(spec), Path(spec).stem
-        raw = load_toml(spec)
-    raw = apply_overrides(raw, overrides or {}, file=file)
+    doc = read_document(spec, "dataset")
+    file, stem = doc.file, doc.stem
+    raw = apply_overrides(doc.tables, overrides or {}, file=file)
     term = (raw.get("dataset") or {}).get("term")
     if term not in SAMPLE_MAKERS or term not in LEARNED:
         allowed = ", ".join(repr(t) for t in SAMPLE_MAKERS if t in LEARNED)

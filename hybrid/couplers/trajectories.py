@@ -75,8 +75,8 @@ from hybrid.core.config import (
     apply_overrides,
     drop_none,
     dumps_toml,
-    load_toml,
     parse_override,
+    read_document,
     validate,
 )
 from hybrid.core.io import check_writable
@@ -156,8 +156,7 @@ def is_trajectory_spec(spec: str | os.PathLike[str] | Mapping[str, Any]) -> bool
     Raises:
         ConfigError: the file does not exist or is not valid TOML.
     """
-    raw = spec if isinstance(spec, Mapping) else load_toml(spec)
-    return isinstance(raw.get("trajectories"), Mapping)
+    return isinstance(read_document(spec, "trajectories").tables.get("trajectories"), Mapping)
 
 
 def resolve_trajectory_spec(
@@ -180,13 +179,9 @@ def resolve_trajectory_spec(
     Raises:
         ConfigError: naming the file, the dotted key and what is allowed.
     """
-    if isinstance(spec, Mapping):
-        raw, file, stem, base = dict(spec), None, "trajectories", Path.cwd()
-    else:
-        path = Path(spec)
-        file, stem, base = str(spec), path.stem, path.resolve().parent
-        raw = load_toml(path)
-    data = apply_overrides(raw, overrides or {}, file=file)
+    doc = read_document(spec, "trajectories")
+    file, stem, base = doc.file, doc.stem, doc.folder
+    data = apply_overrides(doc.tables, overrides or {}, file=file)
     res = validate(data, TRAJECTORY_SPEC, file=file)
     if not res["dataset"].get("name"):
         res["dataset"]["name"] = stem
