@@ -54,7 +54,7 @@ def _overrides(size: int, provider: str, device: str, backend: str, dtype: str) 
 
 
 def _descriptors(state: Any, eq: Any) -> tuple[int, float]:
-    from hybrid.couplers.descriptors import grain_count, mean_grain_area
+    from hybrid.analysis.descriptors import grain_count, mean_grain_area
 
     labels = eq._track(state)[0]
     return grain_count(labels), mean_grain_area(labels, eq.grid.lengths)

@@ -66,6 +66,7 @@ def _dominant_wavelength(path: Path, arg: str) -> float:
     """Wavelength [length unit] of the strongest non-constant Fourier mode of a 1D field's final frame."""
     import tomllib
 
+    from hybrid.analysis.descriptors import dominant_wavelength
     from hybrid.core.io import read_output
 
     out = read_output(path)
@@ -75,9 +76,7 @@ def _dominant_wavelength(path: Path, arg: str) -> float:
         raise ValueError(f"dominant_wavelength needs a saved 1D field, got {name!r} (fields: {sorted(fields)})")
     grid = tomllib.loads(str(out["attrs"]["case"]))["grid"]
     length = float(grid["lengths"][0] if "lengths" in grid else grid["length"])
-    final = fields[name][-1]
-    power = np.abs(np.fft.rfft(final - final.mean()))[1:]
-    return length / (1 + int(np.argmax(power))) if power.size else math.nan
+    return dominant_wavelength(fields[name][-1], length)
 
 
 def _final(path: Path, arg: str) -> float:

@@ -18,7 +18,7 @@ reference, typically the DNS), from the same seed and therefore the same initial
     time          [t of each compared frame] (the frame times both runs saved)
     metrics       {key: {"rmse", "rmse_rel", "pearson", "psnr", "ssim": [one value per frame]}} for every saved
                   field (key = field name) and the term (key = term name), B against A (hybrid.couplers.metrics)
-    descriptors   {name: {label: [one value per frame]}} (hybrid.couplers.descriptors, by model)
+    descriptors   {name: {label: [one value per frame]}} (hybrid.analysis.descriptors, by model)
     extras:       labels, step, model, case_name, overrides, outputs {label: file}, build_seconds {label: s},
                   timing {label: Simulation.timing()}, monitor {label: summary of /monitor/<term>: decisions,
                   nn, fallbacks, nn_fraction, audits, max/mean audit error, max uncertainty; and the monitor's
@@ -56,9 +56,10 @@ from typing import Any
 
 import numpy as np
 
+from hybrid.analysis.descriptors import frame_descriptors
+from hybrid.analysis.plotting import axis_label
 from hybrid.core.config import ConfigError, apply_overrides, parse_override, read_document
 from hybrid.core.io import check_writable, read_output
-from hybrid.couplers.descriptors import frame_descriptors
 from hybrid.couplers.metrics import METRICS, compare_frame
 
 __all__ = ["STEPPER_TERM", "compare", "provider_document", "write_report"]
@@ -430,11 +431,6 @@ def _unit(report: Mapping[str, Any], name: str) -> str:
     return spec.unit(name.removeprefix("terms/")) if spec is not None else ""
 
 
-def _axis_label(text: str, unit: str) -> str:
-    """``"text [unit]"``; just ``text`` for a dimensionless ("1") or unstated ("") unit."""
-    return f"{text} [{unit}]" if unit not in ("", "1") else text
-
-
 def _figure(nrows: int, ncols: int, size: tuple[float, float]) -> tuple[Any, np.ndarray]:
     """A figure detached from pyplot (no global backend state; PNGs are rendered by Agg)."""
     from matplotlib.figure import Figure
@@ -474,8 +470,8 @@ def plot_profiles(
                 color = f"C{c}"
                 ax.plot(x, fa[ia[k]], color=color, lw=1.5, label=f"{labels[0]}, t={times[k]:.4g}")
                 ax.plot(x, fb[ib[k]], color=color, lw=1.2, ls="--", label=f"{labels[1]}, t={times[k]:.4g}")
-            ax.set_ylabel(_axis_label(key, _unit(report, key)))
-            ax.set_xlabel(_axis_label("x", _unit(report, "x")))
+            ax.set_ylabel(axis_label(key, _unit(report, key)))
+            ax.set_xlabel(axis_label("x", _unit(report, "x")))
             ax.legend(fontsize=6, ncol=2)
         axes[0, 0].set_title(f"{report['term']}: {labels[0]} (solid) vs {labels[1]} (dashed)")
     else:
@@ -487,12 +483,12 @@ def plot_profiles(
             for ax, img, title in ((row[0], a, labels[0]), (row[1], b, labels[1])):
                 im = ax.imshow(img, origin="lower", vmin=lo, vmax=hi)
                 ax.set_title(f"{key}: {title}, t={times[-1]:.4g}", fontsize=8)
-                fig.colorbar(im, ax=ax, shrink=0.8, label=_axis_label(key, _unit(report, key)))
+                fig.colorbar(im, ax=ax, shrink=0.8, label=axis_label(key, _unit(report, key)))
             d = b - a
             m = float(np.nanmax(np.abs(d))) or 1.0
             im = row[2].imshow(d, origin="lower", cmap="RdBu_r", vmin=-m, vmax=m)
             row[2].set_title(f"{key}: B − A", fontsize=8)
-            fig.colorbar(im, ax=row[2], shrink=0.8, label=_axis_label(f"{key}: B − A", _unit(report, key)))
+            fig.colorbar(im, ax=row[2], shrink=0.8, label=axis_label(f"{key}: B − A", _unit(report, key)))
     fig.savefig(path, dpi=110)
     return True
 
@@ -511,7 +507,7 @@ def plot_error(path: Path, report: Mapping[str, Any]) -> bool:
     finite = np.concatenate([y[np.isfinite(y)] for y in series.values()])
     if finite.size and np.all(finite > 0):
         ax.set_yscale("log")
-    ax.set_xlabel(_axis_label("time", _unit(report, "time")))
+    ax.set_xlabel(axis_label("time", _unit(report, "time")))
     ax.set_ylabel("RMSE(B, A) / std(A) (dimensionless)")
     labels = report["labels"]
     ax.set_title(f"{report['term']}: {labels[1]} against {labels[0]}")
@@ -547,7 +543,7 @@ def plot_uncertainty(path: Path, report: Mapping[str, Any], res: Sequence[Mappin
         dns = src == "dns"
         if np.any(dns):
             ax.plot(t[dns], unc[dns], "x", color="C3", ms=5, label=f"DNS fallback ({int(dns.sum())})")
-        ax.set_xlabel(_axis_label("time", _unit(report, "time")))
+        ax.set_xlabel(axis_label("time", _unit(report, "time")))
         ax.set_ylabel("uncertainty u")
         ax.set_title(f"monitor of {term} ({lab}): {int((src == 'nn').sum())} NN / {int(dns.sum())} DNS", fontsize=9)
         handles, names = ax.get_legend_handles_labels()

@@ -48,7 +48,7 @@ grains never share an index (guaranteed for Q ≥ 7) and same-index grains start
 
 Outputs: ``fields/grain`` (F, ny, nx) int32 stable labels (default output), ``fields/eta`` when asked
 (``output.fields = ["grain", "eta"]``), table ``grains`` (step, time, count, mean_area, mean_radius, area_radius)
-and table ``grain_areas`` (step, time, label, area) per frame; :func:`hybrid.solvers.grains.plot_grain_growth`
+and table ``grain_areas`` (step, time, label, area) per frame; :func:`hybrid.analysis.grain_plots.plot_grain_growth`
 plots them.
 """
 
@@ -64,6 +64,8 @@ from typing import Any
 import numba
 import numpy as np
 
+from hybrid.analysis.grain_plots import plot_grain_growth
+from hybrid.analysis.grain_statistics import frame_tables
 from hybrid.core.backend import Array, to_numpy
 from hybrid.core.config import ConfigError, Option, Table, Tagged
 from hybrid.core.grid import Grid
@@ -75,10 +77,8 @@ from hybrid.solvers.grains import (
     close_pairs,
     component_overlaps,
     dominant_index,
-    frame_tables,
     label_components,
     nearest_by_index,
-    plot_grain_growth,
     same_index_conflicts,
     track_labels,
 )

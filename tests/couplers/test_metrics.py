@@ -1,4 +1,4 @@
-"""Per-frame metrics (hybrid.couplers.metrics) and global descriptors (hybrid.couplers.descriptors)."""
+"""Per-frame metrics (hybrid.couplers.metrics) and global descriptors (hybrid.analysis.descriptors)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy.ndimage import gaussian_filter
 
-from hybrid.couplers import descriptors as desc
+from hybrid.analysis import descriptors as desc
 from hybrid.couplers.metrics import compare_frame, data_range, pearson, psnr, rmse, rmse_rel, ssim
 
 

@@ -15,11 +15,12 @@ import pytest
 from matplotlib.figure import Figure
 
 import hybrid.cases  # noqa: F401  (registers the models)
+from hybrid.analysis.atg_plots import plot_atg
+from hybrid.analysis.grain_plots import plot_grain_growth
+from hybrid.analysis.grain_statistics import AREAS_TABLE, GRAINS_TABLE
 from hybrid.core.io import OutputFile, read_output
 from hybrid.core.registry import get_model
 from hybrid.couplers.compare import plot_error, plot_profiles, plot_uncertainty
-from hybrid.solvers.atg import plot_atg
-from hybrid.solvers.grains import AREAS_TABLE, GRAINS_TABLE, plot_grain_growth
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -23,10 +23,10 @@ from typing import Any
 import numpy as np
 import pytest
 
+from hybrid.analysis.grain_statistics import GRAINS_TABLE, fit_growth_exponent, late_time_window
 from hybrid.cases import load_case
 from hybrid.core.io import read_output, read_table
 from hybrid.solvers.graingrowth_kernels import graingrowth_rhs_numpy
-from hybrid.solvers.grains import GRAINS_TABLE, fit_growth_exponent, late_time_window
 
 KAPPA, L_MOB = 2.0, 1.0
 CASE_FILE = Path(__file__).resolve().parents[2] / "cases" / "graingrowth.toml"

@@ -9,6 +9,14 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
+from hybrid.analysis.grain_plots import plot_grain_growth
+from hybrid.analysis.grain_statistics import (
+    AREAS_TABLE,
+    GRAINS_TABLE,
+    fit_growth_exponent,
+    grain_statistics,
+    late_time_window,
+)
 from hybrid.cases import load_case
 from hybrid.core.config import ConfigError
 from hybrid.core.grid import Grid
@@ -24,18 +32,12 @@ from hybrid.solvers.graingrowth import (
 )
 from hybrid.solvers.graingrowth_kernels import graingrowth_step_numba
 from hybrid.solvers.grains import (
-    AREAS_TABLE,
-    GRAINS_TABLE,
     GrainGeometry,
     close_pairs,
     component_overlaps,
     dominant_index,
-    fit_growth_exponent,
-    grain_statistics,
     label_components,
-    late_time_window,
     nearest_by_index,
-    plot_grain_growth,
     same_index_conflicts,
     track_labels,
 )
