@@ -64,7 +64,58 @@ class ImplicitSolve(Protocol):
         ...
 
 
-# Optional: ``state_bounds: Mapping[str, tuple[float, float]]`` gives per field the range a sound state stays in; the
-# run loop stops a run whose field leaves it (a divergence caught while the values are still finite).
-# Optional: ``check_state(state) -> str | None`` names what makes a finite state unphysical (for example a negative
-# film thickness), or returns None. The run loop calls it with its NaN/inf check and stops the run on a message.
+# ---------------------------------------------------------------------------------------------------- model hooks
+# What the run loop and the steppers call when an equation has it (checked once, when they are built).
+
+
+@runtime_checkable
+class FusedExplicitStep(Protocol):
+    """An equation with a fused explicit Euler kernel: φ^{n+1} from φ^n in one pass over memory."""
+
+    def explicit_step(self, state: State, dt: float) -> dict[str, Array]:
+        """The evolved fields after one explicit Euler step of ``dt`` (the same update as ``φ + dt rhs(φ)``)."""
+        ...
+
+
+@runtime_checkable
+class AfterStep(Protocol):
+    """An equation with work after every step (e.g. grain tracking and order-parameter reassignment)."""
+
+    def after_step(self, state: State) -> State:
+        """The state the next step starts from (the run loop calls it after each stepper call)."""
+        ...
+
+
+@runtime_checkable
+class StateBounds(Protocol):
+    """An equation that states the range a sound state stays in, per field: a run whose field leaves it stops
+    (a divergence caught while the values are still finite)."""
+
+    @property
+    def state_bounds(self) -> Mapping[str, tuple[float, float]]: ...
+
+
+@runtime_checkable
+class CheckState(Protocol):
+    """An equation that knows what makes a finite state unphysical (e.g. a negative film thickness)."""
+
+    def check_state(self, state: State) -> str | None:
+        """Why ``state`` is unphysical, or None; called with the NaN/inf check, a message stops the run."""
+        ...
+
+
+@runtime_checkable
+class FrameOutput(Protocol):
+    """An equation that derives output at every frame (fields such as grain labels, rows of tables)."""
+
+    def frame_output(self, state: State) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+        """(derived fields {name: array}, table rows {table path: {column: values}}) of the frame's state."""
+        ...
+
+
+@runtime_checkable
+class DefaultOutputFields(Protocol):
+    """An equation that names the fields saved when ``output.fields`` is empty (e.g. grain labels, not η)."""
+
+    @property
+    def default_output_fields(self) -> tuple[str, ...]: ...

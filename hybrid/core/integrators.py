@@ -17,7 +17,7 @@ import time as _time
 from collections.abc import Callable
 from typing import Any
 
-from hybrid.core.equation import Equation, ImplicitSolve
+from hybrid.core.equation import Equation, FusedExplicitStep, ImplicitSolve
 from hybrid.core.state import State
 
 
@@ -66,10 +66,13 @@ class ExplicitEuler(Stepper):
 
     name = "euler"
 
+    def __init__(self, equation: Equation, dt: float) -> None:
+        super().__init__(equation, dt)
+        self._fused = equation.explicit_step if isinstance(equation, FusedExplicitStep) else None
+
     def advance(self, state: State) -> State:
-        fused = getattr(self.equation, "explicit_step", None)
-        if fused is not None:  # a model's fused kernel: reads φ^n and writes φ^{n+1} in one pass
-            return state.replace(fused(state, self.dt), self.dt)
+        if self._fused is not None:  # a model's fused kernel: reads φ^n and writes φ^{n+1} in one pass
+            return state.replace(self._fused(state, self.dt), self.dt)
         tend = self.equation.rhs(state)
         dt = self.dt
         return state.replace({k: v + dt * tend[k] if k in tend else v for k, v in state.fields.items()}, dt)

@@ -11,10 +11,9 @@ from __future__ import annotations
 from hybrid.core.checkpoint import Checkpoint, read_checkpoint, write_checkpoint
 from hybrid.core.describe import describe_file
 from hybrid.core.hdf5 import FileInUse, check_writable, temp_beside
-from hybrid.core.results import MONITOR_COLUMNS, OutputFile, read_output, read_table, verify_results
+from hybrid.core.results import OutputFile, read_output, read_table, verify_results
 
 __all__ = [
-    "MONITOR_COLUMNS",
     "Checkpoint",
     "FileInUse",
     "OutputFile",

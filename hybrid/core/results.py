@@ -76,16 +76,6 @@ from hybrid.core.provenance import hybrid_version, utc_now
 
 logger = logging.getLogger(__name__)
 
-MONITOR_COLUMNS: dict[str, str] = {
-    "step": "int64",
-    "time": "float64",
-    "uncertainty": "float64",
-    "threshold": "float64",
-    "source": "str",
-    "audit_error": "float64",
-}
-"""Required columns of every ``monitor/<term>`` table and their stored types."""
-
 _FRAME_GROUPS = ("fields", "terms")
 _RESERVED_ROOT = {"time", "step", "fields", "terms", "timing", "extra", "rng"}
 
@@ -394,13 +384,13 @@ class OutputFile:
         self._write_xdmf()
         logger.debug("frame %d (step %d, t=%g) written to %s", n, step_i, time, self.path)
 
-    def append_rows(self, table: str, rows: Mapping[str, Any]) -> None:
+    def append_rows(self, table: str, rows: Mapping[str, Any], required: Mapping[str, str] | None = None) -> None:
         """Append rows to a table (a group of column datasets) and flush.
 
         Column types are fixed by the first append: integers -> int64, floats -> float64,
-        bools -> bool, strings -> variable-length UTF-8. Tables under ``monitor/`` must hold
-        the columns of :data:`MONITOR_COLUMNS` (extra columns are allowed) and store them with
-        those types. Later appends must give the same columns.
+        bools -> bool, strings -> variable-length UTF-8; ``required`` columns must be present
+        (extra columns are allowed) and are stored with the types it names, first and in its
+        order. Later appends must give the same columns.
 
         Args:
             table: table path, e.g. ``"monitor/elastic"``.
@@ -408,6 +398,8 @@ class OutputFile:
                 hold the index of the state each row belongs to, i.e. the same index
                 :meth:`append_frame` would use for that state, so that :meth:`truncate_after`
                 drops exactly the rows produced after a checkpoint.
+            required: column -> stored type ("int64", "float64", "str", ...) the writer of the
+                table promises (e.g. a monitor's decision log).
 
         Raises:
             ValueError: bad table path, unequal lengths, missing/extra columns, or values
@@ -420,7 +412,7 @@ class OutputFile:
                 f"invalid table path {table!r}: use e.g. 'monitor/<term>' (not under {sorted(_RESERVED_ROOT)})"
             )
         table = "/".join(parts)
-        is_monitor = parts[0] == "monitor"
+        required = dict(required or {})
         cols: dict[str, Array] = {}
         for name, values in rows.items():
             check_name(name, "column")
@@ -433,10 +425,9 @@ class OutputFile:
         lengths = {name: a.shape[0] for name, a in cols.items()}
         if len(set(lengths.values())) > 1:
             raise ValueError(f"table {table}: columns have different lengths {lengths}")
-        if is_monitor:
-            missing = sorted(set(MONITOR_COLUMNS) - set(cols))
-            if missing:
-                raise ValueError(f"monitor table {table} is missing columns {missing}")
+        missing = sorted(set(required) - set(cols))
+        if missing:
+            raise ValueError(f"table {table} is missing columns {missing}")
         nrows = next(iter(lengths.values()), 0)
 
         exists = table in h5
@@ -455,7 +446,7 @@ class OutputFile:
                 target = h5[table][name].dtype
                 is_str = h5py.check_string_dtype(target) is not None
             else:
-                fixed = MONITOR_COLUMNS.get(name) if is_monitor else None
+                fixed = required.get(name)
                 is_str = fixed == "str" or (fixed is None and arr.dtype.kind in "US")
                 if is_str:
                     target = STR_DTYPE
@@ -483,7 +474,7 @@ class OutputFile:
         if not exists:
             group = h5.require_group(table)
             group.attrs["hybrid_table"] = 1
-            ordered = [c for c in MONITOR_COLUMNS if c in cols] if is_monitor else []
+            ordered = [c for c in required if c in cols]
             ordered += [c for c in cols if c not in ordered]
             group.attrs["columns"] = np.array(ordered, dtype=STR_DTYPE)
             for name, arr in prepared.items():

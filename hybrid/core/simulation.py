@@ -52,7 +52,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from hybrid.core.equation import Equation
+from hybrid.core.equation import AfterStep, CheckState, DefaultOutputFields, Equation, FrameOutput, StateBounds
 from hybrid.core.integrators import Stepper
 from hybrid.core.io import (
     Checkpoint,
@@ -64,6 +64,7 @@ from hybrid.core.io import (
 )
 from hybrid.core.progress import progress_bar
 from hybrid.core.state import State, UnphysicalState
+from hybrid.core.terms import DecisionLog
 
 log = logging.getLogger(__name__)
 
@@ -186,9 +187,8 @@ class Simulation:
             raise self._blow_up(
                 f"step {self.state.step + 1} (from t = {self.state.time:g}) met an unphysical state: {err}"
             ) from err
-        post = getattr(self.equation, "after_step", None)
-        if post is not None:
-            new = post(new)
+        if isinstance(self.equation, AfterStep):
+            new = self.equation.after_step(new)
         n = new.step
         if n % self.check_every == 0 or self._frame_due(n) or self._checkpoint_due(n):
             self._check_finite(new)
@@ -242,11 +242,7 @@ class Simulation:
         if self._out is not None:
             self._flush_tables()
             self._set_timing()
-            summaries = {
-                f"summary/{name}": term.summary()
-                for name, term in self._monitored().items()
-                if hasattr(term, "summary")
-            }
+            summaries = {f"summary/{name}": log.summary() for name, log in self._monitored().items()}
             if summaries:
                 self._out.set_attrs(summaries)  # stored as JSON text
             self._out.close()
@@ -381,7 +377,8 @@ class Simulation:
         A bounded field costs one min and one max, which also find NaN/inf (both propagate NaN), in place of the
         finiteness pass: the check costs what the NaN guard alone did.
         """
-        bounds: Mapping[str, tuple[float, float]] = getattr(self.equation, "state_bounds", {}) or {}
+        eq = self.equation
+        bounds: Mapping[str, tuple[float, float]] = eq.state_bounds if isinstance(eq, StateBounds) else {}
         ranges: dict[str, tuple[float, float]] = {}
         for name, arr in state.fields.items():
             if name in bounds:
@@ -392,8 +389,7 @@ class Simulation:
                 finite = state.backend.all_finite(arr)
             if not finite:
                 return f"field {name!r} became NaN/inf at step {state.step} (t = {state.time:g})"
-        check = getattr(self.equation, "check_state", None)
-        problem = check(state) if check is not None else None
+        problem = eq.check_state(state) if isinstance(eq, CheckState) else None
         if problem:  # the model's own words first (ATG: a negative film thickness)
             return f"step {state.step} (t = {state.time:g}): {problem}"
         for name, (lo, hi) in ranges.items():
@@ -445,11 +441,12 @@ class Simulation:
         assert self._out is not None
         fields = self.state.numpy_fields()
         tables: dict[str, dict[str, Any]] = {}
-        frame_output = getattr(self.equation, "frame_output", None)
-        if frame_output is not None:
-            derived, tables = frame_output(self.state)
+        eq = self.equation
+        if isinstance(eq, FrameOutput):
+            derived, tables = eq.frame_output(self.state)
             fields.update(derived)
-        selected = self.output.fields or tuple(getattr(self.equation, "default_output_fields", ())) or tuple(fields)
+        default = tuple(eq.default_output_fields) if isinstance(eq, DefaultOutputFields) else ()
+        selected = self.output.fields or default or tuple(fields)
         unknown = [k for k in selected if k not in fields]
         if unknown:
             raise ValueError(f"output.fields names {unknown}; this model outputs {sorted(fields)}")
@@ -460,18 +457,17 @@ class Simulation:
             self._out.append_rows(table, rows)
         self._flush_tables()
 
-    def _monitored(self) -> dict[str, Any]:
-        """Objects that may log monitor decisions: every term provider, and the stepper as ``"stepper"``."""
-        return {**self.equation.terms, "stepper": self.stepper}
+    def _monitored(self) -> dict[str, DecisionLog]:
+        """The term providers and the stepper (as ``"stepper"``) that log their decisions."""
+        candidates = {**self.equation.terms, "stepper": self.stepper}
+        return {name: obj for name, obj in candidates.items() if isinstance(obj, DecisionLog)}
 
     def _flush_tables(self) -> None:
         assert self._out is not None
-        for name, term in self._monitored().items():
-            take = getattr(term, "take_log_rows", None)
-            if take is not None:
-                rows = take()
-                if rows and len(next(iter(rows.values()))):
-                    self._out.append_rows(f"monitor/{name}", rows)
+        for name, log in self._monitored().items():
+            rows = log.take_log_rows()
+            if rows and len(next(iter(rows.values()))):
+                self._out.append_rows(f"{log.log_group}/{name}", rows, log.log_columns)
 
     def _set_timing(self) -> None:
         if self._out is None:
@@ -485,10 +481,8 @@ class Simulation:
 
     def _postfix(self) -> str:
         parts = [f"t={self.state.time:.4g}"]
-        for name, term in self._monitored().items():
-            frac = getattr(term, "nn_fraction", None)
-            if frac is not None:
-                parts.append(f"{name}: nn {100 * frac:.0f}%")
+        for name, log in self._monitored().items():
+            parts.append(f"{name}: {log.progress_note()}")
         return ", ".join(parts)
 
     def timing(self) -> dict[str, Any]:

@@ -253,3 +253,28 @@ class TermProvider:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore what :meth:`state_dict` returned."""
+
+
+@runtime_checkable
+class DecisionLog(Protocol):
+    """A term provider or stepper that logs its decisions (e.g. a monitor choosing between a network and the DNS).
+
+    The Simulation appends the rows it takes to the results table ``<log_group>/<name>`` (``name``: the term, or
+    ``stepper``) with the columns ``log_columns`` requires, stores its ``summary()`` with the output, and shows its
+    ``progress_note()`` on the progress bar.
+    """
+
+    log_group: str
+    log_columns: Mapping[str, str]
+
+    def take_log_rows(self) -> dict[str, Any]:
+        """The rows logged since the last call ({column: 1-D values})."""
+        ...
+
+    def summary(self) -> dict[str, Any]:
+        """The run so far in a few numbers (JSON-serialisable)."""
+        ...
+
+    def progress_note(self) -> str:
+        """A few words for the progress bar (e.g. the network's share of answers)."""
+        ...

@@ -43,6 +43,16 @@ from hybrid.core.terms import TermProvider
 
 log = logging.getLogger(__name__)
 
+MONITOR_COLUMNS: dict[str, str] = {
+    "step": "int64",
+    "time": "float64",
+    "uncertainty": "float64",
+    "threshold": "float64",
+    "source": "str",
+    "audit_error": "float64",
+}
+"""Columns of every decision log ``/monitor/<term>`` (and ``/monitor/stepper``) and their stored types."""
+
 
 @dataclass
 class EnsemblePrediction:
@@ -98,6 +108,10 @@ class MonitorPolicy:
         tolerance, confidence: what τ was calibrated for (reported in the summary).
         tighten_on_audit: lower τ when an audit finds an accepted answer beyond the tolerance (module docstring).
     """
+
+    log_group = "monitor"
+    """The results group of its decision log: ``/monitor/<term>`` (:class:`hybrid.core.terms.DecisionLog`)."""
+    log_columns = MONITOR_COLUMNS
 
     def __init__(
         self,
@@ -213,6 +227,10 @@ class MonitorPolicy:
     def nn_fraction(self) -> float:
         """Fraction of decisions answered by the NN."""
         return self.nn_calls / self.decisions if self.decisions else 0.0
+
+    def progress_note(self) -> str:
+        """The network's share of the decisions so far, for the progress bar."""
+        return f"nn {100 * self.nn_fraction:.0f}%"
 
     def take_log_rows(self) -> dict[str, np.ndarray]:
         """Rows logged since the last call (the Simulation appends them to /monitor/<term>)."""

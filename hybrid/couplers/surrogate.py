@@ -66,17 +66,18 @@ import logging
 import math
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
 from hybrid.core.backend import resolve_device
 from hybrid.core.config import ConfigError, Option, Table
+from hybrid.core.equation import AfterStep
 from hybrid.core.integrators import Stepper
 from hybrid.core.registry import Context, register_provider
 from hybrid.core.state import State
 from hybrid.couplers.learned import require_model_dir
-from hybrid.couplers.monitor import MonitorPolicy
+from hybrid.couplers.monitor import MONITOR_COLUMNS, MonitorPolicy
 from hybrid.couplers.pipeline import TrainKind, calibration_lines, register_train_kind
 
 log = logging.getLogger(__name__)
@@ -89,6 +90,25 @@ SHIPPED_SURROGATES = Path(__file__).resolve().parents[1] / "models" / "weights"
 
 StepperFactory = Callable[[Any, Stepper], Stepper]
 """What a stepper provider builds: (equation, DNS stepper) -> the stepper of the run."""
+
+
+@runtime_checkable
+class JumpEvents(Protocol):
+    """A model that can tell a jump's topology changes no DNS window of its length makes (grain growth)."""
+
+    def jump_events(self, start: Any, jumped: Any, horizon: float) -> tuple[int, int]:
+        """(grains that vanished, grains that merged) between ``start`` and ``jumped`` that ``horizon`` cannot
+        explain."""
+        ...
+
+
+@runtime_checkable
+class AlignIndices(Protocol):
+    """A model whose fields carry arbitrary indices (order parameters) that two windows may assign differently."""
+
+    def align_indices(self, reference: Any, other: Any) -> Any:
+        """``reference`` with its indices moved to match ``other``'s."""
+        ...
 
 
 class JumpEnsemble:
@@ -205,8 +225,8 @@ class JumpEnsemble:
             self.model, eta, rate=rate, tile=self.tile, activity=self.activity, spread=self.indicator == "spread"
         )
         out = state.backend.asarray(pred.mean if isinstance(field, torch.Tensor) else pred.mean.numpy())
-        events = getattr(self.equation, "jump_events", None)
-        vanished, merged = events(eta, pred.mean, self.horizon) if self.topology_check and events else (0, 0)
+        checks = self.topology_check and isinstance(self.equation, JumpEvents)
+        vanished, merged = self.equation.jump_events(eta, pred.mean, self.horizon) if checks else (0, 0)
         if vanished or merged:
             # a topology change no DNS window of this length can make: not trusted whatever the indicator
             log.debug("step %d: the jump vanishes %d and merges %d large grains", state.step, vanished, merged)
@@ -241,9 +261,8 @@ class JumpEnsemble:
         def t(a: Any) -> Any:
             return torch.from_numpy(np.asarray(to_numpy(a), dtype=np.float64))
 
-        align = getattr(self.equation, "align_indices", None)
-        if align is not None:
-            dns_value = align(dns_value, nn_value)
+        if isinstance(self.equation, AlignIndices):
+            dns_value = self.equation.align_indices(dns_value, nn_value)
         return window_error(t(nn_value), t(dns_value), t(start))
 
     def calibrated_threshold(self, tolerance: float, confidence: float) -> float:
@@ -270,6 +289,9 @@ class SurrogateStepper(Stepper):
     """
 
     name = "surrogate"
+    log_group = "monitor"
+    """Its window log is ``/monitor/stepper`` (:class:`hybrid.core.terms.DecisionLog`)."""
+    log_columns = MONITOR_COLUMNS
 
     def __init__(self, equation: Any, dns: Stepper, nn: JumpEnsemble, policy: MonitorPolicy | None = None) -> None:
         super().__init__(equation, dns.dt)
@@ -322,7 +344,7 @@ class SurrogateStepper(Stepper):
         The caller applies the hook after the last step; ``first = False`` also applies it before the first (the
         steps continue a window, as the relaxation after an NN jump does).
         """
-        post = getattr(self.equation, "after_step", None)
+        post = self.equation.after_step if isinstance(self.equation, AfterStep) else None
         n = self.steps_per_call if steps is None else steps
         for i in range(n):
             if post is not None and (i > 0 or not first):
@@ -336,6 +358,10 @@ class SurrogateStepper(Stepper):
         """Fraction of windows answered by the NN."""
         n = self.nn_windows + self.dns_windows
         return self.nn_windows / n if n else 0.0
+
+    def progress_note(self) -> str:
+        """The share of windows the network answered, for the progress bar."""
+        return f"nn {100 * self.nn_fraction:.0f}%"
 
     def take_log_rows(self) -> dict[str, np.ndarray]:
         return self.policy.take_log_rows() if self.policy is not None else {}

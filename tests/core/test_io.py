@@ -23,6 +23,14 @@ from hybrid.core.io import (
     write_checkpoint,
 )
 
+LOG_COLUMNS = {  # a decision log's columns and types, as a monitor declares them
+    "audit_error": "float64",
+    "step": "int64",
+    "time": "float64",
+    "uncertainty": "float64",
+    "threshold": "float64",
+    "source": "str",
+}
 CASE = '[case]\nname = "test"\nmodel = "atg"\nseed = 1\n\n[grid]\nlength = 6.4\npoints = 16\n'
 ATTRS = {"backend": "numpy", "device": "cpu"}
 
@@ -177,23 +185,23 @@ def test_truncate_after_non_prefix_rows(tmp_path: Path) -> None:
 def test_monitor_table_round_trip(tmp_path: Path) -> None:
     path = tmp_path / "run.h5"
     with _open(path, (16,)) as out:
-        out.append_rows("monitor/elastic", _monitor_rows([1, 2, 3], ["nn", "dns", "nn"]))
-        out.append_rows("monitor/elastic", _monitor_rows([4], ["nn"]))
-        out.append_rows("monitor/front_correction", _monitor_rows([1], ["dns"]))
+        out.append_rows("monitor/elastic", _monitor_rows([1, 2, 3], ["nn", "dns", "nn"]), LOG_COLUMNS)
+        out.append_rows("monitor/elastic", _monitor_rows([4], ["nn"]), LOG_COLUMNS)
+        out.append_rows("monitor/front_correction", _monitor_rows([1], ["dns"]), LOG_COLUMNS)
         with pytest.raises(ValueError, match="missing columns"):
-            out.append_rows("monitor/elastic", {"step": [5], "time": [0.5]})
+            out.append_rows("monitor/elastic", {"step": [5], "time": [0.5]}, LOG_COLUMNS)
         with pytest.raises(ValueError, match="different lengths"):
             bad = _monitor_rows([5, 6], ["nn", "nn"])
             bad["source"] = ["nn"]
-            out.append_rows("monitor/elastic", bad)
+            out.append_rows("monitor/elastic", bad, LOG_COLUMNS)
         with pytest.raises(ValueError, match="does not fit"):
             bad = _monitor_rows([5], ["nn"])
             bad["step"] = [5.5]
-            out.append_rows("monitor/elastic", bad)
+            out.append_rows("monitor/elastic", bad, LOG_COLUMNS)
     mon = read_output(path)["monitor"]
     assert set(mon) == {"elastic", "front_correction"}
     el = mon["elastic"]
-    assert list(el) == list(io.MONITOR_COLUMNS)
+    assert list(el) == list(LOG_COLUMNS)  # the required columns first, in their order
     np.testing.assert_array_equal(el["step"], [1, 2, 3, 4])
     assert el["step"].dtype == np.int64
     for col in ("time", "uncertainty", "threshold", "audit_error"):

@@ -24,6 +24,7 @@ from hybrid.couplers.compare import (
     provider_document,
     write_report,
 )
+from hybrid.couplers.monitor import MONITOR_COLUMNS
 from hybrid.solvers.atg import LinearElastic
 
 FIXED_KEYS = ("case", "term", "providers", "wall_seconds", "speedup", "nn_fraction", "time", "metrics", "descriptors")
@@ -155,9 +156,12 @@ def test_provider_switch_drops_foreign_options(monkeypatch: pytest.MonkeyPatch) 
 
 
 class _FakeMonitor(LinearElastic):
-    """Linear law posing as a monitor: every third call "falls back to DNS", every fourth is audited."""
+    """Linear law posing as a monitor (a DecisionLog): every third call "falls back to DNS", every fourth is
+    audited."""
 
     provider = "fakemon"
+    log_group = "monitor"
+    log_columns = MONITOR_COLUMNS
 
     def __init__(self, ctx: Any) -> None:
         super().__init__(ctx)
@@ -175,6 +179,12 @@ class _FakeMonitor(LinearElastic):
     @property
     def nn_fraction(self) -> float:
         return self.nn_calls / max(self.calls, 1)
+
+    def summary(self) -> dict[str, Any]:
+        return {"nn_fraction": self.nn_fraction}
+
+    def progress_note(self) -> str:
+        return f"nn {100 * self.nn_fraction:.0f}%"
 
     def take_log_rows(self) -> dict[str, Any]:
         rows, self._rows = self._rows, []
