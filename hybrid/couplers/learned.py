@@ -98,6 +98,13 @@ LEARNED: dict[str, LearnedTerm] = {}
 """Registered learned terms by term name."""
 
 
+def resolve_model_dir(ctx: Context, weights: str, shipped: Path, key: str, missing: str) -> Path:
+    """The ensemble folder a ``weights`` option names: ``"shipped"`` -> ``shipped``, otherwise a folder relative to
+    the case file; a ConfigError naming ``key`` (with the ``missing`` hint for a shipped one) if it holds no card."""
+    path = shipped if weights == "shipped" else ctx.resolve_path(weights)
+    return require_model_dir(path, key, f" ({missing})" if weights == "shipped" else "")
+
+
 def require_model_dir(path: Path, key: str, hint: str = "") -> Path:
     """``path`` if it holds a model card, else a ConfigError naming ``key`` and what the key accepts."""
     if not (path / "model_card.json").exists():
@@ -131,7 +138,13 @@ class EnsembleProvider(TermProvider):
         self.inputs = spec.inputs
         self.scale = float(spec.scale(ctx.params))
         self.dx = float(ctx.grid.dx)
-        self.weights = self._resolve_weights(ctx, str(options.get("weights", "shipped")))
+        self.weights = resolve_model_dir(
+            ctx,
+            str(options.get("weights", "shipped")),
+            spec.weights,
+            self._key("weights"),
+            "the shipped ensemble is missing: reinstall, or train one: see docs/training.md",
+        )
         device = options.get("device") or (ctx.backend.device if ctx.backend.is_torch else "cpu")
         self.device = resolve_device(device, self._key("device"))
         self.model, self.card = load_ensemble(self.weights, device=str(self.device), expect=spec.architecture)
@@ -173,12 +186,6 @@ class EnsembleProvider(TermProvider):
 
     def _key(self, option: str) -> str:
         return f"terms.{self.spec.term}.{option}"
-
-    def _resolve_weights(self, ctx: Context, weights: str) -> Path:
-        """``"shipped"`` -> the spec's shipped ensemble; otherwise a directory (relative to the case file)."""
-        path = self.spec.weights if weights == "shipped" else ctx.resolve_path(weights)
-        hint = " (the shipped ensemble is missing: reinstall, or train one: see README)" if weights == "shipped" else ""
-        return require_model_dir(path, self._key("weights"), hint)
 
     def _device_input(self, x: Any) -> Any:
         """An input field (N,) as a torch tensor of the inference dtype on the model's device."""

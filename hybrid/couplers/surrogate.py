@@ -76,7 +76,7 @@ from hybrid.core.equation import AfterStep
 from hybrid.core.integrators import Stepper
 from hybrid.core.registry import Context, register_provider
 from hybrid.core.state import State
-from hybrid.couplers.learned import require_model_dir
+from hybrid.couplers.learned import resolve_model_dir
 from hybrid.couplers.monitor import MONITOR_COLUMNS, MonitorPolicy
 from hybrid.couplers.pipeline import TrainKind, calibration_lines, register_train_kind
 
@@ -406,9 +406,9 @@ class SurrogateStepper(Stepper):
 
 def resolve_surrogate_weights(ctx: Context, weights: str) -> Path:
     """``"shipped"`` -> the ensemble shipped for the case's model; otherwise a directory relative to the case."""
-    path = SHIPPED_SURROGATES / f"{ctx.model}_surrogate" if weights == "shipped" else ctx.resolve_path(weights)
-    hint = f" (no surrogate ships for model {ctx.model!r}: train one, see README)" if weights == "shipped" else ""
-    return require_model_dir(path, "stepper.weights", hint)
+    shipped = SHIPPED_SURROGATES / f"{ctx.model}_surrogate"
+    missing = f"no surrogate ships for model {ctx.model!r}: train one, see docs/training.md"
+    return resolve_model_dir(ctx, weights, shipped, "stepper.weights", missing)
 
 
 NN_OPTIONS = Table(
