@@ -866,7 +866,7 @@ def _write(
     """Assemble the samples in task order and write the file (temporary file + atomic rename)."""
     import h5py
 
-    from hybrid.solvers.elasticity import misfit_energy_density
+    from hybrid.solvers.elastic_laws import misfit_energy_density
 
     if len(results) != len(tasks):  # pragma: no cover - defensive
         raise RuntimeError(f"{len(tasks) - len(results)} tasks returned no result")

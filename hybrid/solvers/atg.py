@@ -128,7 +128,7 @@ def stability_limit(integrator: str, grid: Grid, params: Mapping[str, Any]) -> t
     """
     dx, m = grid.dx, float(params["mobility"])
     if integrator == "imex":
-        from hybrid.solvers.elasticity import misfit_energy_density
+        from hybrid.solvers.elastic_laws import misfit_energy_density
 
         rho0 = misfit_energy_density(params["young"], params["poisson"], params["misfit"])
         gamma = float(params["gamma_film"])
@@ -292,7 +292,7 @@ class LinearElastic(TermProvider):
     inputs = ("h",)
 
     def __init__(self, ctx: Context) -> None:
-        from hybrid.solvers.elasticity import misfit_energy_density
+        from hybrid.solvers.elastic_laws import misfit_energy_density
 
         super().__init__(ctx)
         p = ctx.params

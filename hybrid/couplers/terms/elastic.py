@@ -20,7 +20,7 @@ from hybrid.models.calibration import ensemble_error, modulation_error, modulati
 from hybrid.models.ensemble import EnsembleCNN1d
 from hybrid.models.features import ELASTIC_CHANNELS, ELASTIC_FEATURES, elastic_features
 from hybrid.models.learnable import DataLayout, Learnable, Metric
-from hybrid.solvers.elasticity import misfit_energy_density
+from hybrid.solvers.elastic_laws import misfit_energy_density
 
 SHIPPED_WEIGHTS = Path(__file__).resolve().parents[2] / "models" / "weights" / "atg_elastic"
 """The shipped ensemble (``terms.elastic.weights = "shipped"``)."""
