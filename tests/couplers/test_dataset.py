@@ -11,19 +11,8 @@ import numpy as np
 import pytest
 
 from hybrid.core.config import ConfigError
-from hybrid.couplers.dataset import (
-    PARAM_NAMES,
-    _enforce_floor,
-    _max_slope,
-    generate_dataset,
-    perlin_profiles,
-    plan_tasks,
-    random_profiles,
-    read_dataset,
-    resolve_spec,
-    run_task,
-    select_frames,
-)
+from hybrid.couplers.dataset import PARAM_NAMES, generate_dataset, plan_tasks, read_dataset, resolve_spec, run_task
+from hybrid.couplers.profiles import enforce_floor, max_slope, perlin_profiles, random_profiles, select_frames
 from hybrid.solvers.elasticity import FilmElasticitySolver, misfit_energy_density
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -127,10 +116,10 @@ def test_nonnegative_thickness(tiny: tuple[Path, dict[str, Any]]) -> None:
 
 def test_floor_shift_and_clip() -> None:
     h = np.array([1.0, -0.5, 0.25, 2.0])
-    shifted = _enforce_floor(h, 0.1, "shift")
+    shifted = enforce_floor(h, 0.1, "shift")
     np.testing.assert_allclose(shifted, h + 0.6)  # rigid shift: min = floor, shape kept
-    np.testing.assert_allclose(_enforce_floor(h, 0.0, "clip"), [1.0, 0.0, 0.25, 2.0])
-    np.testing.assert_array_equal(_enforce_floor(h + 1.0, 0.0, "shift"), h + 1.0)  # untouched when above
+    np.testing.assert_allclose(enforce_floor(h, 0.0, "clip"), [1.0, 0.0, 0.25, 2.0])
+    np.testing.assert_array_equal(enforce_floor(h + 1.0, 0.0, "shift"), h + 1.0)  # untouched when above
 
 
 # ------------------------------------------------------------------------------------------------ determinism
@@ -188,7 +177,7 @@ def test_random_profiles_claims() -> None:
     h = random_profiles(np.random.default_rng(5), 400, length, points, RANDOM_OPTS)
     assert h.shape == (400, 64) and h.min() >= 0
     rms = h.std(axis=1)
-    slope = np.array([_max_slope(p, length) for p in h])
+    slope = np.array([max_slope(p, length) for p in h])
     capped = np.isclose(slope, RANDOM_OPTS["max_slope"], rtol=1e-9)
     lo, hi = RANDOM_OPTS["amplitude"]
     assert np.all(slope <= RANDOM_OPTS["max_slope"] * (1 + 1e-9))
@@ -232,7 +221,7 @@ def test_perlin_profiles_are_smooth() -> None:
     power = np.abs(np.fft.rfft(dev, axis=1)) ** 2
     assert power[:, 17:].sum() < 0.02 * power.sum()
     rms = h.std(axis=1)
-    slope = np.array([_max_slope(p, length) for p in h])
+    slope = np.array([max_slope(p, length) for p in h])
     assert np.all((rms <= 3.0 + 1e-9) & ((rms >= 0.05 - 1e-9) | np.isclose(slope, 1.5)))
     assert np.all(slope <= 1.5 * (1 + 1e-9))
 
@@ -254,7 +243,7 @@ def test_trajectories_in_order_and_roughening(tiny: tuple[Path, dict[str, Any]])
         assert np.corrcoef(np.arange(len(rms)), rms)[0, 1] > 0.8
         # islands on a thin wetting layer, with island-like slopes
         assert h[-1].min() < 0.25 * h[-1].mean()
-        assert _max_slope(h[-1], resolved["grid"]["length"]) > 0.7
+        assert max_slope(h[-1], resolved["grid"]["length"]) > 0.7
         assert np.ptp(h.mean(axis=1)) < 1e-6 * h.mean()  # surface diffusion conserves mass (no shift needed)
 
 
