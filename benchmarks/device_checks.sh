@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU checks of issues #3 and #4 as one prepared run on a lent NVIDIA machine. Its steps' timeouts add up to
+# Every GPU check as one prepared run on a lent NVIDIA machine. Its steps' timeouts add up to
 # 8.7 min, inside one 10-minute device command; how long it takes on a GPU is not measured yet. Never run in CI.
 #
 #   bash benchmarks/device_checks.sh --prepare     # here, once per checkout: wheels the device image lacks -> .whl/
@@ -11,7 +11,8 @@
 #
 # What it runs, each step bounded by `timeout` and logged to $OUT (or out/device when OUT is unset):
 #   1. the CUDA-parametrised tests: backend equivalence of the ATG and grain-growth kernels (1e-10 over 100 steps),
-#      the elastic ensemble and monitor on cuda against the CPU, the tiled jump inference on cuda against the CPU;
+#      the elastic ensemble and monitor on cuda against the CPU, the tiled jump inference on cuda against the CPU,
+#      every provider's torch-in/torch-out on cuda, the torch example loop on the GPU against the CPU;
 #   2. bench_elastic.py --device cuda: the ensemble per call on the GPU against the FEM on the CPU (#3 per-call
 #      target; the FEM has no GPU path);
 #   3. bench_graingrowth.py --device cuda: the torch DNS step on the GPU against a copy of the same bytes there (#4
@@ -55,9 +56,10 @@ run() { # NAME SECONDS COMMAND...: one step, its output in $out/NAME.log
     [ "$rc" = 0 ] || status=1
 }
 
-run tests_cuda 150 python3 -m pytest -q -p no:cacheprovider -o addopts="" -k cuda \
+run tests_cuda 150 python3 -m pytest -q -p no:cacheprovider -o addopts="" -k "cuda or gpu" \
     tests/solvers/test_atg_kernels.py tests/solvers/test_graingrowth_kernels.py \
-    tests/couplers/test_nn_elastic.py tests/couplers/test_surrogate.py
+    tests/couplers/test_nn_elastic.py tests/couplers/test_surrogate.py tests/test_provider_inputs.py \
+    tests/test_examples.py
 run bench_elastic 120 python3 benchmarks/bench_elastic.py --points 100 512 1024 --calls 20 --device cuda
 run bench_graingrowth 110 python3 benchmarks/bench_graingrowth.py --size 512 --repeat 20 --device cuda
 run bench_surrogate 140 python3 benchmarks/bench_surrogate.py --size 512 --windows 3 --backend torch --device cuda
