@@ -12,7 +12,8 @@
 # What it runs, each step bounded by `timeout` and logged to $OUT (or out/device when OUT is unset):
 #   1. the CUDA-parametrised tests: backend equivalence of the ATG and grain-growth kernels (1e-10 over 100 steps),
 #      the elastic ensemble and monitor on cuda against the CPU, the tiled jump inference on cuda against the CPU,
-#      every provider's torch-in/torch-out on cuda, the torch example loop on the GPU against the CPU;
+#      every provider's torch-in/torch-out on cuda, the torch example loop on the GPU against the CPU, the
+#      shipped ATG case with its monitor on the torch backend on cuda against the numpy run;
 #   2. bench_elastic.py --device cuda: the ensemble per call on the GPU against the FEM on the CPU (#3 per-call
 #      target; the FEM has no GPU path);
 #   3. bench_graingrowth.py --device cuda: the torch DNS step on the GPU against a copy of the same bytes there (#4
@@ -59,7 +60,7 @@ run() { # NAME SECONDS COMMAND...: one step, its output in $out/NAME.log
 run tests_cuda 150 python3 -m pytest -q -p no:cacheprovider -o addopts="" -k "cuda or gpu" \
     tests/solvers/test_atg_kernels.py tests/solvers/test_graingrowth_kernels.py \
     tests/couplers/test_nn_elastic.py tests/couplers/test_surrogate.py tests/test_provider_inputs.py \
-    tests/test_examples.py
+    tests/test_examples.py tests/test_gpu_path.py
 run bench_elastic 120 python3 benchmarks/bench_elastic.py --points 100 512 1024 --calls 20 --device cuda
 run bench_graingrowth 110 python3 benchmarks/bench_graingrowth.py --size 512 --repeat 20 --device cuda
 run bench_surrogate 140 python3 benchmarks/bench_surrogate.py --size 512 --windows 3 --backend torch --device cuda
