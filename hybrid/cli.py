@@ -107,7 +107,8 @@ def _parser() -> argparse.ArgumentParser:
     tr = sub.add_parser(
         "train",
         help="train an NN ensemble on a dataset",
-        description="Train, evaluate and calibrate an ensemble; writes DIR/weights.pt and DIR/model_card.json. "
+        description="Train, evaluate and calibrate an ensemble of a learned term ([model] term = NAME, default "
+        "elastic); writes DIR/weights.pt and DIR/model_card.json. "
         "A spec with [model] architecture = 'jump2d' trains a whole-model jump surrogate on a trajectory file "
         "(e.g. training/graingrowth_surrogate.toml).",
     )
@@ -127,7 +128,7 @@ def _parser() -> argparse.ArgumentParser:
     cal = sub.add_parser(
         "calibrate",
         help="recalibrate a trained NN ensemble's monitor threshold",
-        description="Redo the calibration of a trained `elastic` ensemble with other [calibration] settings, on "
+        description="Redo the calibration of a trained ensemble of a learned term with other [calibration] settings, on "
         "the data it was trained on (checked by SHA-256); the weights stay. Rewrites DIR/model_card.json unless "
         "--out is given.",
     )
