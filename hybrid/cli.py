@@ -128,7 +128,7 @@ def _parser() -> argparse.ArgumentParser:
     cal = sub.add_parser(
         "calibrate",
         help="recalibrate a trained NN ensemble's monitor threshold",
-        description="Redo the calibration of a trained ensemble of a learned term with other [calibration] settings, on "
+        description="Redo the calibration of a trained learned-term ensemble with other [calibration] settings, on "
         "the data it was trained on (checked by SHA-256); the weights stay. Rewrites DIR/model_card.json unless "
         "--out is given.",
     )
