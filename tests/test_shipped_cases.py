@@ -1,4 +1,4 @@
-"""Every shipped ATG case runs from the CLI at a tiny size; provider switches with --set work on it."""
+"""Every shipped case runs from the CLI at a tiny size; provider switches with --set work on the ATG case."""
 
 from __future__ import annotations
 
@@ -37,3 +37,17 @@ def test_atg_film_runs_with_each_provider(tmp_path: Path, provider: str, capsys:
         rows = res["monitor"]["elastic"]
         assert len(rows["step"]) == 10 and set(rows["source"]) <= {"nn", "dns"}
     assert (tmp_path / f"{provider}_profiles.png").exists()
+
+
+def test_front_pf_runs_from_the_cli_and_writes_the_front(tmp_path: Path) -> None:
+    out = tmp_path / "front.h5"
+    sets = ["time.end=2.0", "output.every=25", "output.fields=['h','phi']"]
+    assert main(["run", str(CASES / "front_pf.toml"), "--out", str(out), "--no-progress", *_sets(sets)]) == 0
+    res = read_output(out)
+    h, phi = res["fields"]["h"], res["fields"]["phi"]
+    assert h.shape == (3, 128) and phi.shape == (3, 161, 128)
+    assert np.all((h > 2.0) & (h < 6.0)) and np.abs(phi).max() <= 1.0 + 1e-9  # the maximum principle
+
+
+def _sets(items: list[str]) -> list[str]:
+    return [x for item in items for x in ("--set", item)]

@@ -2,5 +2,6 @@
 
 from hybrid.solvers import (
     atg,  # noqa: F401
+    front_pf,  # noqa: F401
     graingrowth,  # noqa: F401
 )
