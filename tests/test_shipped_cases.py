@@ -51,3 +51,12 @@ def test_front_pf_runs_from_the_cli_and_writes_the_front(tmp_path: Path) -> None
 
 def _sets(items: list[str]) -> list[str]:
     return [x for item in items for x in ("--set", item)]
+
+
+@pytest.mark.parametrize("provider", ["none", "eikonal"])
+def test_front_kpz_runs_with_each_provider(tmp_path: Path, provider: str) -> None:
+    out = tmp_path / f"{provider}.h5"
+    sets = ["time.end=2.0", "output.every=25", f"terms.front_correction.provider={provider}"]
+    assert main(["run", str(CASES / "front_kpz.toml"), "--out", str(out), "--no-progress", *_sets(sets)]) == 0
+    h = read_output(out)["fields"]["h"]
+    assert h.shape == (3, 128) and np.all(np.isfinite(h)) and np.all(h[-1].mean() > h[0].mean())  # it advances

@@ -2,6 +2,7 @@
 
 from hybrid.solvers import (
     atg,  # noqa: F401
+    front,  # noqa: F401
     front_pf,  # noqa: F401
     graingrowth,  # noqa: F401
 )

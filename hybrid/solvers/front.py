@@ -1,0 +1,152 @@
+"""The front law (docs/physics.md §3): the height h(x) of an Allen–Cahn front evolved by KPZ plus a correction term.
+
+    h_t = D h_xx + v0 (1 + h_x²/2) + C[h],        v0 = −sqrt(2D)·a
+
+``C`` is the term ``front_correction``: what the phase field's front velocity adds to KPZ. Its providers here are
+``none`` (C = 0: the KPZ law) and ``eikonal`` (the eikonal law's difference from KPZ,
+C = D h_xx/(1 + h_x²) + v0 sqrt(1 + h_x²) − D h_xx − v0 (1 + h_x²/2)). The case file's grid is the phase field's
+(``grid.lengths = [Lx, Ly]``, ``grid.shape = [nx, ny]``, as in ``cases/front_pf.toml``); the law uses its x axis
+only. Derivatives are compact central differences (periodic); IMEX treats D h_xx implicitly (its compact symbol).
+Explicit Euler is stable for dt ≤ dx²/(2D) while slopes are gentle.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from hybrid.core.backend import Array
+from hybrid.core.grid import Grid
+from hybrid.core.registry import Context, ModelSpec, register_model, register_provider
+from hybrid.core.state import State
+from hybrid.core.terms import TermProvider
+from hybrid.solvers.front_pf import INITIAL, PARAMS, initial_front
+
+TERM = "front_correction"
+
+
+def line_grid(grid: Grid) -> Grid:
+    """The periodic x axis of the case's (x periodic, y no-flux) grid: what the front law lives on."""
+    return Grid((grid.lengths[0],), (grid.points[0],))
+
+
+def front_speed(params: Mapping[str, Any]) -> float:
+    """v0 = −sqrt(2D)·a, the flat front's speed [length/time]."""
+    return -math.sqrt(2.0 * float(params["diffusion"])) * float(params["asymmetry"])
+
+
+def derivatives(h: Any, dx: float) -> tuple[Any, Any]:
+    """(h_x, h_xx) by compact central differences on a periodic axis; numpy or torch (N,)."""
+    hp: Any
+    hm: Any
+    if isinstance(h, np.ndarray):
+        hp, hm = np.roll(h, -1), np.roll(h, 1)
+    else:
+        import torch
+
+        hp, hm = torch.roll(h, -1), torch.roll(h, 1)
+    return (hp - hm) / (2.0 * dx), (hp - 2.0 * h + hm) / (dx * dx)
+
+
+class FrontLaw:
+    """KPZ plus the ``front_correction`` term (module docstring), for the integrators and the run loop."""
+
+    evolved_fields = ("h",)
+
+    def __init__(self, ctx: Context, terms: Mapping[str, Any]) -> None:
+        self.grid, self.backend, self.terms = line_grid(ctx.grid), ctx.backend, dict(terms)
+        self.diffusion = float(ctx.params["diffusion"])
+        self.v0 = front_speed(ctx.params)
+        self.correction = self.terms[TERM]
+
+    def rhs(self, state: State) -> dict[str, Array]:
+        h = state["h"]
+        hx, hxx = derivatives(h, self.grid.dx)
+        return {"h": self.diffusion * hxx + self.v0 * (1.0 + 0.5 * hx * hx) + self.correction(state)}
+
+    def linear_symbol(self, field: str) -> Array | None:
+        """−D times the compact second difference's symbol: the diffusion, implicit in IMEX."""
+        return -self.diffusion * self.grid.rfft_difference_symbol()
+
+
+def initial_state(ctx: Context, init: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """{"h": (nx,)}: the initial front of the phase field's ``[initial]`` table."""
+    return {"h": initial_front(ctx, init)}
+
+
+def stability_limit(integrator: str, grid: Grid, params: Mapping[str, Any]) -> tuple[float, str] | None:
+    """Explicit Euler: dt ≤ dx²/(2D) (the diffusion; gentle slopes); IMEX: no limit of its own."""
+    if integrator != "euler":
+        return None
+    dx, d = line_grid(grid).dx, float(params["diffusion"])
+    return dx * dx / (2.0 * d), f"explicit Euler needs dt ≤ dx²/(2D) = {dx * dx / (2.0 * d):.4g} (model.diffusion)"
+
+
+class FrontTerm(TermProvider):
+    """Base of the providers of ``front_correction``: input h (nx,) [length] on the x axis of the case's grid."""
+
+    name = TERM
+    inputs = ("h",)
+
+    def __init__(self, ctx: Context) -> None:
+        super().__init__(ctx)
+        self.dx = line_grid(ctx.grid).dx
+        self.diffusion = float(ctx.params["diffusion"])
+        self.v0 = front_speed(ctx.params)
+        self._n = int(ctx.grid.points[0])
+
+    def input_shape(self, field: str) -> tuple[int, ...] | None:
+        return (self._n,)
+
+
+class NoCorrection(FrontTerm):
+    """C = 0: the front follows KPZ."""
+
+    provider = "none"
+
+    def evaluate(self, state: State) -> Array:
+        return state["h"] * 0.0
+
+
+class EikonalCorrection(FrontTerm):
+    """C = the eikonal law's tendency minus KPZ's (same stencils), so the front follows the eikonal law."""
+
+    provider = "eikonal"
+
+    def evaluate(self, state: State) -> Array:
+        h = state["h"]
+        hx, hxx = derivatives(h, self.dx)
+        g = 1.0 + hx * hx
+        eikonal = self.diffusion * hxx / g + self.v0 * g**0.5
+        kpz = self.diffusion * hxx + self.v0 * (1.0 + 0.5 * hx * hx)
+        return eikonal - kpz
+
+
+@register_provider(TERM, "none", doc="no correction: the KPZ law")
+def _build_none(ctx: Context, options: Mapping[str, Any]) -> NoCorrection:
+    return NoCorrection(ctx)
+
+
+@register_provider(TERM, "eikonal", doc="the eikonal law's difference from KPZ")
+def _build_eikonal(ctx: Context, options: Mapping[str, Any]) -> EikonalCorrection:
+    return EikonalCorrection(ctx)
+
+
+register_model(
+    ModelSpec(
+        name="front",
+        build=FrontLaw,
+        params=PARAMS,
+        initial=INITIAL,
+        initial_state=initial_state,
+        terms={TERM: "none"},
+        units={"h": "1", TERM: "1", "x": "1", "time": "1"},
+        stability_limit=stability_limit,
+        grid_ndim=2,
+        periodic=(True, False),
+        doc="front law: KPZ plus the correction term front_correction (docs/physics.md §3)",
+    )
+)
