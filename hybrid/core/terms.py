@@ -50,10 +50,17 @@ class FieldRange:
 TERM_INPUTS: dict[str, dict[str, FieldRange]] = {}
 """term name -> {field name -> physical range}, filled by the models that own the terms."""
 
+TERM_GRID_AXES: dict[str, tuple[int, ...]] = {}
+"""term name -> the array axes of the case's grid its input fields span (absent: all of them)."""
 
-def declare_inputs(term: str, **fields: FieldRange) -> None:
-    """Declare the physical range of the fields ``term`` reads (called by the model that owns the term)."""
+
+def declare_inputs(term: str, *, grid_axes: tuple[int, ...] | None = None, **fields: FieldRange) -> None:
+    """Declare what ``term`` reads (called by the model that owns the term): the physical range of each field and,
+    with ``grid_axes``, which array axes of the case's grid the fields span (e.g. ``(-1,)``: a front h(x) read on
+    a 2D (y, x) grid)."""
     TERM_INPUTS.setdefault(term, {}).update(fields)
+    if grid_axes is not None:
+        TERM_GRID_AXES[term] = tuple(grid_axes)
 
 
 def _describe(a: Any) -> str:
@@ -198,8 +205,12 @@ class TermProvider:
         self._checks: tuple[tuple[str, tuple[int, ...] | None, FieldRange | None], ...] | None = None
 
     def input_shape(self, field: str) -> tuple[int, ...] | None:
-        """Required array shape of input ``field`` (default: the grid's shape; None: any)."""
-        return self.grid_shape
+        """Required array shape of input ``field``: the grid's shape, or the axes the term's model declares for
+        it (:func:`declare_inputs`); None: any."""
+        if self.grid_shape is None:
+            return None
+        axes = TERM_GRID_AXES.get(self.name)
+        return self.grid_shape if axes is None else tuple(self.grid_shape[a] for a in axes)
 
     def check_inputs(self, fields: Mapping[str, Array]) -> None:
         """:func:`check_input` on each input field (ranges from :data:`TERM_INPUTS` of this term)."""

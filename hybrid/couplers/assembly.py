@@ -99,7 +99,8 @@ def case_table() -> Table:
     )
 
 
-def _grid_table(ndim: int) -> Table:
+def grid_table(ndim: int) -> Table:
+    """Schema of ``[grid]`` for a model of ``ndim`` dimensions."""
     if ndim == 1:
         return Table(
             {
@@ -176,7 +177,7 @@ def case_schema(spec: ModelSpec) -> Table:
     return Table(
         {
             "case": case_table(),
-            "grid": _grid_table(spec.grid_ndim),
+            "grid": grid_table(spec.grid_ndim),
             "model": spec.params,
             "initial": spec.initial,
             "terms": Table({t: term_schema(t, d) for t, d in spec.terms.items()}),
@@ -213,7 +214,7 @@ def resolve_case(
     resolved = validate(data, schema, file=file)
     resolved = drop_none(resolved)
     resolved["case"].setdefault("name", stem)
-    grid = _make_grid(resolved["grid"], spec, file)
+    grid = make_grid(resolved["grid"], spec, file)
     params = dict(resolved["model"])
     if spec.finalize_params is not None:
         with _assembling(file, "model"):
@@ -364,7 +365,8 @@ def _check_windows(
             )
 
 
-def _make_grid(g: Mapping[str, Any], spec: ModelSpec, file: str | None) -> Grid:
+def make_grid(g: Mapping[str, Any], spec: ModelSpec, file: str | None) -> Grid:
+    """The Grid of a resolved ``[grid]`` table for ``spec``'s model (its dimensions and periodic axes)."""
     if spec.grid_ndim == 1:
         length = g["lengths"][0] if "lengths" in g else g["length"]
         points = g["shape"][0] if "shape" in g else g["points"]

@@ -574,10 +574,10 @@ def _describe(directory: Path, card: Mapping[str, Any]) -> list[str]:
         f"  data: {card.get('data', {}).get('path')}",
     ]
     for split, m in card.get("metrics", {}).items():
-        if isinstance(m, dict) and "rmse" in m:
-            lines.append(
-                f"  {split}: n = {m.get('n')}, RMSE {m['rmse']:.4g} (baseline law {m.get('rmse_linear', 0):.4g})"
-            )
+        if isinstance(m, dict) and isinstance(m.get("rmse"), int | float):
+            law = m.get("rmse_linear")
+            base = f" (baseline law {law:.4g})" if isinstance(law, int | float) else ""
+            lines.append(f"  {split}: n = {m.get('n')}, RMSE {m['rmse']:.4g}{base}")
     term = LEARNED.get(str(card.get("term")))
     metrics = list(term.metrics) if term is not None else [next(iter(cal), "default")]
     for i, metric in enumerate(metrics):

@@ -9,7 +9,7 @@ registry) and writes the term's data set layout (:mod:`hybrid.models.data`) thro
 workers)::
 
     [dataset]       name (default: the file's stem), seed = 0, description, term (required)
-    [grid]          length L, points N (>= 8)
+    [grid]          the owning model's [grid] table (e.g. length, points; or lengths, shape)
     [model]         the owning model's [model] table (its defaults fill the rest)
     [family.NAME]   kind (a sample maker of the term), count (required), batch = 100, and the maker's options
 
@@ -42,6 +42,7 @@ from hybrid.core.config import (
     validate,
 )
 from hybrid.core.io import check_writable
+from hybrid.couplers.assembly import grid_table
 from hybrid.couplers.generate import check_workers, run_tasks, stamp, write_atomic
 from hybrid.couplers.pipeline import DatasetKind, register_dataset_kind
 
@@ -103,12 +104,7 @@ def _schema(term: str, owner: Any) -> Table:
                     "term": Option("str", REQUIRED, "the learned term", choices=(term,)),
                 }
             ),
-            "grid": Table(
-                {
-                    "length": Option("float", REQUIRED, "domain length L", min=0.0, min_exclusive=True),
-                    "points": Option("int", REQUIRED, "grid points N", min=8),
-                }
-            ),
+            "grid": grid_table(owner.grid_ndim),
             "model": owner.params,
             "family": MapOf(family, doc="input families by name"),
         }
@@ -156,11 +152,11 @@ class TermTask:
 
 def _context(spec: Mapping[str, Any]) -> Any:
     from hybrid.core.backend import Backend
-    from hybrid.core.grid import Grid
     from hybrid.core.registry import Context
+    from hybrid.couplers.assembly import make_grid
 
     owner = _owner(spec["dataset"]["term"], None)
-    grid = Grid((float(spec["grid"]["length"]),), (int(spec["grid"]["points"]),), owner.periodic)
+    grid = make_grid(spec["grid"], owner, None)
     params = dict(spec["model"])
     if owner.finalize_params is not None:
         params = owner.finalize_params(grid, params)
@@ -216,7 +212,8 @@ def generate_term_dataset(
         weight=lambda t: t.count,
     )
     layout = LEARNED[resolved["dataset"]["term"]].learnable.layout
-    points = int(resolved["grid"]["points"])
+    ctx = _context(resolved)
+    points, dx = int(ctx.grid.points[0]), float(ctx.grid.dx)
     counts = [t.count for t in tasks]
     x = np.concatenate([r["x"] for r in run.results]) if tasks else np.zeros((0, points))
     label = np.concatenate([r["label"] for r in run.results]) if tasks else np.zeros((0, points))
@@ -229,7 +226,7 @@ def generate_term_dataset(
         f.create_dataset(layout.inputs[0], data=x, dtype=np.float64)
         f.create_dataset(layout.target, data=label, dtype=np.float64)
         f.create_dataset(layout.scale, data=scale, dtype=np.float64)
-        f.create_dataset("dx", data=np.full(len(x), float(resolved["grid"]["length"]) / points), dtype=np.float64)
+        f.create_dataset("dx", data=np.full(len(x), dx), dtype=np.float64)
         f.create_dataset("family", data=np.repeat([t.kind for t in tasks], counts).astype(object), dtype=text)
         f.create_dataset("family_name", data=np.repeat([t.family for t in tasks], counts).astype(object), dtype=text)
         f.create_dataset("group", data=np.repeat(np.arange(len(tasks), dtype=np.int64), counts), dtype=np.int64)

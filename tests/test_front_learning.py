@@ -1,0 +1,77 @@
+"""The learned front term through the generic pipeline at a tiny size: `hybrid dataset` labels random fronts with
+the phase field, `hybrid train` fits a pointwise ensemble, and the front law runs with it under the monitor."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+import hybrid
+from hybrid.cli import main
+from hybrid.core.io import read_output
+from hybrid.models.data import load_dataset
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_front_correction_from_data_to_a_monitored_run(tmp_path: Path) -> None:
+    from hybrid.couplers.terms.front_correction import FRONT_LEARNABLE
+
+    data, model = tmp_path / "fronts.h5", tmp_path / "model"
+    small = ["family.gentle.count=20", "family.steep.count=20", "family.gentle.batch=10", "family.steep.batch=10"]
+    sets = [x for s in small for x in ("--set", s)]
+    spec = str(ROOT / "datasets" / "front_correction.toml")
+    assert main(["dataset", spec, "--out", str(data), "--workers", "0", "--no-progress", *sets]) == 0
+    ds = load_dataset(data, FRONT_LEARNABLE.layout)
+    assert len(ds) == 40 and len(set(ds.group)) == 4 and np.allclose(ds.scale, np.sqrt(0.2) * 0.1)
+    pf = hybrid.load_provider("front_correction", "pf", case=ROOT / "cases" / "front_kpz.toml")
+    np.testing.assert_allclose(ds.label[7], pf(ds.x[7]), rtol=0, atol=1e-12)  # the labels are the DNS's answers
+
+    train = ["--set", "training.epochs=5", "--set", "training.patience=5"]
+    assert main(["train", str(ROOT / "training" / "front_correction.toml"), "--data", str(data), "--out",
+                 str(model), "--no-progress", *train]) == 0  # fmt: skip
+    card = json.loads((model / "model_card.json").read_text())
+    assert card["term"] == "front_correction" and card["feature_channels"] == ["slope2", "curvature"]
+
+    out = tmp_path / "run.h5"
+    run = ["time.end=0.4", "output.every=5", "terms.front_correction.provider=monitor",
+           f"terms.front_correction.weights={model}", "terms.front_correction.audit_every=5"]  # fmt: skip
+    argv = ["run", str(ROOT / "cases" / "front_kpz.toml"), "--out", str(out), "--no-progress"]
+    assert main([*argv, *[x for s in run for x in ("--set", s)]]) == 0
+    log = read_output(out)["monitor"]["front_correction"]
+    assert len(log["step"]) == 10 and set(np.unique(log["source"])) <= {"nn", "dns"}
+    assert np.count_nonzero(~np.isnan(log["audit_error"])) == 2
+
+
+def test_the_shipped_front_ensemble_beats_the_eikonal_law_on_its_test_fronts() -> None:
+    """The shipped ensemble (training/front_correction.toml on datasets/front_correction.toml) against the phase
+    field on random fronts it never saw: smaller RMSE of C than the eikonal law, which beats KPZ (C = 0)."""
+    from hybrid.couplers.terms.front_correction import random_fronts
+
+    case = ROOT / "cases" / "front_kpz.toml"
+    pf, nn, eikonal = (hybrid.load_provider("front_correction", p, case=case) for p in ("pf", "nn", "eikonal"))
+    ctx = hybrid.resolve_case(case).context
+    options = {"mean": 8.0, "modes": [2, 10], "amplitude": [0.3, 2.0], "max_slope": 1.2}  # the steep family
+    fronts = random_fronts(np.random.default_rng(12345), 12, ctx, options)  # seeds apart from the data's
+    label = np.array([pf(h) for h in fronts])
+    rms = {name: float(np.sqrt(np.mean((np.array([p(h) for h in fronts]) - label) ** 2)))
+           for name, p in (("nn", nn), ("eikonal", eikonal))}  # fmt: skip
+    rms["kpz"] = float(np.sqrt(np.mean(label**2)))
+    assert rms["nn"] < 0.6 * rms["eikonal"] < 0.6 * rms["kpz"]
+
+
+def test_the_shipped_front_card_comes_from_the_shipped_specs() -> None:
+    import tomllib
+
+    from hybrid.couplers.terms.front_correction import FRONT_LEARNABLE, SHIPPED_WEIGHTS
+    from hybrid.models.card import read_card
+    from hybrid.models.training import validate_spec
+
+    card = read_card(SHIPPED_WEIGHTS)
+    spec = tomllib.loads((ROOT / "training" / "front_correction.toml").read_text())
+    assert validate_spec(card["spec"], learnable=FRONT_LEARNABLE) == validate_spec(spec, learnable=FRONT_LEARNABLE)
+    assert card["data"]["path"] == "data/front_correction.h5"  # hybrid dataset datasets/front_correction.toml
+    text = (SHIPPED_WEIGHTS / "model_card.json").read_text()
+    assert not any(f'"{root}' in text for root in ("/work/", "/tmp/", "/home/", "/root/"))  # no machine paths
