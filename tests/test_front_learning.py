@@ -75,3 +75,17 @@ def test_the_shipped_front_card_comes_from_the_shipped_specs() -> None:
     assert card["data"]["path"] == "data/front_correction.h5"  # hybrid dataset datasets/front_correction.toml
     text = (SHIPPED_WEIGHTS / "model_card.json").read_text()
     assert not any(f'"{root}' in text for root in ("/work/", "/tmp/", "/home/", "/root/"))  # no machine paths
+
+
+def test_the_monitor_hands_fronts_steeper_than_any_training_front_to_the_phase_field() -> None:
+    case = ROOT / "cases" / "front_kpz.toml"
+    monitor = hybrid.load_provider("front_correction", "monitor", case=case)
+    pf = hybrid.load_provider("front_correction", "pf", case=case)
+    x = np.arange(128) * 0.5
+    gentle, steep = 6.0 + 2.0 * np.cos(2 * np.pi * 2 * x / 64), 6.0 + 4.0 * np.cos(2 * np.pi * 6 * x / 64)
+    # max |h_x| 0.39 (inside the training fronts' range) and 2.36 (beyond their cap of 1.2)
+    answers = [monitor(h) for h in (gentle, steep)]
+    log = monitor.take_log_rows()
+    assert list(log["source"]) == ["nn", "dns"]
+    assert log["uncertainty"][1] > log["threshold"][1] > log["uncertainty"][0]
+    np.testing.assert_array_equal(answers[1], pf(steep))  # the fallback's answer is the phase field's
