@@ -232,7 +232,7 @@ def resolve_case(
             raise ConfigError(
                 f"unknown term {name!r}; model {spec.name!r} has {', '.join(spec.terms)}", key="output.terms", file=file
             )
-    _check_windows(resolved, spec, grid, params, case_dir, file)
+    _check_step_quantum(resolved, spec, grid, params, case_dir, file)
     c = resolved["case"]
     try:
         backend = Backend(c["backend"], c["device"])
@@ -334,7 +334,7 @@ def _assembling(file: str | None, key: str) -> Iterator[None]:
         ) from None
 
 
-def _check_windows(
+def _check_step_quantum(
     resolved: Mapping[str, Any],
     spec: ModelSpec,
     grid: Grid,

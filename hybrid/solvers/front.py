@@ -29,6 +29,7 @@ from hybrid.core.registry import Context, ModelSpec, register_model, register_pr
 from hybrid.core.state import State
 from hybrid.core.terms import FieldRange, TermProvider, declare_inputs
 from hybrid.solvers.front_pf import INITIAL, PARAMS, initial_front
+from hybrid.solvers.front_pf import stability_limit as pf_stability_limit
 
 TERM = "front_correction"
 
@@ -43,16 +44,17 @@ def front_speed(params: Mapping[str, Any]) -> float:
     return -math.sqrt(2.0 * float(params["diffusion"])) * float(params["asymmetry"])
 
 
-def derivatives(h: Any, dx: float) -> tuple[Any, Any]:
-    """(h_x, h_xx) by compact central differences on a periodic axis; numpy or torch (N,)."""
+def derivatives(h: Any, dx: Any) -> tuple[Any, Any]:
+    """(h_x, h_xx) by compact central differences along the last (periodic) axis; numpy or torch (..., N), ``dx``
+    a float or an array broadcasting against h (e.g. (B, 1) per-profile spacings)."""
     hp: Any
     hm: Any
     if isinstance(h, np.ndarray):
-        hp, hm = np.roll(h, -1), np.roll(h, 1)
+        hp, hm = np.roll(h, -1, axis=-1), np.roll(h, 1, axis=-1)
     else:
         import torch
 
-        hp, hm = torch.roll(h, -1), torch.roll(h, 1)
+        hp, hm = torch.roll(h, -1, dims=-1), torch.roll(h, 1, dims=-1)
     return (hp - hm) / (2.0 * dx), (hp - 2.0 * h + hm) / (dx * dx)
 
 
@@ -147,9 +149,9 @@ class PhaseFieldCorrection(FrontTerm):
         self.grid = ctx.grid
         self.asymmetry = float(ctx.params["asymmetry"])
         self._rhs = make_front_rhs("numpy")
-        dx, dy = self.grid.spacing
-        limit = 2.0 / (self.diffusion * (4.0 / dx**2 + 4.0 / dy**2) + 2.0 + 2.0 * abs(self.asymmetry))
-        self.dt = 0.5 * limit  # half the explicit limit of the phase field
+        limit = pf_stability_limit("euler", self.grid, ctx.params)
+        assert limit is not None  # explicit Euler always has one
+        self.dt = 0.5 * limit[0]  # half the explicit limit of the phase field
         self.relax_steps = max(1, round(relax / self.dt))
         self.window_steps = max(1, round(window / self.dt))
 

@@ -27,7 +27,7 @@ from hybrid.couplers.term_dataset import SampleMaker, register_sample_maker
 from hybrid.models.calibration import ensemble_error, uncertainty
 from hybrid.models.ensemble import EnsembleCNN1d
 from hybrid.models.learnable import DataLayout, Learnable, Metric
-from hybrid.solvers.front import front_speed
+from hybrid.solvers.front import derivatives, front_speed
 
 SHIPPED_WEIGHTS = Path(__file__).resolve().parents[2] / "models" / "weights" / "front_correction"
 """Where a shipped ensemble would live (``terms.front_correction.weights = "shipped"``); none ships yet."""
@@ -46,9 +46,7 @@ def front_features(h: Any, dx: Any) -> torch.Tensor:
     d = torch.as_tensor(dx, dtype=work, device=h.device)
     if d.ndim > 0:
         d = d.reshape(-1, 1)
-    hp, hm = torch.roll(h, -1, dims=-1), torch.roll(h, 1, dims=-1)
-    hx = (hp - hm) / (2.0 * d)
-    hxx = (hp - 2.0 * h + hm) / (d * d)
+    hx, hxx = derivatives(h, d)  # the front law's own stencils
     return torch.stack((hx * hx, hxx), dim=1).to(torch.float32)
 
 
