@@ -176,6 +176,7 @@ class EnsembleProvider(TermProvider):
                 key=self._key("cuda_graph"),
             )
         self._graph: Any = None  # CudaGraphCall of _outputs for the grid size of the last call
+        self.inference = self._inference_path(str(options.get("inference", "auto")))
 
     def __getattr__(self, name: str) -> Any:
         """The scale also under its physical name (e.g. ``provider.rho0`` for ``elastic``)."""
@@ -186,6 +187,22 @@ class EnsembleProvider(TermProvider):
 
     def _key(self, option: str) -> str:
         return f"terms.{self.spec.term}.{option}"
+
+    def _inference_path(self, choice: str) -> str:
+        """'fused' or 'torch' for the ``inference`` option (see :data:`NN_OPTIONS`)."""
+        import torch
+
+        from hybrid.models.fused_inference import FusedEnsemblePlan
+
+        fits = self.device.type == "cpu" and self.dtype == torch.float32 and not self.cuda_graph
+        fits = fits and FusedEnsemblePlan.supports(self.model)
+        if choice == "fused" and not fits:
+            raise ConfigError(
+                "inference = 'fused' runs a float32 CNN ensemble on the CPU; this one runs on "
+                f"{str(self.device)!r} in {str(self.dtype).removeprefix('torch.')}; use 'torch' or 'auto'",
+                key=self._key("inference"),
+            )
+        return "fused" if fits and choice != "torch" else "torch"
 
     def _device_input(self, x: Any) -> Any:
         """An input field (N,) as a torch tensor of the inference dtype on the model's device."""
@@ -214,12 +231,38 @@ class EnsembleProvider(TermProvider):
     def _ensure_plan(self, n: int) -> None:
         from hybrid.models.ensemble import InferencePlan
 
-        if self._plan is None or self._plan.n != n:
-            self._plan = InferencePlan(self.model, n)  # the weights never change in a run: freeze them once
+        if self._plan is None or self._plan.n != n:  # the weights never change in a run: freeze them once
+            if self.inference == "fused":
+                from hybrid.models.fused_inference import FusedEnsemblePlan
+
+                self._plan = FusedEnsemblePlan(self.model, n)
+            else:
+                self._plan = InferencePlan(self.model, n)
+
+    def _outputs_fused(self, h: np.ndarray) -> tuple[np.ndarray, np.ndarray, float, float | None]:
+        """:meth:`_outputs` for the fused CPU plan, in numpy: (members (K, N) float32, mean (N,) float64 in
+        physical units, u, stratum statistic or None) of one input h (N,)."""
+        import torch
+
+        learnable = self.spec.learnable
+        if learnable.cpu_features is not None:
+            features = learnable.cpu_features(h[None, :], self.dx)
+        else:
+            features = learnable.features(torch.from_numpy(h)[None, :], self.dx).numpy()
+        members = self._plan(features)[0]
+        stat = float(features[0, self._stratum_channel].max()) if self.stratum_edges else None
+        u = float(self.spec.metrics[self.metric].indicator(members))
+        return members, members.mean(axis=0, dtype=np.float64) * self.scale, u, stat
 
     def predict(self, state: State) -> EnsemblePrediction:
         import torch
 
+        if self.inference == "fused":
+            h = state.backend.to_numpy(state[self.inputs[0]])
+            self._ensure_plan(h.shape[-1])
+            _, mean, u_fused, statistic = self._outputs_fused(h)
+            stratum = 0 if statistic is None else self.stratum(statistic)
+            return EnsemblePrediction(state.backend.asarray(mean), u_fused, stratum)
         t = self._device_input(state[self.inputs[0]])
         self._ensure_plan(t.shape[-1])
         if self.cuda_graph:
@@ -416,6 +459,13 @@ NN_OPTIONS = Table(
         "threads": Option("int", 1, "torch CPU threads (process-wide; 0: leave torch's setting)", min=0),
         "cuda_graph": Option(
             "bool", False, "replay each call as one CUDA graph (needs a CUDA device; cuts per-kernel launch cost)"
+        ),
+        "inference": Option(
+            "str",
+            "auto",
+            "network evaluation: 'fused' (one compiled CPU float32 call), 'torch' (the reference), 'auto' (fused "
+            "where it applies: CPU, float32, a CNN ensemble)",
+            choices=("auto", "fused", "torch"),
         ),
     }
 )

@@ -40,6 +40,7 @@ Architecture of one member (W = ``channels``, r = ``kernel_size // 2``, d_i = di
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -390,12 +391,23 @@ class EnsembleCNN1d(nn.Module):
         self, path: Callable[[Tensor], Tensor], n: int, dtype: torch.dtype, device: torch.device
     ) -> tuple[Tensor, Tensor]:
         """:meth:`_linear_transfer` through ``path``, a map of shared inputs (B, C_in, N) -> (B, K, N)."""
+        value0, response = self._impulse_response(n, dtype, device, path)
+        return value0, torch.fft.rfft(response, dim=-1)
+
+    def _impulse_response(
+        self, n: int, dtype: torch.dtype, device: torch.device, path: Callable[[Tensor], Tensor] | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """(c(0) - offset (K, 1), impulse response of J(0) to each linear channel (L, K, N)) on N points, in
+        direct space: response[l, k, m] is member k's output at x = m for a unit impulse of channel l at x = 0
+        (zero beyond the receptive field, wrapped periodically on small N). ``path`` maps shared inputs
+        (B, C_in, N) -> (B, K, N) (default: the shared-input path)."""
         impulses = torch.zeros(len(self.linear_channels), self.in_channels, n, dtype=dtype, device=device)
         for i, ch in enumerate(self.linear_channels):
             impulses[i, ch, 0] = 1.0
-        value, response = torch.func.jvp(path, (torch.zeros_like(impulses),), (impulses,))[:2]
+        with torch.no_grad() if path is None else contextlib.nullcontext():
+            value, response = torch.func.jvp(path or self._raw, (torch.zeros_like(impulses),), (impulses,))[:2]
         # value (L, K, N): c(0), uniform in x; response[i] (K, N): impulse response to channel i
-        return value[0, :, :1] - self.baseline_offset, torch.fft.rfft(response, dim=-1)
+        return value[0, :, :1] - self.baseline_offset, response
 
     def _linear_part_fft(self, x: Tensor) -> Tensor:
         """(B, K, C_in, N) per-member inputs -> (B, K, N) c(0) - offset + J(0) . x_lin, differentiable: the impulse

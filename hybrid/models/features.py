@@ -31,6 +31,7 @@ __all__ = [
     "ELASTIC_FEATURES",
     "FEATURES",
     "elastic_features",
+    "elastic_features_numpy",
 ]
 
 ELASTIC_FEATURES: Final = "elastic-v1"
@@ -98,6 +99,34 @@ def elastic_features(h: Tensor | np.ndarray, dx: float | Tensor | np.ndarray) ->
     lam_slope = torch.fft.irfft(spec, n=n, dim=-1)  # (B, 2, N): Lambda h, dh/dx
     out = torch.stack((g, lam_slope[:, 0], lam_slope[:, 1].square()), dim=1)
     return out.to(torch.float32)
+
+
+_numpy_multiplier_cache: dict[int, np.ndarray] = {}
+
+
+def elastic_features_numpy(h: np.ndarray, dx: float) -> np.ndarray:
+    """:func:`elastic_features` computed with numpy (for the fused CPU inference path).
+
+    Args:
+        h: (B, N) film profiles [nm] (any float dtype; computed in float64).
+        dx: grid spacing [nm].
+
+    Returns:
+        (B, 3, N) float32 numpy array, equal to ``elastic_features(h, dx)`` to float32 rounding.
+    """
+    h = np.asarray(h, dtype=np.float64)
+    n = h.shape[-1]
+    mult = _numpy_multiplier_cache.get(n)
+    if mult is None:
+        mult = _grid_wavenumbers(n, torch.float64, torch.device("cpu")).numpy()
+        _numpy_multiplier_cache[n] = mult
+    g = (h - h.mean(axis=-1, keepdims=True)) / dx
+    lam_slope = np.fft.irfft(np.fft.rfft(g, axis=-1)[:, None, :] * mult, n=n, axis=-1)
+    out = np.empty((h.shape[0], 3, n), dtype=np.float32)
+    out[:, 0] = g
+    out[:, 1] = lam_slope[:, 0]
+    out[:, 2] = lam_slope[:, 1] * lam_slope[:, 1]
+    return out
 
 
 FEATURES: Final[dict[str, Callable[[Tensor | np.ndarray, float | Tensor | np.ndarray], Tensor]]] = {

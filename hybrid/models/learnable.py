@@ -56,7 +56,9 @@ class Learnable:
     Attributes:
         term: the term name.
         layout: names of its arrays in data sets.
-        features: (inputs (B, N), dx (scalar or (B,))) -> (B, C, N) float32 features (numpy or torch in).
+        features: (inputs (B, N), dx (scalar or (B,))) -> (B, C, N) float32 torch features (numpy or torch in).
+        cpu_features: the same features computed with numpy (numpy in, (B, C, N) float32 numpy out), equal to
+            ``features`` to float32 rounding; the fused CPU inference path uses it (None: it calls ``features``).
         feature_set: name of the feature set, recorded in the model card (``[model] features`` of a spec).
         channels: the C feature channel names.
         metrics: tolerance metrics by name; the first is the default (``[calibration] tolerance``), each other
@@ -78,6 +80,7 @@ class Learnable:
     baseline: tuple[str, float, float] | None = None
     linear_channels: tuple[str, ...] = ()
     stratum_channel: str | None = None
+    cpu_features: Callable[[Any, Any], Any] | None = None
     target_doc: str = ""
     units_doc: str = ""
     uncertainty_doc: str = ""

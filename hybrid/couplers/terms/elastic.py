@@ -18,7 +18,7 @@ import hybrid.solvers.atg  # noqa: F401  (registers the DNS providers of elastic
 from hybrid.couplers.learned import LearnedTerm, register_learned_term
 from hybrid.models.calibration import ensemble_error, modulation_error, modulation_uncertainty, uncertainty
 from hybrid.models.ensemble import EnsembleCNN1d
-from hybrid.models.features import ELASTIC_CHANNELS, ELASTIC_FEATURES, elastic_features
+from hybrid.models.features import ELASTIC_CHANNELS, ELASTIC_FEATURES, elastic_features, elastic_features_numpy
 from hybrid.models.learnable import DataLayout, Learnable, Metric
 from hybrid.solvers.elastic_laws import misfit_energy_density
 
@@ -48,6 +48,7 @@ ELASTIC_LEARNABLE = Learnable(
     baseline=("lambda_h", -4.0, 1.0),  # the small-slope law rho/rho0 = 1 - 4 Lambda h
     linear_channels=("h_dev", "lambda_h"),
     stratum_channel="slope2",
+    cpu_features=elastic_features_numpy,
     target_doc="rho/rho0",
     units_doc="rho/rho0 is dimensionless; rho0 = E eps_m^2 / (2 (1 - nu^2)); u, e, tolerance in units of rho0",
     uncertainty_doc="u = sqrt(mean_x var_k(rho_k/rho0)), population variance over members",

@@ -50,6 +50,12 @@ def front_features(h: Any, dx: Any) -> torch.Tensor:
     return torch.stack((hx * hx, hxx), dim=1).to(torch.float32)
 
 
+def front_features_numpy(h: np.ndarray, dx: float) -> np.ndarray:
+    """:func:`front_features` with numpy (the fused CPU inference path): (B, N) -> (B, 2, N) float32."""
+    hx, hxx = derivatives(np.asarray(h, dtype=np.float64), float(dx))
+    return np.stack((hx * hx, hxx), axis=1).astype(np.float32)
+
+
 FRONT_LEARNABLE = Learnable(
     term="front_correction",
     layout=DataLayout(inputs=("h",), target="correction", scale="speed"),
@@ -65,6 +71,7 @@ FRONT_LEARNABLE = Learnable(
         )
     },
     stratum_channel="slope2",
+    cpu_features=front_features_numpy,
     target_doc="C/|v0|",
     units_doc="C/|v0| is dimensionless; v0 = -sqrt(2D) a; u, e, tolerance in units of |v0|",
     uncertainty_doc="u = sqrt(mean_x var_k(C_k/|v0|)), population variance over members",
