@@ -50,7 +50,7 @@ _Q0, _Q1, _Q2, _Q3, _Q4 = (np.float32(c) for c in _ERF_Q)
 
 
 @numba.njit(fastmath=True, error_model="numpy", inline="always", cache=True)
-def erf32(x: float) -> float:
+def erf32(x: Any) -> Any:
     """erf of a float32 by the rational approximation above (vectorisable; |error| <= 3.4e-7)."""
     x = min(max(x, np.float32(-4.0)), np.float32(4.0))
     s = x * x
