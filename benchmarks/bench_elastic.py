@@ -1,26 +1,36 @@
-"""Cost of the ATG elastic term per call (fem, linear, nn ensemble when shipped) and of one IMEX vs one explicit step.
+"""Cost of the ATG elastic term per call, of the ensemble's inference paths, of one step, and of the whole main job.
 
-Run: ``python benchmarks/bench_elastic.py [--points 100 256 512 1024] [--calls 30] [--device cpu]``. Never run
-in CI. ``--device cuda`` runs the ensemble (``nn``, ``nn-graph`` = ``nn`` with ``cuda_graph = true``, and the plan
-section) on a GPU; the FEM and the stepper stay on the CPU as in a run, so the ``nn`` figures include the
+Run: ``python benchmarks/bench_elastic.py [--points 100 256 512 1024] [--calls 30] [--run-end 150] [--device cpu]``.
+Never run in CI. ``--device cuda`` runs the ensemble (``nn``, ``nn-graph`` = ``nn`` with ``cuda_graph = true``, and
+the plan section) on a GPU; the FEM and the stepper stay on the CPU as in a run, so the ``nn`` figures include the
 host-device copies of the profile and of ρ.
 
-Sections: the providers per call (fem, linear, nn); the shipped ensemble through ``model(x)`` against the frozen
-``InferencePlan`` the nn provider uses (interleaved call by call, so both see the same machine load); one step.
+Sections, each measured side by side in this one run:
 
-Each provider is timed side by side in one run on the same evolving profile: a random rough profile on L = N nm
-(dx = 1 nm) that changes by ~1e-3 nm between calls, as in a simulation (so the FEM's warm-started solver is
-measured in the regime it is used in). Times are medians over ``--calls`` calls after one warm-up call; the
-table prints the ratio fem / provider. Step times are for the whole stepper call (term + kernel + FFT).
+1. the providers per call: fem, linear, nn (on a CPU the fused plan) and nn-torch (the torch reference path), with
+   the ratio fem / provider;
+2. the shipped ensemble alone: the torch plan against the fused CPU plan, interleaved call by call, the multiply-adds
+   per second each achieves and the fused plan's share of a large float32 ``torch.mm`` on 1 thread and on all;
+3. one IMEX and one explicit step;
+4. the shipped case (``cases/atg_film.toml``) to t = ``--run-end`` with the monitor against the FEM: wall seconds
+   and their ratio, the NN share, the FEM seconds inside the monitored run by kind (fallback, hysteresis, audit),
+   and rmse_rel of h against the FEM run at every frame.
+
+Each provider is timed on the same evolving profile: a random rough profile on L = N nm (dx = 1 nm) that changes by
+~1e-3 nm between calls, as in a simulation (so the FEM's warm-started solver is measured in the regime it is used
+in). Times are medians over ``--calls`` calls after one warm-up call.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
+import os
 import platform
 import statistics
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -28,6 +38,8 @@ import numpy as np
 import hybrid
 from hybrid.cases import build_provider, load_case, resolve_case
 from hybrid.core.registry import PROVIDERS
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _machine() -> str:
@@ -50,6 +62,8 @@ def _case(
     elastic: dict[str, Any] = {"provider": provider}
     if provider == "nn-graph":  # the nn provider replaying each call as one CUDA graph
         elastic = {"provider": "nn", "cuda_graph": True}
+    if provider == "nn-torch":  # the nn provider on the torch reference path (on a CPU it defaults to the fused plan)
+        elastic = {"provider": "nn", "inference": "torch"}
     if device is not None and elastic["provider"] == "nn":
         elastic["device"] = device
     return {
@@ -73,8 +87,8 @@ def _median_time(fn: Callable[[int], Any], calls: int) -> float:
 
 def bench_providers(points: list[int], calls: int, device: str = "cpu") -> None:
     names = [n for n in ("fem", "linear", "nn") if n in PROVIDERS.get("elastic", {})]
-    if "nn" in names and device.startswith("cuda"):
-        names.append("nn-graph")
+    if "nn" in names:
+        names.append("nn-graph" if device.startswith("cuda") else "nn-torch")
     print(f"\nelastic term, seconds per call (median of {calls}; nn on {device}); ratio = fem / provider")
     print(f"{'N':>6} " + " ".join(f"{n:>12}" for n in names) + " " + " ".join(f"{'fem/' + n:>12}" for n in names[1:]))
     for n in points:
@@ -94,44 +108,80 @@ def bench_providers(points: list[int], calls: int, device: str = "cpu") -> None:
         print(f"{n:>6} " + " ".join(cells) + " " + " ".join(ratios))
 
 
+def _matmul_rate(threads: int, size: int = 2048, repeats: int = 5) -> float:
+    """Multiply-adds per second of a large float32 ``torch.mm`` on ``threads`` CPU threads (best of ``repeats``)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    torch.mm(a, b)
+    best = math.inf
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        torch.mm(a, b)
+        best = min(best, time.perf_counter() - t0)
+    torch.set_num_threads(before)
+    return size**3 / best
+
+
 def bench_plan(points: list[int], calls: int, device: str = "cpu") -> None:
-    """The shipped ensemble on one shared profile: ``model(x)`` (cache checks and dispatch on every call) against
-    the frozen :class:`~hybrid.models.ensemble.InferencePlan` the ``nn`` provider uses, interleaved call by call.
-    On a GPU each call is timed to its completion (``torch.cuda.synchronize``), the input staying on the device."""
+    """The shipped ensemble on one shared profile, interleaved call by call so both see the same machine load: the
+    torch reference (:class:`~hybrid.models.ensemble.InferencePlan`, the path on a GPU) against the fused CPU plan
+    the ``nn`` provider uses on the CPU (:class:`~hybrid.models.fused_inference.FusedEnsemblePlan`), with the
+    multiply-adds per second each achieves beside a large float32 ``torch.mm`` measured in the same run. On a GPU
+    each call is timed to its completion (``torch.cuda.synchronize``), the input staying on the device."""
     import torch
 
     from hybrid.couplers.terms.elastic import SHIPPED_WEIGHTS
     from hybrid.models.card import load_ensemble
     from hybrid.models.ensemble import EnsembleCNN1d, InferencePlan
     from hybrid.models.features import elastic_features
+    from hybrid.models.fused_inference import FusedEnsemblePlan
 
     if not (SHIPPED_WEIGHTS / "model_card.json").exists():
         return
     model, _ = load_ensemble(SHIPPED_WEIGHTS, device=device, expect=EnsembleCNN1d)
     dev = torch.device(device)
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+    k, c, w, ks = model.members, model.in_channels, model.channels, model.kernel_size
+    per_point = k * (c * ks * w + (model.layers - 1) * w * w * ks + w)
+    cores = os.cpu_count() or 1  # the nn provider sets torch's threads to its option (1): measure all cores too
+    peak1, peak_all = _matmul_rate(1), _matmul_rate(cores)
     print(
-        f"\nshipped ensemble on {device}, seconds per evaluation (median of {calls}, interleaved); "
-        "ratio = forward / plan"
+        f"\nshipped ensemble on {device} ({per_point} multiply-adds per point), seconds per evaluation (median of "
+        f"{calls}, interleaved); float32 torch.mm on this CPU: {peak1 / 1e9:.1f} G multiply-adds/s on 1 thread, "
+        f"{peak_all / 1e9:.1f} G on {cores}"
     )
-    print(f"{'N':>6} {'forward':>12} {'plan':>12} {'ratio':>12}")
+    paths = ["torch"] + (["fused"] if dev.type == "cpu" else [])
+    head = " ".join(f"{p:>12}" for p in paths) + " " + " ".join(f"{p + ' GMAC/s':>14}" for p in paths)
+    print(f"{'N':>6} {head} {'torch/fused':>12} {'fused/mm1':>10} {'fused/mm':>10}")
     for n in points:
         rc = resolve_case(_case(n, "linear"))
         h = torch.from_numpy(rc.spec.initial_state(rc.context, rc.data["initial"])["h"]).float()
         x = elastic_features(h[None], 1.0).to(dev)
-        plan = InferencePlan(model, n)
-        times: dict[str, list[float]] = {"forward": [], "plan": []}
+        plans: dict[str, Callable[[Any], Any]] = {"torch": InferencePlan(model, n)}
+        if dev.type == "cpu":
+            fused, xn = FusedEnsemblePlan(model, n), x.numpy()
+            plans["fused"] = lambda _x, fused=fused, xn=xn: fused(xn)
+        times: dict[str, list[float]] = {p: [] for p in paths}
         with torch.inference_mode():
-            model(x), plan(x)  # warm-up
+            for fn in plans.values():
+                fn(x)  # warm-up
             sync()
             for _ in range(calls):
-                for name, fn in (("forward", model), ("plan", plan)):
+                for name, fn in plans.items():
                     t0 = time.perf_counter()
                     fn(x)
                     sync()
                     times[name].append(time.perf_counter() - t0)
-        f, q = statistics.median(times["forward"]), statistics.median(times["plan"])
-        print(f"{n:>6} {f:12.3e} {q:12.3e} {f / q:12.2f}")
+        med = {p: statistics.median(times[p]) for p in paths}
+        rate = {p: per_point * n / med[p] for p in paths}
+        row = " ".join(f"{med[p]:12.3e}" for p in paths) + " " + " ".join(f"{rate[p] / 1e9:14.1f}" for p in paths)
+        if "fused" in med:
+            share1, share_all = rate["fused"] / peak1, rate["fused"] / peak_all
+            row += f" {med['torch'] / med['fused']:12.2f} {share1:10.0%} {share_all:10.0%}"
+        print(f"{n:>6} {row}")
 
 
 def bench_steps(points: list[int], calls: int) -> None:
@@ -148,10 +198,60 @@ def bench_steps(points: list[int], calls: int) -> None:
     print("(an IMEX step costs about as much as an explicit one but may be ~10-100x longer: see docs/physics.md §1)")
 
 
+def bench_run(end: float) -> None:
+    """The shipped main job to t = ``end`` with the monitor against the same run on the FEM, side by side: wall
+    seconds, the monitor's NN share and FEM seconds (what the FEM calls were: fallbacks, hysteresis, audits), the
+    ensemble's seconds per call inside the run, and rmse_rel of h against the FEM run at every common frame."""
+    import tempfile
+
+    import h5py
+
+    from hybrid.couplers.metrics import rmse_rel
+
+    case = ROOT / "cases" / "atg_film.toml"
+    sets = {"time.end": end, "output.every": 250, "output.checkpoint_every": 0}
+    print(f"\nthe shipped case {case.name} to t = {end:g}: monitor against fem (one run each, side by side)")
+    runs: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for provider in ("monitor", "fem"):
+            sim = load_case(case, {**sets, "terms.elastic.provider": provider}, out=Path(tmp) / f"{provider}.h5")
+            t0 = time.perf_counter()
+            sim.run()
+            wall = time.perf_counter() - t0
+            with h5py.File(Path(tmp) / f"{provider}.h5", "r") as f:
+                h, times = f["fields/h"][()], f["time"][()]
+                columns = ("source", "uncertainty", "threshold", "audit_error")
+                log = {k: f[f"monitor/elastic/{k}"][()] for k in columns} if provider == "monitor" else {}
+            runs[provider] = {"wall": wall, "h": h, "time": times, "log": log, "term": sim.equation.terms["elastic"]}
+    mon, fem = runs["monitor"], runs["fem"]
+    term = mon["term"]
+    source = mon["log"]["source"].astype(str)
+    dns = source == "dns"
+    above = mon["log"]["uncertainty"] > mon["log"]["threshold"]
+    audits_on_nn = np.isfinite(mon["log"]["audit_error"]) & ~dns
+    errs = [rmse_rel(a, b) for a, b in zip(fem["h"], mon["h"], strict=True)]
+    ratio = fem["wall"] / mon["wall"]
+    print(f"  wall: fem {fem['wall']:.2f} s, monitor {mon['wall']:.2f} s, ratio fem/monitor {ratio:.2f}")
+    print(
+        f"  monitor: NN share {100 * np.mean(~dns):.1f} % of {source.size} steps; FEM calls {term.dns.calls} in "
+        f"{term.dns.seconds:.2f} s ({1e3 * term.dns.seconds / max(term.dns.calls, 1):.2f} ms each): "
+        f"{int(np.sum(dns & above))} fallbacks (u > threshold), {int(np.sum(dns & ~above))} hysteresis, "
+        f"{int(np.sum(audits_on_nn))} audits of accepted answers"
+    )
+    print(
+        f"  ensemble: {term.nn.calls} calls in {term.nn.seconds:.2f} s "
+        f"({1e6 * term.nn.seconds / max(term.nn.calls, 1):.0f} us each, inference {term.nn.inference!r}); rest of "
+        "the monitored run (stepping, output) "
+        f"{mon['wall'] - term.nn.seconds - term.dns.seconds:.2f} s"
+    )
+    print(f"  rmse_rel of h against fem: max {max(errs):.4f} over {len(errs)} frames to t = {fem['time'][-1]:g}")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--points", type=int, nargs="+", default=[100, 256, 512, 1024])
     p.add_argument("--calls", type=int, default=30)
+    p.add_argument("--run-end", type=float, default=150.0, help="t_end of the whole-run section (0: skip it)")
     p.add_argument("--device", default="cpu", help="torch device of the ensemble (default cpu; e.g. cuda)")
     args = p.parse_args()
     print("machine:", _machine())
@@ -162,6 +262,8 @@ def main() -> None:
     bench_providers(args.points, args.calls, args.device)
     bench_plan(args.points, args.calls * 10, args.device)
     bench_steps(args.points, args.calls)
+    if args.run_end > 0:
+        bench_run(args.run_end)
 
 
 if __name__ == "__main__":
