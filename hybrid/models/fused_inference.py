@@ -102,7 +102,8 @@ def _wrap(z: np.ndarray, pad: int, n: int) -> None:
 
 @numba.njit(fastmath=True, error_model="numpy", cache=True)
 def _member(
-    h0: np.ndarray,
+    cols0: np.ndarray,
+    w0: np.ndarray,
     k: int,
     b0: np.ndarray,
     ws: np.ndarray,
@@ -117,11 +118,12 @@ def _member(
     y: np.ndarray,
     out: np.ndarray,
 ) -> None:
-    """Member k on one input: layer 0's product h0 (N, K W) -> out (N,) correction + offset (see the module)."""
+    """Member k on one input's layer-0 columns cols0 (N, ks C) -> out (N,) correction + offset (see the module)."""
     n = out.shape[0]
-    w = b0.shape[1]
     pad = (z.shape[0] - n) // 2
-    _activate(h0[:, k * w : (k + 1) * w], b0[k], act, z[pad : pad + n], False)
+    w = b0.shape[1]
+    np.dot(cols0, w0[k], y)  # per member, so every later pass runs over contiguous rows
+    _activate(y, b0[k], act, z[pad : pad + n], False)
     _wrap(z, pad, n)
     ks = 2 * radius + 1
     for layer in range(ws.shape[1]):
@@ -193,7 +195,6 @@ def _forward(
     baseline_coefficient: float,
     out: np.ndarray,
     cols0: np.ndarray,
-    h0: np.ndarray,
     z: np.ndarray,
     cols: np.ndarray,
     y: np.ndarray,
@@ -201,9 +202,8 @@ def _forward(
     """out (B, K, N) = the ensemble on x (B, C, N), members one after another (buffers reused)."""
     for b in range(x.shape[0]):
         _layer0_columns(x[b], radius, dilations[0], cols0)
-        np.dot(cols0, w0, h0)
         for k in range(out.shape[1]):
-            _member(h0, k, b0, ws, bs, readout, readout_bias, dilations, radius, act, z, cols, y, out[b, k])
+            _member(cols0, w0, k, b0, ws, bs, readout, readout_bias, dilations, radius, act, z, cols, y, out[b, k])
         _finish(x[b], lin_channels, value0, response, first, baseline_channel, baseline_coefficient, out[b])
 
 
@@ -259,8 +259,8 @@ class FusedEnsemblePlan:
             m = model.to("cpu") if model.readout_bias.device.type != "cpu" else model
             kernels = [_symmetric_kernel(t).float() for t in m.taps]  # (K W, C_i, ks)
             scale = m.input_scale.float()
-            # layer 0: (ks C, K W), row t C + c, column k W + o
-            first = (kernels[0] * scale[:, None]).permute(2, 1, 0).reshape(ks * c, k * w)
+            # layer 0: (K, ks C, W), row t C + c, column o
+            first = (kernels[0] * scale[:, None]).view(k, w, c, ks).permute(0, 3, 2, 1).reshape(k, ks * c, w)
             self.w0 = _f32(first)
             self.b0 = _f32(m.biases[0].view(k, w))
             # layers >= 1: (K, L - 1, ks W, W), row t W + c, column o
@@ -278,7 +278,6 @@ class FusedEnsemblePlan:
         self.baseline_coefficient = float(model.baseline_coefficient)
         pad = self.radius * int(self.dilations.max())
         self._cols0 = np.empty((self.n, ks * c), np.float32)
-        self._h0 = np.empty((self.n, k * w), np.float32)
         self._z = np.empty((self.n + 2 * pad, w), np.float32)
         self._cols = np.empty((self.n, ks * w), np.float32)
         self._y = np.empty((self.n, w), np.float32)
@@ -320,7 +319,6 @@ class FusedEnsemblePlan:
             self.baseline_coefficient,
             out,
             self._cols0,
-            self._h0,
             self._z,
             self._cols,
             self._y,
