@@ -38,6 +38,7 @@ import hybrid
 from hybrid.cases import load_case
 from hybrid.core.io import read_output
 from hybrid.couplers.metrics import rmse, rmse_rel
+from hybrid.couplers.terms.front_correction import SHIPPED_WEIGHTS
 
 ROOT = Path(__file__).resolve().parents[1]
 PF_CASE, LAW_CASE = ROOT / "cases" / "front_pf.toml", ROOT / "cases" / "front_kpz.toml"
@@ -80,16 +81,23 @@ def _errors(ref: dict[str, Any], res: dict[str, Any]) -> tuple[float, float]:
     )
 
 
-def _nn_flops() -> tuple[int, str]:
-    """2 × the multiply-adds per point of the shipped ensemble (weights of its pointwise convolutions)."""
+def _provider(provider: str, weights: Path) -> dict[str, Any]:
+    """Overrides selecting ``provider`` of front_correction (with ``weights`` for the ensemble's providers)."""
+    over: dict[str, Any] = {"terms.front_correction.provider": provider}
+    if provider in ("nn", "monitor"):
+        over["terms.front_correction.weights"] = str(weights)
+    return over
+
+
+def _nn_flops(weights: Path) -> tuple[int, str]:
+    """2 × the multiply-adds per point of an ensemble (weights of its pointwise convolutions)."""
     import torch
 
-    from hybrid.couplers.terms.front_correction import SHIPPED_WEIGHTS
     from hybrid.models.card import read_card
 
-    state = torch.load(SHIPPED_WEIGHTS / "weights.pt", map_location="cpu", weights_only=True)
+    state = torch.load(weights / "weights.pt", map_location="cpu", weights_only=True)
     macs = sum(int(v.numel()) for v in state.values() if v.ndim >= 2)  # taps (K·C_out, C_in, 1) and the readout
-    arch = read_card(SHIPPED_WEIGHTS).get("architecture", {})
+    arch = read_card(weights).get("architecture", {})
     what = f"{arch.get('members')} members, {arch.get('layers')} layers of {arch.get('channels')} channels"
     return 2 * macs, f"{macs} multiply-adds per point ({what})"
 
@@ -98,11 +106,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per solver (median)")
     parser.add_argument("--end", type=float, default=None, help="simulated time (default: the cases' time.end)")
+    parser.add_argument("--weights", default="shipped", help="ensemble directory of nn and monitor (default: shipped)")
     args = parser.parse_args()
     import torch
 
     torch.set_num_threads(1)
     common: dict[str, Any] = {} if args.end is None else {"time.end": args.end}
+    weights = Path(args.weights).resolve() if args.weights != "shipped" else SHIPPED_WEIGHTS
     tmp = Path(tempfile.mkdtemp(prefix="bench_front_"))
     print(_machine())
 
@@ -118,7 +128,7 @@ def main() -> None:
     print(f"{'provider':<9} {'wall [s]':>9} {'speed-up':>9} {'RMSE(h)':>9} {'rmse_rel':>9} {'NN share':>9}")
     law_dt = None
     for provider in PROVIDERS:
-        over = {**common, "terms.front_correction.provider": provider}
+        over = {**common, **_provider(provider, weights)}
         _run(LAW_CASE, {**over, "time.end": 2.0, "output.every": 1}, tmp / "warm.h5")
         walls = []
         for r in range(args.repeats):
@@ -133,7 +143,7 @@ def main() -> None:
             f"{'' if share is None else f'{share:.3f}':>9}"
         )
 
-    f_nn, macs = _nn_flops()
+    f_nn, macs = _nn_flops(weights)
     assert law_dt is not None
     bound = ny * PF_FLOPS * (law_dt / pf_dt) / f_nn
     print(
@@ -152,7 +162,7 @@ def main() -> None:
         slope = float(np.abs(np.roll(h0, -1) - np.roll(h0, 1)).max() / (2 * dx))
         errs = {}
         for provider in PROVIDERS:
-            _, res, _ = _run(LAW_CASE, {**over, "terms.front_correction.provider": provider}, tmp / "law_unseen.h5")
+            _, res, _ = _run(LAW_CASE, {**over, **_provider(provider, weights)}, tmp / "law_unseen.h5")
             errs[provider] = _errors(ref, res)[0]
         row = " ".join(f"{errs[p]:>9.5f}" for p in PROVIDERS)
         print(f"{label:<15} {slope:>8.2f} {row} {errs['nn'] / errs['eikonal']:>7.2f}")

@@ -37,7 +37,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
+import time as _time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -77,6 +79,9 @@ from hybrid.core.provenance import hybrid_version, utc_now
 logger = logging.getLogger(__name__)
 
 _FRAME_GROUPS = ("fields", "terms")
+XDMF_EVERY_SECONDS = 2.0
+"""The XDMF sidecar is rewritten with a new frame at most this often (wall seconds; always when the file closes), so
+that ParaView can follow a running case without the sidecar's rewrite costing more than a small model's steps."""
 _RESERVED_ROOT = {"time", "step", "fields", "terms", "timing", "extra", "rng"}
 
 # --------------------------------------------------------------------------------------------
@@ -176,6 +181,7 @@ class OutputFile:
         self.grid_shape = shape
         self._h5: Any = None
         self._lock: int | None = None
+        self._xdmf_written, self._xdmf_stale = -math.inf, False
         if mode not in ("w", "a"):
             raise ValueError(f"mode must be 'w' or 'a', not {mode!r}")
 
@@ -381,7 +387,9 @@ class OutputFile:
         h5["step"].resize(n + 1, axis=0)
         h5["step"][n] = step_i
         h5.flush()
-        self._write_xdmf()
+        self._xdmf_stale = True
+        if _time.monotonic() - self._xdmf_written >= XDMF_EVERY_SECONDS:
+            self._write_xdmf()
         logger.debug("frame %d (step %d, t=%g) written to %s", n, step_i, time, self.path)
 
     def append_rows(self, table: str, rows: Mapping[str, Any], required: Mapping[str, str] | None = None) -> None:
@@ -743,6 +751,7 @@ class OutputFile:
 
     def _write_xdmf(self) -> None:
         """Rewrite the XDMF sidecar atomically (temp file + ``os.replace``)."""
+        self._xdmf_written, self._xdmf_stale = _time.monotonic(), False
         text = self._xdmf_text()
         fd, tmp = temp_beside(self.xdmf_path)
         try:
@@ -757,8 +766,10 @@ class OutputFile:
     # -- closing -----------------------------------------------------------------------------
 
     def close(self) -> None:
-        """Flush and close the file (idempotent)."""
+        """Flush and close the file (idempotent); the XDMF sidecar then lists every frame."""
         if self._h5 is not None:
+            if self._xdmf_stale:
+                self._write_xdmf()
             self._h5.flush()
             self._h5.close()
             self._h5 = None
