@@ -56,7 +56,7 @@ def _sets(items: list[str]) -> list[str]:
 @pytest.mark.parametrize("provider", ["none", "eikonal"])
 def test_front_kpz_runs_with_each_provider(tmp_path: Path, provider: str) -> None:
     out = tmp_path / f"{provider}.h5"
-    sets = ["time.end=2.0", "output.every=5", f"terms.front_correction.provider={provider}"]
+    sets = ["time.end=20.0", "output.every=5", f"terms.front_correction.provider={provider}"]
     assert main(["run", str(CASES / "front_kpz.toml"), "--out", str(out), "--no-progress", *_sets(sets)]) == 0
     h = read_output(out)["fields"]["h"]
     assert h.shape == (3, 128) and np.all(np.isfinite(h)) and np.all(h[-1].mean() > h[0].mean())  # it advances

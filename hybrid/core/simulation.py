@@ -48,7 +48,7 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import numpy as np
 
@@ -197,7 +197,7 @@ class Simulation:
                 f"step {self.state.step + 1} (from t = {self.state.time:g}) met an unphysical state: {err}"
             ) from err
         if self._has(AfterStep):
-            new = self.equation.after_step(new)
+            new = cast(AfterStep, self.equation).after_step(new)
         n = new.step
         if n % self.check_every == 0 or self._frame_due(n) or self._checkpoint_due(n):
             self._check_finite(new)
@@ -387,7 +387,7 @@ class Simulation:
         finiteness pass: the check costs what the NaN guard alone did.
         """
         eq = self.equation
-        bounds: Mapping[str, tuple[float, float]] = eq.state_bounds if self._has(StateBounds) else {}
+        bounds: Mapping[str, tuple[float, float]] = cast(StateBounds, eq).state_bounds if self._has(StateBounds) else {}
         ranges: dict[str, tuple[float, float]] = {}
         for name, arr in state.fields.items():
             if name in bounds:
@@ -398,7 +398,7 @@ class Simulation:
                 finite = state.backend.all_finite(arr)
             if not finite:
                 return f"field {name!r} became NaN/inf at step {state.step} (t = {state.time:g})"
-        problem = eq.check_state(state) if self._has(CheckState) else None
+        problem = cast(CheckState, eq).check_state(state) if self._has(CheckState) else None
         if problem:  # the model's own words first (ATG: a negative film thickness)
             return f"step {state.step} (t = {state.time:g}): {problem}"
         for name, (lo, hi) in ranges.items():

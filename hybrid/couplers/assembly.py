@@ -291,8 +291,10 @@ def _check_stability(
     """
     if spec.stability_limit is None or time["steps"] == 0:
         return
+    # imex2 has imex's limits: its implicit part is A-stable, and Heun's real stability interval is explicit Euler's
+    integrator = "imex" if time["integrator"] == "imex2" else time["integrator"]
     with _assembling(file, "time.dt"):
-        limit = spec.stability_limit(time["integrator"], grid, params)
+        limit = spec.stability_limit(integrator, grid, params)
     if limit is None:
         return
     dt_max, why = limit

@@ -120,3 +120,53 @@ def test_an_equations_own_implicit_solve_replaces_the_fourier_symbol(periodic: b
         a, b = step_own(a), step_fourier(b)
     assert own.solves == 10
     np.testing.assert_allclose(a["phi"], b["phi"], atol=1e-12)
+
+
+@dataclass
+class ReactionDiffusion(Diffusion):
+    """dφ/dt = D Δ_h φ + β φ: the diffusion implicit (its symbol), the linear reaction explicit."""
+
+    rate: float = 0.8
+
+    def rhs(self, state: State) -> dict[str, Any]:
+        phi = to_numpy(state["phi"])
+        return {"phi": self.backend.asarray(self.diffusivity * laplacian(phi, self.grid) + self.rate * phi)}
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_imex2_is_second_order_and_imex_first(backend: Backend) -> None:
+    """A Neumann-periodic mode of dφ/dt = D Δ_h φ + β φ grows or decays as exp((β − D λ) t) exactly, λ the compact
+    Laplacian's eigenvalue: halving dt must divide imex2's error at t = 1 by about 4 (Crank–Nicolson + Heun) and
+    imex's by about 2, and imex2 stays bounded at a step 10x the explicit limit."""
+    if backend.is_torch:
+        pytest.importorskip("torch")
+    grid = Grid((8.0, 3.0), (16, 13), periodic=(True, False))
+    dx, dy = grid.spacing
+    x, y = grid.coordinates()
+    kx, m = 2 * np.pi * 2 / 8.0, 1
+    phi = np.cos(m * np.pi * y / 3.0)[:, None] * np.cos(kx * x)[None, :]
+    lam = (2 * np.sin(kx * dx / 2) / dx) ** 2 + (2 * np.sin(m * np.pi * dy / 6.0) / dy) ** 2
+    eq = ReactionDiffusion(grid, backend, diffusivity=0.5)
+    exact = phi * np.exp((eq.rate - eq.diffusivity * lam) * 1.0)
+
+    def error(name: str, dt: float) -> float:
+        stepper, state = make_stepper(name, eq, dt), State.from_arrays({"phi": phi}, backend=backend)
+        for _ in range(round(1.0 / dt)):
+            state = stepper(state)
+        assert state.step == round(1.0 / dt) and abs(state.time - 1.0) < 1e-12
+        return float(np.abs(to_numpy(state["phi"]) - exact).max())
+
+    second = [error("imex2", dt) for dt in (0.05, 0.025, 0.0125)]  # the asymptotic range
+    first = [error("imex", dt) for dt in (0.05, 0.025, 0.0125)]
+    assert 3.6 < second[0] / second[1] < 4.4 and 3.6 < second[1] / second[2] < 4.4
+    assert 1.7 < first[1] / first[2] < 2.3 and second[2] < first[2] / 50
+    stiff = make_stepper("imex2", Diffusion(grid, backend), 0.6)  # explicit limit dx²dy²/(2(dx²+dy²)) ≈ 0.04
+    state = State.from_arrays({"phi": phi}, backend=backend)
+    for _ in range(20):
+        state = stiff(state)
+    assert np.abs(to_numpy(state["phi"])).max() < 1.0
+
+
+def test_imex2_refuses_an_equation_that_solves_its_stiff_part_itself() -> None:
+    with pytest.raises(ValueError, match=r"imex2.*time\.integrator = 'imex'"):
+        make_stepper("imex2", DenseDiffusion(Grid((4.0,), (8,)), Backend()), 0.1)
