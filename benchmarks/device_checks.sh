@@ -61,7 +61,7 @@ run tests_cuda 150 python3 -m pytest -q -p no:cacheprovider -o addopts="" -k "cu
     tests/solvers/test_atg_kernels.py tests/solvers/test_graingrowth_kernels.py \
     tests/couplers/test_nn_elastic.py tests/couplers/test_surrogate.py tests/test_provider_inputs.py \
     tests/test_examples.py tests/test_gpu_path.py
-run bench_elastic 120 python3 benchmarks/bench_elastic.py --points 100 512 1024 --calls 20 --device cuda
+run bench_elastic 120 python3 benchmarks/bench_elastic.py --points 100 512 1024 --calls 20 --run-end 0 --device cuda
 run bench_graingrowth 110 python3 benchmarks/bench_graingrowth.py --size 512 --repeat 20 --device cuda
 run bench_surrogate 140 python3 benchmarks/bench_surrogate.py --size 512 --windows 3 --backend torch --device cuda
 exit $status

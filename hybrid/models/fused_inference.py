@@ -101,24 +101,13 @@ def _wrap(z: np.ndarray, pad: int, n: int) -> None:
 
 
 @numba.njit(fastmath=True, error_model="numpy", cache=True)
-def _member(
-    cols0: np.ndarray,
-    w0: np.ndarray,
-    k: int,
-    b0: np.ndarray,
-    ws: np.ndarray,
-    bs: np.ndarray,
-    readout: np.ndarray,
-    readout_bias: np.ndarray,
-    dilations: np.ndarray,
-    radius: int,
-    act: int,
-    z: np.ndarray,
-    cols: np.ndarray,
-    y: np.ndarray,
-    out: np.ndarray,
-) -> None:
-    """Member k on one input's layer-0 columns cols0 (N, ks C) -> out (N,) correction + offset (see the module)."""
+def _member(cols0: np.ndarray, weights: Any, k: int, radius: int, act: int, buffers: Any, out: np.ndarray) -> None:
+    """Member k on one input's layer-0 columns cols0 (N, ks C) -> out (N,) correction + offset (see the module).
+
+    ``weights`` = (w0, b0, ws, bs, readout, readout_bias, dilations) of :class:`FusedEnsemblePlan`, ``buffers`` =
+    (z, cols, y) its scratch arrays."""
+    w0, b0, ws, bs, readout, readout_bias, dilations = weights
+    z, cols, y = buffers
     n = out.shape[0]
     pad = (z.shape[0] - n) // 2
     w = b0.shape[1]
@@ -177,54 +166,29 @@ def _linear_part(x: np.ndarray, channels: np.ndarray, value0: np.ndarray, respon
 
 @numba.njit(fastmath=True, error_model="numpy", cache=True)
 def _forward(
-    x: np.ndarray,
-    w0: np.ndarray,
-    b0: np.ndarray,
-    ws: np.ndarray,
-    bs: np.ndarray,
-    readout: np.ndarray,
-    readout_bias: np.ndarray,
-    dilations: np.ndarray,
-    radius: int,
-    act: int,
-    lin_channels: np.ndarray,
-    value0: np.ndarray,
-    response: np.ndarray,
-    first: int,
-    baseline_channel: int,
-    baseline_coefficient: float,
-    out: np.ndarray,
-    cols0: np.ndarray,
-    z: np.ndarray,
-    cols: np.ndarray,
-    y: np.ndarray,
+    x: np.ndarray, weights: Any, radius: int, act: int, linear: Any, baseline: Any, out: np.ndarray, buffers: Any
 ) -> None:
-    """out (B, K, N) = the ensemble on x (B, C, N), members one after another (buffers reused)."""
+    """out (B, K, N) = the ensemble on x (B, C, N), members one after another (buffers reused); ``linear`` =
+    (channels, value0, response, first) of the exact linear part, ``baseline`` = (channel, coefficient)."""
+    cols0 = buffers[0]
     for b in range(x.shape[0]):
-        _layer0_columns(x[b], radius, dilations[0], cols0)
+        _layer0_columns(x[b], radius, weights[6][0], cols0)
         for k in range(out.shape[1]):
-            _member(cols0, w0, k, b0, ws, bs, readout, readout_bias, dilations, radius, act, z, cols, y, out[b, k])
-        _finish(x[b], lin_channels, value0, response, first, baseline_channel, baseline_coefficient, out[b])
+            _member(cols0, weights, k, radius, act, buffers[1:], out[b, k])
+        _finish(x[b], linear, baseline, out[b])
 
 
 @numba.njit(fastmath=True, error_model="numpy", cache=True)
-def _finish(
-    x: np.ndarray,
-    lin_channels: np.ndarray,
-    value0: np.ndarray,
-    response: np.ndarray,
-    first: int,
-    baseline_channel: int,
-    baseline_coefficient: float,
-    out: np.ndarray,
-) -> None:
+def _finish(x: np.ndarray, linear: Any, baseline: Any, out: np.ndarray) -> None:
     """Subtract the linear part and add the baseline law to one sample's members out (K, N) in place."""
-    if lin_channels.shape[0] > 0:
-        out -= _linear_part(x, lin_channels, value0, response, first)
-    if baseline_channel >= 0:
+    channels, value0, response, first = linear
+    if channels.shape[0] > 0:
+        out -= _linear_part(x, channels, value0, response, first)
+    channel, coefficient = baseline
+    if channel >= 0:
         for k in range(out.shape[0]):
             for p in range(out.shape[1]):
-                out[k, p] += np.float32(baseline_coefficient) * x[baseline_channel, p]
+                out[k, p] += np.float32(coefficient) * x[channel, p]
 
 
 class FusedEnsemblePlan:
@@ -300,28 +264,11 @@ class FusedEnsemblePlan:
             raise ValueError(f"plan built for input (B, {self.in_channels}, {self.n}), got {tuple(xn.shape)}")
         xn = np.ascontiguousarray(xn)
         out = np.empty((xn.shape[0], self.members, self.n), np.float32)
+        weights = (self.w0, self.b0, self.ws, self.bs, self.readout, self.readout_bias, self.dilations)
+        linear = (self.lin_channels, self.value0, self.response, self.first)
+        buffers = (self._cols0, self._z, self._cols, self._y)
         _forward(
-            xn,
-            self.w0,
-            self.b0,
-            self.ws,
-            self.bs,
-            self.readout,
-            self.readout_bias,
-            self.dilations,
-            self.radius,
-            self.act,
-            self.lin_channels,
-            self.value0,
-            self.response,
-            self.first,
-            self.baseline_channel,
-            self.baseline_coefficient,
-            out,
-            self._cols0,
-            self._z,
-            self._cols,
-            self._y,
+            xn, weights, self.radius, self.act, linear, (self.baseline_channel, self.baseline_coefficient), out, buffers
         )
         return torch.from_numpy(out) if is_torch else out
 
