@@ -447,7 +447,8 @@ def plot_profiles(
     pairs: Mapping[str, tuple[np.ndarray, np.ndarray]],
     spatial: int,
 ) -> bool:
-    """Profiles of A (solid) and B (dashed) at ~4 frames for 1D fields; A | B | B − A images (last frame) for 2D.
+    """Profiles of A (solid) and B (dashed) at ~4 frames for 1D fields (also a model's fields along the first axis of
+    a 2D grid, when it has no 2D ones); A | B | B − A images (last frame) for 2D.
 
     Fields with more axes than the grid (e.g. order parameters (Q, ny, nx)) are not drawn. Returns False (and
     writes nothing) when no field can be drawn.
@@ -456,6 +457,8 @@ def plot_profiles(
     labels = report["labels"]
     times = report["time"]
     keys = [k for k, (fa, _) in pairs.items() if fa.ndim - 1 == spatial and spatial in (1, 2)]
+    if not keys:  # fields on one axis of a larger grid, e.g. a front's h(x) on the phase field's (x, y) grid
+        keys, spatial = [k for k, (fa, _) in pairs.items() if fa.ndim == 2], 1
     if not keys or ia.size == 0:
         return False
     if spatial == 1:

@@ -304,3 +304,13 @@ def test_plots_of_2d_fields(tmp_path: Path) -> None:
     assert plot_error(tmp_path / "e.png", report)
     assert (tmp_path / "p.png").stat().st_size > 1000 and (tmp_path / "e.png").stat().st_size > 1000
     assert not plot_profiles(tmp_path / "none.png", report, idx, {"eta": pairs["eta"]}, spatial=2)
+
+
+def test_front_law_compare_overlays_the_fronts(tmp_path: Path) -> None:
+    """The front law's h(x) lives on the x axis of the phase field's 2D grid: the report compares it per frame and
+    the profiles plot overlays the fronts of both runs (issue #24's compare)."""
+    case = Path(__file__).resolve().parents[2] / "cases" / "front_kpz.toml"
+    report = compare(case, "front_correction", ("eikonal", "none"), overrides={"time.end": 20.0}, out_dir=tmp_path)
+    assert "profiles.png" in report["plots"] and (tmp_path / "profiles.png").stat().st_size > 0
+    rel = report["metrics"]["h"]["rmse_rel"]
+    assert len(rel) == 3 and rel[0] == 0.0 and 0.0 < rel[-1] < 0.1  # same start; KPZ drifts from the eikonal law
