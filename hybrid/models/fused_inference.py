@@ -195,11 +195,11 @@ class FusedEnsemblePlan:
     """Frozen CPU float32 inference of an :class:`EnsembleCNN1d` on inputs shared by all members.
 
     A drop-in for :class:`~hybrid.models.ensemble.InferencePlan` on the CPU: same call, same result to float32
-    rounding, several times faster for small N (benchmarks/bench_elastic.py). A snapshot of the weights at
+    rounding, 1.6-3 times faster (benchmarks/bench_elastic.py; most at small N). A snapshot of the weights at
     construction; build a new plan after changing them.
 
     Args:
-        model: the ensemble (any dtype or device: its weights are copied to float32 numpy arrays).
+        model: the ensemble on the CPU (any dtype: its weights are copied to float32 numpy arrays).
         n: profile length N the plan is built for.
 
     Shapes:
@@ -215,12 +215,14 @@ class FusedEnsemblePlan:
     def __init__(self, model: EnsembleCNN1d, n: int) -> None:
         if not self.supports(model):
             raise ValueError(f"no fused kernel for {type(model).__name__}; use InferencePlan")
+        if model.readout_bias.device.type != "cpu":
+            raise ValueError(f"the fused plan runs on the CPU; the model is on {model.readout_bias.device}")
         self.n = int(n)
         self.members, self.in_channels, self.channels = model.members, model.in_channels, model.channels
         k, w, c, ks = model.members, model.channels, model.in_channels, model.kernel_size
         self.radius = ks // 2
         with torch.no_grad():
-            m = model.to("cpu") if model.readout_bias.device.type != "cpu" else model
+            m = model
             kernels = [_symmetric_kernel(t).float() for t in m.taps]  # (K W, C_i, ks)
             scale = m.input_scale.float()
             # layer 0: (K, ks C, W), row t C + c, column o

@@ -102,3 +102,18 @@ def test_fused_inference_refuses_float64() -> None:
     with pytest.raises(ConfigError, match=r"terms\.elastic\.inference.*float32"):
         hybrid.load_provider("elastic", "nn", case=case, inference="fused", dtype="float64")
     assert hybrid.load_provider("elastic", "nn", case=case, dtype="float64").inference == "torch"
+
+
+def test_erf_coefficients_come_from_the_fit_tool() -> None:
+    """The module's coefficients are what tools/fit_erf.py computes (to the 9 digits written)."""
+    import importlib.util
+
+    from hybrid.models import fused_inference
+
+    spec = importlib.util.spec_from_file_location("fit_erf", ROOT / "tools" / "fit_erf.py")
+    assert spec is not None and spec.loader is not None
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    p, q = tool.fit()
+    np.testing.assert_allclose(p, fused_inference._ERF_P, rtol=1e-7, atol=1e-16)
+    np.testing.assert_allclose(q, fused_inference._ERF_Q, rtol=1e-7, atol=1e-16)
