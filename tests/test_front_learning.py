@@ -111,3 +111,20 @@ def test_the_monitor_hands_fronts_steeper_than_any_training_front_to_the_phase_f
     assert list(log["source"]) == ["nn", "dns"]
     assert log["uncertainty"][1] > log["threshold"][1] > log["uncertainty"][0]
     np.testing.assert_array_equal(answers[1], pf(steep))  # the fallback's answer is the phase field's
+
+
+def test_a_monitored_run_on_a_front_steeper_than_the_training_data_is_the_pf_run(tmp_path: Path) -> None:
+    """A whole front-law run from a front with slopes up to 1.86 (the data stop at 1.2): the monitor refuses the
+    network at every decision (the decision log says dns, with u above the threshold), so the run is the run with
+    the phase-field provider itself, frame for frame, and keeps its error."""
+    over = ["initial.amplitude=2.2", "initial.mean=8.0", "time.end=10.0"]
+    runs = {}
+    for provider in ("monitor", "pf"):
+        out = tmp_path / f"{provider}.h5"
+        sets = [x for s in [*over, f"terms.front_correction.provider={provider}"] for x in ("--set", s)]
+        assert main(["run", str(ROOT / "cases" / "front_kpz.toml"), "--out", str(out), "--no-progress", *sets]) == 0
+        runs[provider] = read_output(out)
+    log = runs["monitor"]["monitor"]["front_correction"]
+    assert len(log["source"]) == 10 and set(np.asarray(log["source"]).astype(str)) == {"dns"}
+    assert np.all(log["uncertainty"] > log["threshold"])
+    np.testing.assert_array_equal(runs["monitor"]["fields"]["h"], runs["pf"]["fields"]["h"])
