@@ -139,7 +139,7 @@ def main() -> None:
     law_dt = None
     for provider in PROVIDERS:
         over = {**common, **_provider(provider, weights)}
-        _run(LAW_CASE, {**over, "time.end": 2.0, "output.every": 1}, tmp / "warm.h5")
+        _run(LAW_CASE, {**over, "time.end": 10.0, "output.every": 1}, tmp / "warm.h5")
         walls, steps = [], []
         for r in range(args.repeats):
             wall, res, law = _run(LAW_CASE, over, tmp / f"{provider}{r}.h5")

@@ -125,6 +125,7 @@ def test_a_monitored_run_on_a_front_steeper_than_the_training_data_is_the_pf_run
         assert main(["run", str(ROOT / "cases" / "front_kpz.toml"), "--out", str(out), "--no-progress", *sets]) == 0
         runs[provider] = read_output(out)
     log = runs["monitor"]["monitor"]["front_correction"]
-    assert len(log["source"]) == 10 and set(np.asarray(log["source"]).astype(str)) == {"dns"}
+    steps = int(runs["monitor"]["step"][-1])  # imex2: two decisions per step
+    assert len(log["source"]) == 2 * steps > 0 and set(np.asarray(log["source"]).astype(str)) == {"dns"}
     assert np.all(log["uncertainty"] > log["threshold"])
     np.testing.assert_array_equal(runs["monitor"]["fields"]["h"], runs["pf"]["fields"]["h"])

@@ -101,6 +101,8 @@ class Backend:
             import torch
 
             return torch.fft.rfftn(a, dim=axes)
+        if ndim == 1:  # the same transform; numpy's n-d entry point costs more than the transform at small sizes
+            return np.fft.rfft(a, axis=-1)
         return np.fft.rfftn(a, axes=axes)
 
     def irfftn(self, a: Array, shape: tuple[int, ...]) -> Array:
@@ -110,6 +112,8 @@ class Backend:
             import torch
 
             return torch.fft.irfftn(a, s=shape, dim=axes)
+        if len(shape) == 1:
+            return np.fft.irfft(a, n=shape[0], axis=-1)
         return np.fft.irfftn(a, s=shape, axes=axes)
 
     def extend_even(self, a: Array, axes: tuple[int, ...]) -> Array:

@@ -249,10 +249,17 @@ class EnsembleProvider(TermProvider):
             features = learnable.cpu_features(h[None, :], self.dx)
         else:
             features = learnable.features(torch.from_numpy(h)[None, :], self.dx).numpy()
+        from hybrid.models.calibration import uncertainty
+        from hybrid.models.fused_inference import mean_and_spread
+
         members = self._plan(features)[0]
         stat = float(features[0, self._stratum_channel].max()) if self.stratum_edges else None
-        u = float(self.spec.metrics[self.metric].indicator(members))
-        return members, members.mean(axis=0, dtype=np.float64) * self.scale, u, stat
+        indicator = self.spec.metrics[self.metric].indicator
+        if indicator is uncertainty:  # the usual indicator, with the mean in the same compiled pass
+            mean, u = mean_and_spread(members)
+        else:
+            mean, u = members.mean(axis=0, dtype=np.float64), float(indicator(members))
+        return members, mean * self.scale, u, stat
 
     def predict(self, state: State) -> EnsemblePrediction:
         import torch

@@ -28,7 +28,7 @@ import torch
 
 from hybrid.models.ensemble import EnsembleCNN1d, _symmetric_kernel
 
-__all__ = ["FusedEnsemblePlan", "erf32"]
+__all__ = ["FusedEnsemblePlan", "erf32", "mean_and_spread"]
 
 _ACTIVATION_CODES = {"gelu": 0, "tanh": 1, "silu": 2, "softplus": 3}
 
@@ -116,13 +116,16 @@ def _member(cols0: np.ndarray, weights: Any, k: int, radius: int, act: int, buff
     _wrap(z, pad, n)
     ks = 2 * radius + 1
     for layer in range(ws.shape[1]):
-        d = dilations[layer + 1]
-        for p in range(n):
-            for t in range(ks):
-                q = pad + p + (t - radius) * d
-                for c in range(w):
-                    cols[p, t * w + c] = z[q, c]
-        np.dot(cols, ws[k, layer], y)
+        if ks == 1:  # pointwise: the activations are the columns
+            np.dot(z[pad : pad + n], ws[k, layer], y)
+        else:
+            d = dilations[layer + 1]
+            for p in range(n):
+                for t in range(ks):
+                    q = pad + p + (t - radius) * d
+                    for c in range(w):
+                        cols[p, t * w + c] = z[q, c]
+            np.dot(cols, ws[k, layer], y)
         _activate(y, bs[k, layer], act, z[pad : pad + n], True)
         _wrap(z, pad, n)
     for p in range(n):
@@ -189,6 +192,24 @@ def _finish(x: np.ndarray, linear: Any, baseline: Any, out: np.ndarray) -> None:
         for k in range(out.shape[0]):
             for p in range(out.shape[1]):
                 out[k, p] += np.float32(coefficient) * x[channel, p]
+
+
+@numba.njit(fastmath=True, error_model="numpy", cache=True)
+def mean_and_spread(members: np.ndarray) -> tuple[np.ndarray, float]:
+    """(ensemble mean (N,) float64, u = sqrt(mean_x var_k)) of members (K, N), in one pass in float64: the mean and
+    :func:`hybrid.models.calibration.uncertainty` (population variance over the members) of the nn providers."""
+    k, n = members.shape
+    mean = np.zeros(n)
+    for i in range(k):
+        for p in range(n):
+            mean[p] += members[i, p]
+    mean /= k
+    total = 0.0
+    for i in range(k):
+        for p in range(n):
+            d = members[i, p] - mean[p]
+            total += d * d
+    return mean, math.sqrt(total / (k * n))
 
 
 class FusedEnsemblePlan:

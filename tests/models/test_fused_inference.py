@@ -117,3 +117,14 @@ def test_erf_coefficients_come_from_the_fit_tool() -> None:
     p, q = tool.fit()
     np.testing.assert_allclose(p, fused_inference._ERF_P, rtol=1e-7, atol=1e-16)
     np.testing.assert_allclose(q, fused_inference._ERF_Q, rtol=1e-7, atol=1e-16)
+
+
+def test_mean_and_spread_is_the_mean_and_the_uncertainty_indicator() -> None:
+    from hybrid.models.calibration import uncertainty
+    from hybrid.models.fused_inference import mean_and_spread
+
+    members = np.random.default_rng(4).normal(1.0, 0.02, size=(5, 97)).astype(np.float32)
+    mean, u = mean_and_spread(members)
+    np.testing.assert_allclose(mean, members.astype(np.float64).mean(axis=0), rtol=1e-12)
+    assert abs(u - float(uncertainty(members.astype(np.float64)))) < 1e-12
+    assert abs(u - float(uncertainty(members))) < 1e-7  # numpy's float32 arithmetic on the float32 members
