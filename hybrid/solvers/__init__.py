@@ -5,4 +5,5 @@ from hybrid.solvers import (
     front,  # noqa: F401
     front_pf,  # noqa: F401
     graingrowth,  # noqa: F401
+    laser,  # noqa: F401
 )

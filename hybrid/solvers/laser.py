@@ -1,0 +1,435 @@
+"""Laser track, coarse model (docs/laser.md, docs/physics.md §4): a 2D cross-section of a plate under a moving laser.
+
+x runs along the scan, z is the depth below the top surface. The case's grid is the finite-element mesh:
+``grid.lengths = [Lx, Lz]`` [m] and ``grid.shape = [nx, nz]`` nodes with nodes on all four edges
+(dx = Lx/(nx − 1), dz = Lz/(nz − 1)). The state is the nodal volumetric enthalpy E (nz, nx) [J/m³], row 0 the top.
+
+    ∂E/∂t = ∇·(k(T) ∇T),   E = ρ h(T),   h(T) = ∫₀ᵀ c_p dT + L_f f_l(T)
+
+with, on the top, the absorbed laser flux q(x − x_L(t)) (:mod:`hybrid.solvers.laser_load`) minus the loss
+h_c (T − T∞) + ε σ_SB (T⁴ − T∞⁴); the sides are insulated, and the bottom too unless ``bottom_temperature`` fixes it.
+
+Numerics: bilinear (Q1) finite elements of scikit-fem on the structured quad mesh, with a lumped (row-sum) mass
+matrix so that E is nodal and T(E) a pointwise inversion; the conductivity enters through the Kirchhoff transform
+u = ∫k dT interpolated in Q1 (∇·(k∇T) = ∇²u), so the stiffness matrix K is assembled once. Backward Euler on E,
+
+    M (E^{n+1} − E^n)/dt + K u(E^{n+1}) + g(E^{n+1}) = f(t^n + dt/2)
+
+(g: top losses, lumped on the top nodes; f: the laser load at the step's midpoint, exact per element), solved by
+a chord-Newton iteration on E: the Jacobian M/dt + K diag(du/dE) + diag(dg/dE) is factorised (sparse LU) and the
+factorisation reused over iterations and steps; it is refreshed at the current iterate only when an iteration
+contracts the update by less than tenfold. With constant c_p and k, no latent heat and no radiation the step is
+linear and is one solve with the one factorisation of the run. The iteration stops when the update is below 1e-10
+of max |E| (≈ 1e-6 K); the global energy balance then closes to that tolerance, since K's rows sum to zero.
+
+The model solves its own implicit step (:class:`hybrid.core.equation.ImplicitSolve`): only ``time.integrator =
+"imex"`` is accepted.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+from scipy.sparse.linalg import splu
+
+from hybrid.core.backend import Array
+from hybrid.core.config import ConfigError, Option, Table, Tagged
+from hybrid.core.grid import Grid
+from hybrid.core.registry import Context, ModelSpec, register_model, register_provider
+from hybrid.core.state import State, UnphysicalState
+from hybrid.core.terms import FieldRange, TermProvider, declare_inputs
+from hybrid.solvers.laser_load import nodal_load
+from hybrid.solvers.laser_materials import Material, material
+
+TERM = "patch_temperature"
+SIGMA_SB = 5.670374419e-8
+"""Stefan–Boltzmann constant [W/(m² K⁴)]."""
+
+_MAT = "a number or a list of [T K, value] points"
+
+PARAMS = Table(
+    {
+        "density": Option("float", 4420.0, "ρ [kg/m³]", min=1e-3, max=1e6),
+        "cp_solid": Option(
+            "any", [[300.0, 547.5], [1268.0, 755.62], [1269.0, 641.42], [1878.0, 751.04]],
+            f"c_p of the solid [J/(kg K)], {_MAT}",
+        ),
+        "cp_liquid": Option("any", 831.0, f"c_p of the liquid [J/(kg K)], {_MAT}"),
+        "k_solid": Option("any", [[300.0, 6.0], [1878.0, 27.0]], f"conductivity of the solid [W/(m K)], {_MAT}"),
+        "k_liquid": Option("any", 33.0, f"conductivity of the liquid [W/(m K)], {_MAT}"),
+        "latent_heat": Option("float", 2.86e5, "L_f [J/kg] (0: no phase change)", min=0.0, max=1e8),
+        "solidus": Option("float", 1878.0, "T_s [K]", min=1.0, max=1e5),
+        "liquidus": Option("float", 1923.0, "T_l [K] (> T_s; f_l linear in between)", min=1.0, max=1e5),
+        "emissivity": Option("float", 0.4, "ε of the top surface", min=0.0, max=1.0),
+        "h_conv": Option("float", 20.0, "h_c, convective loss coefficient of the top [W/(m² K)]", min=0.0, max=1e7),
+        "ambient_temperature": Option("float", 300.0, "T∞ [K]", min=0.0, max=1e5),
+        "bottom_temperature": Option("float", None, "fixed bottom temperature [K] (default: insulated)", min=0.0,
+                                     min_exclusive=True, max=1e5),
+        "power": Option("float", 150.0, "laser power P [W]", min=0.0, max=1e6),
+        "absorptivity": Option("float", 0.35, "A, absorbed fraction", min=0.0, max=1.0),
+        "radius": Option("float", 1e-4, "r, 1/e² radius of the spot [m]", min=1e-8, max=1.0),
+        "speed": Option("float", 0.25, "v, scan speed along x [m/s]", min=0.0, max=1e3),
+        "laser_start": Option("float", 0.0, "x0, spot centre at t = 0 [m]", min=-1e3, max=1e3),
+        "laser_width": Option(
+            "float", None, "W_eff, out-of-plane width [m]: q′ = A P / W_eff (default √(A P/(ρ c̄_p v (T_l − T∞))))",
+            min=1e-9, max=1e3,
+        ),
+        "output_spacing": Option(
+            "float", None, "spacing of the cell-centred samples of fields/T [m] (default: the mesh's dx)",
+            min=1e-9, max=1e3,
+        ),
+    },
+    doc="laser track, coarse model (docs/physics.md §4), SI units; defaults Ti-6Al-4V",
+)  # fmt: skip
+
+INITIAL = Tagged(
+    "kind",
+    {"uniform": Table({"temperature": Option("float", 300.0, "T0 [K]", min=0.0, min_exclusive=True, max=1e5)})},
+    default="uniform",
+    doc="initial temperature",
+)
+
+PATCH_OPTIONS = Table(
+    {
+        "size": Option("list[float]", [1.2e-3, 3e-4], "[px, pz]: patch box around the spot [m]", length=2,
+                       min=1e-9, max=1e3),
+        "spacing": Option("float", 1e-5, "patch grid spacing [m]", min=1e-9, max=1e3),
+    }
+)  # fmt: skip
+
+MAX_PATCH_POINTS = 2**22
+
+
+def line_power(params: Mapping[str, Any]) -> float:
+    """q′ = A P / W_eff [W/m] of a finalized ``[model]`` table."""
+    ap = float(params["absorptivity"]) * float(params["power"])
+    return 0.0 if ap == 0.0 else ap / float(params["laser_width"])
+
+
+def finalize_params(grid: Grid, params: dict[str, Any]) -> dict[str, Any]:
+    """Check the material keys and fill ``laser_width`` and ``output_spacing``."""
+    mat = material(params)
+    out = dict(params)
+    if out.get("laser_width") is None:
+        ap = float(params["absorptivity"]) * float(params["power"])
+        if ap > 0.0:
+            t_inf, tl = float(params["ambient_temperature"]), mat.liquidus
+            if not (params["speed"] > 0.0 and tl > t_inf):
+                raise ConfigError(
+                    "has no default unless model.speed > 0 and model.liquidus > model.ambient_temperature; give it",
+                    key="model.laser_width",
+                )
+            width = math.sqrt(ap / (mat.density * mat.mean_cp(t_inf, tl) * params["speed"] * (tl - t_inf)))
+            if not (math.isfinite(width) and width > 0.0):
+                raise ConfigError(f"the default is {width!r}; give it", key="model.laser_width")
+            out["laser_width"] = width
+        else:
+            out["laser_width"] = 1.0
+    given = out.get("output_spacing") is not None
+    if not given:
+        out["output_spacing"] = grid.spacing[0]
+    for axis, length in zip("xz", grid.lengths, strict=True):
+        if length / out["output_spacing"] < 1.0 or length / out["output_spacing"] > 2**15:
+            raise ConfigError(
+                f"gives {length / out['output_spacing']:.3g} samples along {axis} (L{axis} = {length:g} m); "
+                "allowed: 1 to 32768" + ("" if given else " (model.output_spacing defaults to the mesh's dx)"),
+                key="model.output_spacing" if given else "grid.lengths",
+            )
+    return out
+
+
+def stability_limit(integrator: str, grid: Grid, params: Mapping[str, Any]) -> tuple[float, str] | None:
+    """Backward Euler is unconditionally stable; the model refuses the integrators that do not call its solve."""
+    if integrator != "imex":
+        raise ConfigError(
+            f"model 'laser' solves its own backward-Euler step: allowed: 'imex' (got {integrator!r})",
+            key="time.integrator",
+        )
+    return None
+
+
+def initial_state(ctx: Context, init: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """{"E": (nz, nx)} [J/m³] of the uniform initial temperature."""
+    mat = material(ctx.params)
+    e0 = float(mat.energy(float(init["temperature"])))
+    return {"E": np.full(ctx.grid.shape, e0)}
+
+
+def sampling_matrix(n_nodes: int, spacing: float, points: np.ndarray) -> sp.csr_matrix:
+    """Linear interpolation (m, n_nodes) from nodes i·spacing to ``points`` (m,) [m], clamped to the end nodes."""
+    s = np.clip(np.asarray(points, dtype=np.float64) / spacing, 0.0, n_nodes - 1.0)
+    i = np.minimum(np.floor(s).astype(np.int64), n_nodes - 2)
+    w = s - i
+    rows = np.repeat(np.arange(s.size), 2)
+    cols = np.stack([i, i + 1], axis=1).ravel()
+    vals = np.stack([1.0 - w, w], axis=1).ravel()
+    return sp.csr_matrix((vals, (rows, cols)), shape=(s.size, n_nodes))
+
+
+def sample(temp: np.ndarray, dx: float, dz: float, xs: np.ndarray, zs: np.ndarray) -> np.ndarray:
+    """The Q1 field ``temp`` (nz, nx) at the tensor points (zs × xs) → (len(zs), len(xs)) (bilinear: exact in Q1)."""
+    nz, nx = temp.shape
+    wx = sampling_matrix(nx, dx, xs)
+    wz = sampling_matrix(nz, dz, zs)
+    return np.asarray(wz @ (wx @ temp.T).T)
+
+
+class LaserCoarse:
+    """The coarse FEM heat model of the laser track (module docstring) for the IMEX stepper and the run loop.
+
+    Counters: ``factorizations`` (sparse LU), ``solves`` (triangular solves), ``iterations`` per run.
+    """
+
+    evolved_fields = ("E",)
+    default_output_fields = ("T",)
+    tolerance = 1e-10
+
+    def __init__(self, ctx: Context, terms: Mapping[str, Any]) -> None:
+        from skfem import Basis, BilinearForm, ElementQuad1, MeshQuad, asm
+        from skfem.helpers import dot, grad
+
+        if ctx.backend.name != "numpy":
+            raise ConfigError("model 'laser' runs on the numpy backend only; allowed: 'numpy'", key="case.backend")
+        self.grid, self.backend, self.terms = ctx.grid, ctx.backend, dict(terms)
+        p = ctx.params
+        self.mat: Material = material(p)
+        nx, nz = ctx.grid.points
+        self.dx, self.dz = ctx.grid.spacing
+        self.shape = (nz, nx)
+        x = np.arange(nx) * self.dx
+        z = np.arange(nz) * self.dz
+        mesh = MeshQuad.init_tensor(x, z)
+        basis = Basis(mesh, ElementQuad1())
+
+        @BilinearForm
+        def laplace(u: Any, v: Any, w: Any) -> Any:
+            return dot(grad(u), grad(v))
+
+        @BilinearForm
+        def mass(u: Any, v: Any, w: Any) -> Any:
+            return u * v
+
+        # skfem's node order → the (nz, nx) array, row-major
+        order = np.rint(mesh.p[1] / self.dz).astype(np.int64) * nx + np.rint(mesh.p[0] / self.dx).astype(np.int64)
+        perm = sp.csr_matrix((np.ones(order.size), (order, np.arange(order.size))), shape=(order.size,) * 2)
+        self.stiffness = (perm @ asm(laplace, basis) @ perm.T).tocsr()  # K, unit conductivity
+        self.mass = np.asarray((perm @ asm(mass, basis) @ perm.T).sum(axis=1)).ravel()  # lumped M [m²]
+        self.top = np.arange(nx)  # flat indices of the top nodes (row 0)
+        self.top_x = x
+        self.top_length = np.full(nx, self.dx)  # lumped boundary mass [m]
+        self.top_length[[0, -1]] = 0.5 * self.dx
+        self.bottom = np.arange((nz - 1) * nx, nz * nx)
+        tb = p.get("bottom_temperature")
+        self.bottom_energy = None if tb is None else float(self.mat.energy(float(tb)))
+        self.q_line = line_power(p)
+        self.radius, self.speed, self.x0 = float(p["radius"]), float(p["speed"]), float(p["laser_start"])
+        self.h_conv, self.emissivity = float(p["h_conv"]), float(p["emissivity"])
+        self.t_inf = float(p["ambient_temperature"])
+        self.linear = self.mat.constant and self.emissivity == 0.0
+        s = float(p["output_spacing"])
+        self.out_x = (np.arange(int(ctx.grid.lengths[0] / s + 1e-9)) + 0.5) * s
+        self.out_z = (np.arange(int(ctx.grid.lengths[1] / s + 1e-9)) + 0.5) * s
+        self.factorizations = self.solves = self.iterations = 0
+        self._lu: Any = None
+        self._lu_dt = 0.0
+        self._previous: tuple[np.ndarray, float] | None = None
+
+    # ---------------------------------------------------------------------------------------------- physics
+    def spot(self, time: float) -> float:
+        """x_L(t) = x0 + v t [m]."""
+        return self.x0 + self.speed * time
+
+    def laser_load(self, time: float) -> np.ndarray:
+        """Nodal laser load (nx,) on the top nodes at ``time`` [W/m]."""
+        if self.q_line == 0.0:
+            return np.zeros(self.top_x.size)
+        return nodal_load(self.top_x, self.q_line, self.radius, self.spot(time))
+
+    def loss_flux(self, t_top: np.ndarray) -> np.ndarray:
+        """h_c (T − T∞) + ε σ_SB (T⁴ − T∞⁴) [W/m²] at top temperatures [K]."""
+        return self.h_conv * (t_top - self.t_inf) + self.emissivity * SIGMA_SB * (t_top**4 - self.t_inf**4)
+
+    def loss_load(self, t_top: np.ndarray) -> np.ndarray:
+        """Nodal loss (nx,) [W/m]: the flux lumped on the top nodes (trapezoid rule on the top edge)."""
+        return self.top_length * self.loss_flux(t_top)
+
+    def _loss_slope(self, t_top: np.ndarray) -> np.ndarray:
+        """d(loss load)/dT (nx,) [W/(m K)]."""
+        return self.top_length * (self.h_conv + 4.0 * self.emissivity * SIGMA_SB * t_top**3)
+
+    def temperature(self, energy: np.ndarray) -> np.ndarray:
+        """T [K] of E [J/m³] (any shape)."""
+        return self.mat.temperature(energy)
+
+    def energy_content(self, energy: np.ndarray) -> float:
+        """∫E dA [J/m] (lumped mass: exact for the scheme's stored quantity)."""
+        return float(self.mass @ np.asarray(energy).ravel())
+
+    def _residual(self, e: np.ndarray, e_old: np.ndarray, dt: float, load: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Backward-Euler residual (N,) [W/m] and T (N,) at iterate ``e``."""
+        t = self.temperature(e)
+        r = self.mass * (e - e_old) / dt + self.stiffness @ self.mat.kirchhoff(t)
+        r[self.top] += self.loss_load(t[self.top]) - load
+        if self.bottom_energy is not None:
+            r[self.bottom] = e[self.bottom] - self.bottom_energy
+        return r, t
+
+    def _factorize(self, t: np.ndarray, dt: float) -> None:
+        c_eff = self.mat.density * self.mat.enthalpy.derivative(t)  # dE/dT
+        d = self.mat.kirchhoff.derivative(t) / c_eff  # du/dE
+        diag = self.mass / dt
+        diag[self.top] += self._loss_slope(t[self.top]) / c_eff[self.top]
+        jac = self.stiffness @ sp.diags(d) + sp.diags(diag)
+        if self.bottom_energy is not None:  # identity rows: E fixed on the bottom
+            keep = np.ones(diag.size)
+            keep[self.bottom] = 0.0
+            jac = sp.diags(keep) @ jac + sp.diags(1.0 - keep)
+        self._lu = splu(jac.tocsc(), permc_spec="COLAMD")
+        self._lu_dt = dt
+        self.factorizations += 1
+
+    def solve_step(self, e_old: np.ndarray, time: float, dt: float) -> np.ndarray:
+        """E^{n+1} (N,) of one backward-Euler step from E^n = ``e_old`` (N,) at ``time`` [s] over ``dt`` [s]."""
+        load = self.laser_load(time + 0.5 * dt)
+        e = e_old.copy()
+        if self.bottom_energy is not None:
+            e[self.bottom] = self.bottom_energy
+        scale = self.tolerance * max(float(np.abs(e_old).max()), 1.0)
+        refresh = self._lu is None or self._lu_dt != dt
+        previous = math.inf
+        for it in range(60):
+            r, t = self._residual(e, e_old, dt, load)
+            if refresh:
+                self._factorize(t, dt)
+                refresh = False
+            de = self._lu.solve(r)
+            self.solves += 1
+            self.iterations += 1
+            e -= de
+            size = float(np.abs(de).max())
+            if self.linear or size <= scale:
+                return e
+            if size > 0.1 * previous or it % 8 == 7:
+                refresh = True
+            previous = size
+        raise UnphysicalState(
+            f"the backward-Euler iteration did not converge at t = {time:.6g} s (update {size:.3g} J/m³)"
+        )
+
+    # ------------------------------------------------------------------------------------------- integrator API
+    def rhs(self, state: State) -> dict[str, Array]:
+        """dE/dt (nz, nx) [W/m³] at the state (lumped): the IMEX stepper's explicit part; keeps E^n for the solve."""
+        e = np.asarray(state["E"], dtype=np.float64).ravel()
+        t = self.temperature(e)
+        flux = -(self.stiffness @ self.mat.kirchhoff(t))
+        flux[self.top] += self.laser_load(state.time) - self.loss_load(t[self.top])
+        rate = flux / self.mass
+        if self.bottom_energy is not None:
+            rate[self.bottom] = 0.0
+        self._previous = (e, state.time)
+        return {"E": rate.reshape(self.shape)}
+
+    def implicit_solve(self, field: str, b: Array, dt: float) -> Array | None:
+        """The backward-Euler increment E^{n+1} − E^n (nz, nx) from the state of the preceding :meth:`rhs` call.
+
+        For a linear operator L this is the x of (1 − dt L) x = b = dt R(E^n) that the IMEX stepper asks for; here
+        the step is the nonlinear backward Euler of the module docstring (``b`` is not needed).
+        """
+        if self._previous is None:
+            raise RuntimeError("LaserCoarse.implicit_solve needs the preceding rhs(state) call of the IMEX stepper")
+        e_old, time = self._previous
+        self._previous = None
+        return (self.solve_step(e_old, time, dt) - e_old).reshape(self.shape)
+
+    # -------------------------------------------------------------------------------------------- run-loop hooks
+    def check_state(self, state: State) -> str | None:
+        """A temperature below 0 K or above 1e5 K means the step failed."""
+        t = self.temperature(np.asarray(state["E"]))
+        lo, hi = float(t.min()), float(t.max())
+        if lo < 0.0 or hi > 1e5:
+            return f"the temperature left [0, 1e5] K (min {lo:.4g} K, max {hi:.4g} K)"
+        return None
+
+    def power_balance(self, state: State) -> tuple[float, float, float]:
+        """(absorbed laser power, losses, ∫E dA) at the state: [W/m], [W/m], [J/m]. Losses include the heat that
+        leaves through a fixed-temperature bottom."""
+        e = np.asarray(state["E"], dtype=np.float64).ravel()
+        t = self.temperature(e)
+        absorbed = float(self.laser_load(state.time).sum())
+        losses = float(self.loss_load(t[self.top]).sum())
+        if self.bottom_energy is not None:
+            losses -= float((self.stiffness @ self.mat.kirchhoff(t))[self.bottom].sum())
+        return absorbed, losses, self.energy_content(e)
+
+    def frame_output(self, state: State) -> tuple[dict[str, np.ndarray], dict[str, dict[str, Any]]]:
+        """fields/T (nz_out, nx_out) [K] at the cell centres of ``output_spacing``; a row of the table /energy."""
+        temp = self.temperature(np.asarray(state["E"], dtype=np.float64))
+        absorbed, losses, content = self.power_balance(state)
+        row = {
+            "step": np.array([state.step]),
+            "time": np.array([state.time]),
+            "absorbed": np.array([absorbed]),
+            "enthalpy": np.array([content]),
+            "losses": np.array([losses]),
+        }
+        return {"T": sample(temp, self.dx, self.dz, self.out_x, self.out_z)}, {"energy": row}
+
+
+class CoarsePatch(TermProvider):
+    """``patch_temperature`` from the coarse FEM alone: its Q1 temperature at the cell centres of the patch box
+    [x_L − px/2, x_L + px/2] × [0, pz] (depth) at ``spacing``, clamped to the domain. Input E (nz, nx) [J/m³] and the
+    state's time; output (pz/spacing, px/spacing) [K]."""
+
+    name = TERM
+    provider = "coarse"
+    inputs = ("E",)
+
+    def __init__(self, ctx: Context, size: list[float], spacing: float) -> None:
+        super().__init__(ctx)
+        self.mat = material(ctx.params)
+        self.dx, self.dz = ctx.grid.spacing
+        p = ctx.params
+        self.x0, self.speed = float(p["laser_start"]), float(p["speed"])
+        nxp, nzp = (round(s / spacing) for s in size)
+        if min(nxp, nzp) < 1 or nxp * nzp > MAX_PATCH_POINTS:
+            raise ConfigError(
+                f"size / spacing gives {nxp} × {nzp} points; allowed: at least 1 and at most {MAX_PATCH_POINTS} in all",
+                key=f"terms.{TERM}.spacing",
+            )
+        self.px = (np.arange(nxp) + 0.5) * spacing - 0.5 * nxp * spacing
+        self.pz = (np.arange(nzp) + 0.5) * spacing
+
+    def evaluate(self, state: State) -> Array:
+        temp = self.mat.temperature(np.asarray(state["E"], dtype=np.float64))
+        centre = self.x0 + self.speed * state.time
+        return sample(temp, self.dx, self.dz, centre + self.px, self.pz)
+
+
+declare_inputs(TERM, E=FieldRange(min=0.0, unit="J/m^3", what="an enthalpy measured from 0 K"))
+
+
+@register_provider(TERM, "coarse", options=PATCH_OPTIONS, doc="the coarse FEM temperature on the patch box")
+def _build_coarse(ctx: Context, options: Mapping[str, Any]) -> CoarsePatch:
+    return CoarsePatch(ctx, list(options.get("size", [1.2e-3, 3e-4])), float(options.get("spacing", 1e-5)))
+
+
+register_model(
+    ModelSpec(
+        name="laser",
+        build=LaserCoarse,
+        params=PARAMS,
+        initial=INITIAL,
+        initial_state=initial_state,
+        terms={TERM: "coarse"},
+        finalize_params=finalize_params,
+        units={"E": "J/m^3", "T": "K", TERM: "K", "x": "m", "y": "m", "time": "s"},
+        stability_limit=stability_limit,
+        grid_ndim=2,
+        periodic=(False, False),
+        doc="laser track: coarse FEM heat conduction in enthalpy form under a moving Gaussian laser (docs/laser.md)",
+    )
+)
