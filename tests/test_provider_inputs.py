@@ -127,12 +127,13 @@ def test_a_provider_returns_the_kind_and_dtype_it_was_given(term: str, name: str
     p = _provider(term, name)
     args = _inputs(term, p)
     ref = p(*args)
-    assert isinstance(ref, np.ndarray) and ref.dtype == np.float64 and ref.shape == args[0].shape
+    shape = p.output_shape() or args[0].shape  # a term on the grid: its input's shape; a patch: its own
+    assert isinstance(ref, np.ndarray) and ref.dtype == np.float64 and ref.shape == shape
     # float32 in: float32 out, the float64 answer for the same (rounded) input, rounded once
     a32 = [a.astype(np.float32) for a in args]
     out32 = p(*a32)
     expected = np.asarray(p(*[a.astype(np.float64) for a in a32]))
-    assert isinstance(out32, np.ndarray) and out32.dtype == np.float32 and out32.shape == args[0].shape
+    assert isinstance(out32, np.ndarray) and out32.dtype == np.float32 and out32.shape == shape
     np.testing.assert_array_max_ulp(out32, expected.astype(np.float32), maxulp=1)
     # torch in: torch out, on the input's device, in the input's dtype
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
@@ -141,7 +142,7 @@ def test_a_provider_returns_the_kind_and_dtype_it_was_given(term: str, name: str
             t_args = [torch.from_numpy(a).to(device=device, dtype=dtype) for a in args]
             out = p(*t_args)
             assert isinstance(out, torch.Tensor) and out.dtype == dtype and out.device == t_args[0].device
-            assert tuple(out.shape) == args[0].shape and bool(torch.isfinite(out).all())
+            assert tuple(out.shape) == shape and bool(torch.isfinite(out).all())
 
 
 def test_check_input_accepts_real_numbers_and_refuses_the_rest() -> None:

@@ -212,6 +212,11 @@ class TermProvider:
         axes = TERM_GRID_AXES.get(self.name)
         return self.grid_shape if axes is None else tuple(self.grid_shape[a] for a in axes)
 
+    def output_shape(self) -> tuple[int, ...] | None:
+        """Array shape of the term's value: by default the shape of its first input (a term on the model's grid);
+        a term sampled elsewhere (e.g. a patch around a laser spot) overrides this. None: not known."""
+        return self.input_shape(self.inputs[0]) if self.inputs else None
+
     def check_inputs(self, fields: Mapping[str, Array]) -> None:
         """:func:`check_input` on each input field (ranges from :data:`TERM_INPUTS` of this term)."""
         checks = self._checks

@@ -403,10 +403,15 @@ class CoarsePatch(TermProvider):
         self.px = (np.arange(nxp) + 0.5) * spacing - 0.5 * nxp * spacing
         self.pz = (np.arange(nzp) + 0.5) * spacing
 
+    def output_shape(self) -> tuple[int, ...]:
+        """(patch points in depth, along the scan)."""
+        return (self.pz.size, self.px.size)
+
     def evaluate(self, state: State) -> Array:
-        temp = self.mat.temperature(np.asarray(state["E"], dtype=np.float64))
+        be = state.backend
+        temp = self.mat.temperature(np.asarray(be.to_numpy(state["E"]), dtype=np.float64))
         centre = self.x0 + self.speed * state.time
-        return sample(temp, self.dx, self.dz, centre + self.px, self.pz)
+        return be.asarray(sample(temp, self.dx, self.dz, centre + self.px, self.pz))  # the state's backend
 
 
 declare_inputs(TERM, E=FieldRange(min=0.0, unit="J/m^3", what="an enthalpy measured from 0 K"))
