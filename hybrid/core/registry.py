@@ -30,6 +30,7 @@ class Context:
         seed: case seed; draw randomness only through :meth:`rng`.
         case_dir: directory of the case file (relative paths in options resolve against it).
         model: model name.
+        output: resolved ``[output]`` table (e.g. ``spacing`` for a model that samples its fields itself).
     """
 
     grid: Grid
@@ -38,6 +39,7 @@ class Context:
     seed: int = 0
     case_dir: Path = field(default_factory=Path.cwd)
     model: str = ""
+    output: Mapping[str, Any] = field(default_factory=dict)
 
     def rng(self, stream: int = 0) -> np.random.Generator:
         """An independent, reproducible generator for purpose ``stream`` (0: initial condition, ...)."""

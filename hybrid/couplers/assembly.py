@@ -118,12 +118,19 @@ def grid_table(ndim: int) -> Table:
                 "list[float]", doc="[Lx, Ly] domain lengths [model length unit]", length=2, min=_LMIN, max=_LMAX
             ),
             "shape": Option(
-                "list[int]", doc=f"[nx, ny] grid points (nx·ny at most {MAX_POINTS_2D})", min=4, max=2**15, length=2
+                "list[int]", None, f"[nx, ny] grid points (nx·ny at most {MAX_POINTS_2D})", min=4, max=2**15, length=2
             ),
             "spacing": Option(
-                "float", None, "mesh size where a model uses one [model length unit]", min=_LMIN, max=_LMAX
+                "float",
+                None,
+                "grid spacing on both axes, instead of shape [model length unit]: N = L/spacing points on a periodic "
+                "axis, L/spacing + 1 on a bounded one (nodes on both walls)",
+                min=_LMIN,
+                max=_LMAX,
             ),
-        }
+        },
+        exclusive=(("shape", "spacing"),),
+        require_one=(("shape", "spacing"),),
     )
 
 
@@ -152,6 +159,14 @@ OUTPUT = Table(
     {
         "path": Option("str", None, "HDF5 results file (default: <case.name>.h5 in the working directory)"),
         "every": Option("int", 100, "steps between saved frames", min=1),
+        "spacing": Option(
+            "float",
+            None,
+            "spacing of the cell-centred samples of fields a model saves on a grid of its own (laser: fields/T) "
+            "[model length unit]; default: the model's",
+            min=_LMIN,
+            max=_LMAX,
+        ),
         "fields": Option("list[str]", [], "fields to save (default: all)"),
         "terms": Option("list[str]", [], "terms whose values to save as /terms/<name> (one extra call per frame)"),
         "checkpoint_every": Option("int", 0, "steps between checkpoints (0: only at the end)", min=0),
@@ -238,7 +253,9 @@ def resolve_case(
         backend = Backend(c["backend"], c["device"])
     except ValueError as err:
         raise ConfigError(str(err), key="case.device", file=file) from None
-    ctx = Context(grid=grid, backend=backend, params=params, seed=c["seed"], case_dir=case_dir, model=spec.name)
+    ctx = Context(
+        grid=grid, backend=backend, params=params, seed=c["seed"], case_dir=case_dir, model=spec.name, output=out
+    )
     return ResolvedCase(resolved, spec, ctx, file)
 
 
@@ -374,15 +391,34 @@ def make_grid(g: Mapping[str, Any], spec: ModelSpec, file: str | None) -> Grid:
         points = g["shape"][0] if "shape" in g else g["points"]
         with _assembling(file, "grid"):
             return Grid((length,), (points,), spec.periodic)
-    nx, ny = g["shape"]
+    nx, ny = g["shape"] if "shape" in g else _shape_of_spacing(g["lengths"], g["spacing"], spec.periodic, file)
     if nx * ny > MAX_POINTS_2D:
+        source = "" if "shape" in g else " from grid.lengths / grid.spacing"
         raise ConfigError(
-            f"{nx} × {ny} = {nx * ny} points; at most {MAX_POINTS_2D} (16384²: one float64 field takes 2 GiB)",
-            key="grid.shape",
+            f"{nx} × {ny} = {nx * ny} points{source}; at most {MAX_POINTS_2D} (16384²: one float64 field takes 2 GiB)",
+            key="grid.shape" if "shape" in g else "grid.spacing",
             file=file,
         )
     with _assembling(file, "grid"):
-        return Grid(tuple(g["lengths"]), tuple(g["shape"]), spec.periodic)
+        return Grid(tuple(g["lengths"]), (nx, ny), spec.periodic)
+
+
+def _shape_of_spacing(
+    lengths: Sequence[float], spacing: float, periodic: Sequence[bool], file: str | None
+) -> tuple[int, int]:
+    """Points per axis for ``grid.spacing``: L/h on a periodic axis, L/h + 1 on a bounded one (L/h whole)."""
+    shape = []
+    for axis, length, wraps in zip("xy", lengths, periodic, strict=True):
+        cells = length / spacing
+        if abs(cells - round(cells)) > 1e-6 * max(cells, 1.0) or round(cells) < 3:
+            raise ConfigError(
+                f"L{axis} / spacing = {length:g} / {spacing:g} = {cells:.6g} is not a whole number of at least 3 "
+                "cells; give a spacing that divides grid.lengths, or grid.shape",
+                key="grid.spacing",
+                file=file,
+            )
+        shape.append(round(cells) + (0 if wraps else 1))
+    return shape[0], shape[1]
 
 
 def build_provider(rc: ResolvedCase, term: str) -> Any:

@@ -1,8 +1,8 @@
 """Laser track, coarse model (docs/laser.md, docs/physics.md §4): a 2D cross-section of a plate under a moving laser.
 
 x runs along the scan, z is the depth below the top surface. The case's grid is the finite-element mesh:
-``grid.lengths = [Lx, Lz]`` [m] and ``grid.shape = [nx, nz]`` nodes with nodes on all four edges
-(dx = Lx/(nx − 1), dz = Lz/(nz − 1)). The state is the nodal volumetric enthalpy E (nz, nx) [J/m³], row 0 the top.
+``grid.lengths = [Lx, Lz]`` [m] and ``grid.spacing`` [m] (or ``grid.shape = [nx, nz]`` nodes), nodes on all four
+edges (dx = Lx/(nx − 1), dz = Lz/(nz − 1)). The state is the nodal volumetric enthalpy E (nz, nx) [J/m³], row 0 the top.
 
     ∂E/∂t = ∇·(k(T) ∇T),   E = ρ h(T),   h(T) = ∫₀ᵀ c_p dT + L_f f_l(T)
 
@@ -78,10 +78,6 @@ PARAMS = Table(
             "float", None, "W_eff, out-of-plane width [m]: q′ = A P / W_eff (default √(A P/(ρ c̄_p v (T_l − T∞))))",
             min=1e-9, max=1e3,
         ),
-        "output_spacing": Option(
-            "float", None, "spacing of the cell-centred samples of fields/T [m] (default: the mesh's dx)",
-            min=1e-9, max=1e3,
-        ),
     },
     doc="laser track, coarse model (docs/physics.md §4), SI units; defaults Ti-6Al-4V",
 )  # fmt: skip
@@ -111,7 +107,7 @@ def line_power(params: Mapping[str, Any]) -> float:
 
 
 def finalize_params(grid: Grid, params: dict[str, Any]) -> dict[str, Any]:
-    """Check the material keys and fill ``laser_width`` and ``output_spacing``."""
+    """Check the material keys and fill ``laser_width``."""
     mat = material(params)
     out = dict(params)
     if out.get("laser_width") is None:
@@ -129,17 +125,21 @@ def finalize_params(grid: Grid, params: dict[str, Any]) -> dict[str, Any]:
             out["laser_width"] = width
         else:
             out["laser_width"] = 1.0
-    given = out.get("output_spacing") is not None
-    if not given:
-        out["output_spacing"] = grid.spacing[0]
-    for axis, length in zip("xz", grid.lengths, strict=True):
-        if length / out["output_spacing"] < 1.0 or length / out["output_spacing"] > 2**15:
-            raise ConfigError(
-                f"gives {length / out['output_spacing']:.3g} samples along {axis} (L{axis} = {length:g} m); "
-                "allowed: 1 to 32768" + ("" if given else " (model.output_spacing defaults to the mesh's dx)"),
-                key="model.output_spacing" if given else "grid.lengths",
-            )
     return out
+
+
+def output_spacing(ctx: Context) -> float:
+    """Spacing [m] of the cell-centred samples of fields/T: ``output.spacing``, by default the mesh's dx."""
+    given = ctx.output.get("spacing")
+    s = float(given) if given is not None else ctx.grid.spacing[0]
+    for axis, length in zip("xz", ctx.grid.lengths, strict=True):
+        if length / s < 1.0 or length / s > 2**15:
+            raise ConfigError(
+                f"gives {length / s:.3g} samples along {axis} (L{axis} = {length:g} m); allowed: 1 to 32768"
+                + ("" if given is not None else " (output.spacing defaults to the mesh's dx)"),
+                key="output.spacing" if given is not None else "grid.lengths",
+            )
+    return s
 
 
 def stability_limit(integrator: str, grid: Grid, params: Mapping[str, Any]) -> tuple[float, str] | None:
@@ -230,7 +230,7 @@ class LaserCoarse:
         self.h_conv, self.emissivity = float(p["h_conv"]), float(p["emissivity"])
         self.t_inf = float(p["ambient_temperature"])
         self.linear = self.mat.constant and self.emissivity == 0.0
-        s = float(p["output_spacing"])
+        s = output_spacing(ctx)
         self.out_x = (np.arange(int(ctx.grid.lengths[0] / s + 1e-9)) + 0.5) * s
         self.out_z = (np.arange(int(ctx.grid.lengths[1] / s + 1e-9)) + 0.5) * s
         self.factorizations = self.solves = self.iterations = 0
@@ -366,7 +366,7 @@ class LaserCoarse:
         return absorbed, losses, self.energy_content(e)
 
     def frame_output(self, state: State) -> tuple[dict[str, np.ndarray], dict[str, dict[str, Any]]]:
-        """fields/T (nz_out, nx_out) [K] at the cell centres of ``output_spacing``; a row of the table /energy."""
+        """fields/T (nz_out, nx_out) [K] at the cell centres of ``output.spacing``; a row of the table /energy."""
         temp = self.temperature(np.asarray(state["E"], dtype=np.float64))
         absorbed, losses, content = self.power_balance(state)
         row = {
