@@ -217,7 +217,8 @@ class FusedEnsemblePlan:
 
     A drop-in for :class:`~hybrid.models.ensemble.InferencePlan` on the CPU: same call, same result to float32
     rounding, 1.6-3 times faster (benchmarks/bench_elastic.py; most at small N). A snapshot of the weights at
-    construction; build a new plan after changing them.
+    construction; build a new plan after changing them. Its scratch buffers are reused by every call, so a plan
+    serves one thread at a time (build one per thread).
 
     Args:
         model: the ensemble on the CPU (any dtype: its weights are copied to float32 numpy arrays).
