@@ -6,4 +6,5 @@ from hybrid.solvers import (
     front_pf,  # noqa: F401
     graingrowth,  # noqa: F401
     laser,  # noqa: F401
+    laser_cfd,  # noqa: F401
 )
