@@ -74,6 +74,12 @@ PARAMS = Table(
         "radius": Option("float", 1e-4, "r, 1/e² radius of the spot [m]", min=1e-8, max=1.0),
         "speed": Option("float", 0.25, "v, scan speed along x [m/s]", min=0.0, max=1e3),
         "laser_start": Option("float", 0.0, "x0, spot centre at t = 0 [m]", min=-1e3, max=1e3),
+        "marangoni": Option("bool", True, "melt flow in the cfd patch (false: conduction and the frame's advection)"),
+        "viscosity": Option("float", 4e-3, "μ of the melt [Pa s] (cfd patch)", min=1e-7, max=1e3),
+        "dsigma_dT": Option("float", -2.6e-4, "dσ/dT, surface-tension slope [N/(m K)] (cfd patch)", min=-1.0, max=1.0),
+        "thermal_expansion": Option(
+            "float", 0.0, "β of the Boussinesq buoyancy [1/K] (cfd patch; 0: none)", min=0.0, max=1.0
+        ),
         "laser_width": Option(
             "float", None, "W_eff, out-of-plane width [m]: q′ = A P / W_eff (default √(A P/(ρ c̄_p v (T_l − T∞))))",
             min=1e-9, max=1e3,

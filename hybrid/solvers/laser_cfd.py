@@ -63,13 +63,9 @@ CFD_OPTIONS = Table(
                          "its radius)", min=0.0, min_exclusive=True, max=1.0),
         "dt": Option("float", None, "largest patch step [s] (default: the stability limit, chosen every step); "
                      "at most h²/(4 α_max)", min=0.0, min_exclusive=True, max=1.0),
-        "marangoni": Option("bool", True, "solve the melt flow (false: conduction and advection by the frame only)"),
-        "viscosity": Option("float", 4e-3, "μ of the melt [Pa s]", min=1e-7, max=1e3),
-        "dsigma_dT": Option("float", -2.6e-4, "dσ/dT, surface-tension slope [N/(m K)]", min=-1.0, max=1.0),
         "mushy_constant": Option("float", 1e9, "C of the Carman–Kozeny drag C (1 − f_l)²/(f_l³ + ε) [kg/(m³ s)]",
                                  min=0.0, max=1e20),
         "mushy_epsilon": Option("float", 1e-3, "ε of the Carman–Kozeny drag", min=1e-12, max=1.0),
-        "thermal_expansion": Option("float", 0.0, "β of the Boussinesq buoyancy [1/K] (0: none)", min=0.0, max=1.0),
     }
 )  # fmt: skip
 
@@ -165,14 +161,15 @@ class CfdPatch(TermProvider):
         self.edges = np.arange(nxp + 1) * h - 0.5 * nxp * h  # ξ of the cell faces [m]
         self.xi = 0.5 * (self.edges[1:] + self.edges[:-1])
         self.depth = (np.arange(nzp) + 0.5) * h
-        self.flow = bool(options.get("marangoni", True))
-        self.mu = float(options.get("viscosity", 4e-3))
+        params = ctx.params  # the melt's flow properties are material keys of [model]
+        self.flow = bool(params["marangoni"])
+        self.mu = float(params["viscosity"])
         self.rho = self.mat.density
         self.nu = self.mu / self.rho
-        self.dsigma = float(options.get("dsigma_dT", -2.6e-4))
+        self.dsigma = float(params["dsigma_dT"])
         self.mushy_c = float(options.get("mushy_constant", 1e9))
         self.mushy_eps = float(options.get("mushy_epsilon", 1e-3))
-        self.beta = float(options.get("thermal_expansion", 0.0))
+        self.beta = float(params["thermal_expansion"])
         window = options.get("window")
         if window is None:
             if not self.speed > 0.0:

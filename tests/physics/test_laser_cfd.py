@@ -77,7 +77,7 @@ def test_conduction_limit_matches_the_switched_on_moving_gaussian() -> None:
     """
     q, r, v, k, rho_c, window = 1.0e5, 1e-4, 0.25, 20.0, 4420.0 * 700.0, 4e-4
     overrides = {**CONSTANT, "model.power": q, "model.absorptivity": 1.0, "model.laser_width": 1.0}
-    p = patch(overrides, marangoni=False, window=window)
+    p = patch({**overrides, "model.marangoni": False}, window=window)
     e = coarse_energy(p, lambda x, d: np.full(np.broadcast(x, d).shape, 300.0))
     temp = np.asarray(p(State.from_arrays({"E": e}, time=4e-3))) - 300.0
     peak = max(transient_gaussian(xi, 5e-6, q, r, v, k, rho_c, window) for xi in np.linspace(-8e-5, 0.0, 17))
@@ -168,8 +168,8 @@ def test_bad_options_name_their_key() -> None:
         patch({"model.speed": 0.0, "model.laser_width": 3.5e-4})  # no default window at v = 0
     with pytest.raises(ConfigError, match=r"terms\.patch_temperature\.window"):
         patch(window=1.0, spacing=1e-6, size=[1e-5, 1e-5])  # millions of steps
-    with pytest.raises(ConfigError, match=r"marangoni"):
-        patch(marangoni="yes")
+    with pytest.raises(ConfigError, match=r"model\.marangoni"):
+        patch({"model.marangoni": "yes"})
 
 
 def test_the_shipped_case_runs_with_the_cfd_patch(tmp_path: Path) -> None:
