@@ -109,7 +109,8 @@ class FrameOutput(Protocol):
     """An equation that derives output at every frame (fields such as grain labels, rows of tables)."""
 
     def frame_output(self, state: State) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
-        """(derived fields {name: array}, table rows {table path: {column: values}}) of the frame's state."""
+        """(derived fields {name: array}, table rows {table path: {column: values}}) of the frame's state; a field
+        named ``patch/<name>`` is saved under ``/patch`` (a sub-domain that moves with the model)."""
         ...
 
 

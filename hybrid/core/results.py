@@ -6,6 +6,8 @@ Results file layout (the names are fixed public interface, see docs/architecture
     /step                 (F,)      int64     step index of each frame (strictly increasing)
     /fields/<name>        (F, ...)  float64 (or the array's integer/bool dtype); attr units
     /terms/<name>         (F, ...)  saved term values, same rules as fields; attr units
+    /patch/<name>         (F, ...)  fields on a sub-domain that moves with the model (the laser's melt-pool
+                                    patch: T (F, pz, px), origin (F, 2)); same rules as fields
     /monitor/<term>/      table: a *group of equal-length 1-D column datasets*
         step (int64), time (float64), uncertainty (float64), threshold (float64),
         source (variable-length UTF-8 string, "nn" or "dns"), audit_error (float64, NaN = no audit)
@@ -78,11 +80,11 @@ from hybrid.core.provenance import hybrid_version, utc_now
 
 logger = logging.getLogger(__name__)
 
-_FRAME_GROUPS = ("fields", "terms")
+_FRAME_GROUPS = ("fields", "terms", "patch")
 XDMF_EVERY_SECONDS = 2.0
 """The XDMF sidecar is rewritten with a new frame at most this often (wall seconds; always when the file closes), so
 that ParaView can follow a running case without the sidecar's rewrite costing more than a small model's steps."""
-_RESERVED_ROOT = {"time", "step", "fields", "terms", "timing", "extra", "rng"}
+_RESERVED_ROOT = {"time", "step", "fields", "terms", "patch", "timing", "extra", "rng"}
 
 # --------------------------------------------------------------------------------------------
 # results file
@@ -300,7 +302,7 @@ class OutputFile:
         return self._h5
 
     def _frame_datasets(self) -> list[Any]:
-        """All per-frame datasets under /fields and /terms."""
+        """All per-frame datasets under /fields, /terms and /patch."""
         h5 = self._file
         return [h5[g][n] for g in _FRAME_GROUPS if g in h5 for n in h5[g]]
 
@@ -312,6 +314,7 @@ class OutputFile:
         time: float,
         fields: Mapping[str, Any],
         terms: Mapping[str, Any] | None = None,
+        patch: Mapping[str, Any] | None = None,
     ) -> None:
         """Append one output frame and flush.
 
@@ -326,6 +329,8 @@ class OutputFile:
             fields: ``{name: array}``; each array has the frame shape, e.g. (N,) or (ny, nx).
                 Numpy arrays or anything ``np.asarray`` accepts (torch tensors are moved to CPU).
             terms: optional ``{name: array}`` of term values, stored under ``/terms``.
+            patch: optional ``{name: array}`` on a moving sub-domain, stored under ``/patch`` (once a file has
+                patch data, every frame must give the same names).
 
         Raises:
             ValueError: non-increasing step, missing/extra names, shape changes, or a dtype
@@ -341,7 +346,11 @@ class OutputFile:
             )
         plan: list[tuple[str, str, Array]] = []
         stored: dict[tuple[str, str], Any] = {}  # datasets looked up once (an h5py lookup costs ~0.1 ms)
-        for group, data in (("fields", fields), ("terms", terms or {})):
+        for group, data in (("fields", fields), ("terms", terms or {}), ("patch", patch or {})):
+            if group not in h5:
+                if not data:
+                    continue
+                h5.create_group(group)
             existing = set(h5[group].keys())
             given = set(data.keys())
             if not n:
@@ -640,6 +649,8 @@ class OutputFile:
         out: list[tuple[str, str, int | None, tuple[int, ...], str, int]] = []
         grid = self.grid_shape
         for group in _FRAME_GROUPS:
+            if group not in self._file:
+                continue
             for name in sorted(self._file[group]):
                 ds = self._file[group][name]
                 dt = ds.dtype
@@ -828,7 +839,7 @@ def read_output(path: PathLike) -> dict[str, Any]:
 
     Returns:
         ``{"time": (F,) float64, "step": (F,) int64, "fields": {name: (F, ...)},
-        "terms": {name: (F, ...)}, "monitor": {term: {column: (R,)}}, "attrs": {...},
+        "terms": {name: (F, ...)}, "patch": {name: (F, ...)}, "monitor": {term: {column: (R,)}}, "attrs": {...},
         "timing": {name: seconds}}``. Only the first ``len(/step)`` frames are returned (a
         frame being written by a live run is left out).
 

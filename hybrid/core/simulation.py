@@ -306,6 +306,8 @@ class Simulation:
         if ck.rng_state is not None:
             self.rng.bit_generator.state = ck.rng_state
         self.stepper.load_state_dict(ck.extra.get("stepper", {}))
+        if hasattr(self.equation, "load_state_dict"):  # e.g. the linearisation a model's own solver reuses
+            self.equation.load_state_dict(ck.extra.get("equation", {}))
         for name, term in self.equation.terms.items():
             if hasattr(term, "load_state_dict"):
                 term.load_state_dict(ck.extra.get("terms", {}).get(name, {}))
@@ -349,7 +351,12 @@ class Simulation:
             step=self.state.step,
             time=self.state.time,
             rng_state=self.rng.bit_generator.state,
-            extra={"stepper": self.stepper.state_dict(), "terms": terms, "table_rows": table_rows},
+            extra={
+                "stepper": self.stepper.state_dict(),
+                "terms": terms,
+                "table_rows": table_rows,
+                "equation": self.equation.state_dict() if hasattr(self.equation, "state_dict") else {},
+            },
             case_text=self.case_text,
         )
         write_checkpoint(target, ck)
@@ -451,9 +458,11 @@ class Simulation:
         fields = self.state.numpy_fields()
         tables: dict[str, dict[str, Any]] = {}
         eq = self.equation
+        patch: dict[str, Any] = {}
         if isinstance(eq, FrameOutput):
             derived, tables = eq.frame_output(self.state)
-            fields.update(derived)
+            patch = {k.removeprefix("patch/"): v for k, v in derived.items() if k.startswith("patch/")}
+            fields.update({k: v for k, v in derived.items() if not k.startswith("patch/")})
         default = tuple(eq.default_output_fields) if isinstance(eq, DefaultOutputFields) else ()
         selected = self.output.fields or default or tuple(fields)
         unknown = [k for k in selected if k not in fields]
@@ -461,7 +470,7 @@ class Simulation:
             raise ValueError(f"output.fields names {unknown}; this model outputs {sorted(fields)}")
         fields = {k: fields[k] for k in selected}
         terms = {name: np.asarray(_np(self.equation.terms[name](self.state))) for name in self.output.terms}
-        self._out.append_frame(self.state.step, self.state.time, fields, terms)
+        self._out.append_frame(self.state.step, self.state.time, fields, terms, patch)
         for table, rows in tables.items():
             self._out.append_rows(table, rows)
         self._flush_tables()

@@ -242,6 +242,7 @@ class LaserCoarse:
         self.factorizations = self.solves = self.iterations = 0
         self._lu: Any = None
         self._lu_dt = 0.0
+        self._lu_temperature = np.zeros(0)
         self._previous: tuple[np.ndarray, float] | None = None
 
     # ---------------------------------------------------------------------------------------------- physics
@@ -296,7 +297,20 @@ class LaserCoarse:
             jac = sp.diags(keep) @ jac + sp.diags(1.0 - keep)
         self._lu = splu(jac.tocsc(), permc_spec="COLAMD")
         self._lu_dt = dt
+        self._lu_temperature = t.copy()
         self.factorizations += 1
+
+    def state_dict(self) -> dict[str, Any]:
+        """What a checkpoint keeps so that a restart continues bit for bit: the temperature (N,) [K] and step [s]
+        the reused factorisation was built at (the iteration's answer depends on it at round-off level)."""
+        if self._lu is None:
+            return {}
+        return {"lu_temperature": self._lu_temperature.copy(), "lu_dt": np.float64(self._lu_dt)}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Rebuild the factorisation a checkpoint recorded (nothing for a checkpoint without one)."""
+        if "lu_temperature" in state:
+            self._factorize(np.asarray(state["lu_temperature"], dtype=np.float64), float(state["lu_dt"]))
 
     def solve_step(self, e_old: np.ndarray, time: float, dt: float) -> np.ndarray:
         """E^{n+1} (N,) of one backward-Euler step from E^n = ``e_old`` (N,) at ``time`` [s] over ``dt`` [s]."""
@@ -372,7 +386,8 @@ class LaserCoarse:
         return absorbed, losses, self.energy_content(e)
 
     def frame_output(self, state: State) -> tuple[dict[str, np.ndarray], dict[str, dict[str, Any]]]:
-        """fields/T (nz_out, nx_out) [K] at the cell centres of ``output.spacing``; a row of the table /energy."""
+        """fields/T (nz_out, nx_out) [K] at the cell centres of ``output.spacing``; the patch term's value
+        patch/T (pz, px) [K] and its box's corner patch/origin (x, depth) [m]; a row of the table /energy."""
         temp = self.temperature(np.asarray(state["E"], dtype=np.float64))
         absorbed, losses, content = self.power_balance(state)
         row = {
@@ -382,7 +397,12 @@ class LaserCoarse:
             "enthalpy": np.array([content]),
             "losses": np.array([losses]),
         }
-        return {"T": sample(temp, self.dx, self.dz, self.out_x, self.out_z)}, {"energy": row}
+        fields = {"T": sample(temp, self.dx, self.dz, self.out_x, self.out_z)}
+        term = self.terms.get(TERM)
+        if term is not None and hasattr(term, "origin"):  # the patch term's box: /patch/T and its corner /patch/origin
+            fields["patch/T"] = np.asarray(self.backend.to_numpy(term(state)), dtype=np.float64)
+            fields["patch/origin"] = np.asarray(term.origin(state.time), dtype=np.float64)
+        return fields, {"energy": row}
 
 
 class CoarsePatch(TermProvider):
@@ -406,12 +426,17 @@ class CoarsePatch(TermProvider):
                 f"size / spacing gives {nxp} × {nzp} points; allowed: at least 1 and at most {MAX_PATCH_POINTS} in all",
                 key=f"terms.{TERM}.spacing",
             )
+        self.spacing = float(spacing)
         self.px = (np.arange(nxp) + 0.5) * spacing - 0.5 * nxp * spacing
         self.pz = (np.arange(nzp) + 0.5) * spacing
 
     def output_shape(self) -> tuple[int, ...]:
         """(patch points in depth, along the scan)."""
         return (self.pz.size, self.px.size)
+
+    def origin(self, time: float) -> np.ndarray:
+        """(x, depth) [m] of the box's corner at the top, behind the spot, at ``time``."""
+        return np.array([self.x0 + self.speed * time - 0.5 * self.px.size * self.spacing, 0.0])
 
     def evaluate(self, state: State) -> Array:
         be = state.backend

@@ -208,6 +208,10 @@ class CfdPatch(TermProvider):
         """(patch cells in depth, along the scan)."""
         return (self.nz, self.nx)
 
+    def origin(self, time: float) -> np.ndarray:
+        """(x, depth) [m] of the box's corner at the top, behind the spot, at ``time``."""
+        return np.array([self.x0 + self.speed * time + self.edges[0], 0.0])
+
     # ------------------------------------------------------------------------------------------------ pieces
     def loss_flux(self, t_top: np.ndarray) -> np.ndarray:
         """h_c (T − T∞) + ε σ_SB (T⁴ − T∞⁴) [W/m²] (the coarse model's top loss)."""
