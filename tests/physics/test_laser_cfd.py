@@ -19,19 +19,9 @@ from hybrid.cases import build_simulation, resolve_case
 from hybrid.core.config import ConfigError
 from hybrid.core.state import State
 from hybrid.solvers.laser_cfd import CfdPatch
+from tests.physics.test_laser import CASE, CONSTANT
 
-CASE = Path(__file__).resolve().parents[2] / "cases" / "laser_track.toml"
 TERM = "patch_temperature"
-
-CONSTANT = {  # constant properties, no latent heat, no losses: the conduction problem of the references
-    "model.cp_solid": 700.0,
-    "model.cp_liquid": 700.0,
-    "model.k_solid": 20.0,
-    "model.k_liquid": 20.0,
-    "model.latent_heat": 0.0,
-    "model.emissivity": 0.0,
-    "model.h_conv": 0.0,
-}
 
 
 def patch(overrides: dict[str, Any] | None = None, **options: Any) -> CfdPatch:
