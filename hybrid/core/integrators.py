@@ -80,7 +80,30 @@ class ExplicitEuler(Stepper):
         return state.replace({k: v + dt * tend[k] if k in tend else v for k, v in state.fields.items()}, dt)
 
 
-class IMEXEuler(Stepper):
+class _FourierStepper(Stepper):
+    """A stepper that treats the stiff linear part in Fourier space, on the spectral grid of the equation's grid."""
+
+    def __init__(self, equation: Equation, dt: float) -> None:
+        super().__init__(equation, dt)
+        grid = equation.grid
+        self._no_flux = grid.no_flux_array_axes
+        self._spectral_shape = grid.spectral_grid().shape
+
+    def _forward(self, r: Any, state: State) -> Any:
+        """rfftn on the spectral grid (no-flux axes evenly extended)."""
+        be = state.backend
+        x = be.extend_even(r, self._no_flux) if self._no_flux else r
+        return be.rfftn(x, len(self._spectral_shape))
+
+    def _inverse(self, spectrum: Any, state: State) -> Any:
+        """irfftn back to the grid (restricted to the physical part of no-flux axes)."""
+        x = state.backend.irfftn(spectrum, self._spectral_shape)
+        if not self._no_flux:
+            return x
+        return x[(..., *(slice(0, n) for n in self.equation.grid.shape))]
+
+
+class IMEXEuler(_FourierStepper):
     """Semi-implicit Euler: stiff linear part implicit (the equation's solve or its symbol), the rest explicit."""
 
     name = "imex"
@@ -89,9 +112,6 @@ class IMEXEuler(Stepper):
         super().__init__(equation, dt)
         self._factor: dict[str, Any] = {}
         self._solves: dict[str, bool] = {}
-        grid = equation.grid
-        self._no_flux = grid.no_flux_array_axes
-        self._spectral_shape = grid.spectral_grid().shape
         be = equation.backend
         own = isinstance(equation, ImplicitSolve)
         for name in _evolved_fields(equation):
@@ -119,15 +139,10 @@ class IMEXEuler(Stepper):
 
     def _spectral(self, factor: Any, r: Any, state: State) -> Any:
         """irfftn(factor · rfftn(r)) on the spectral grid (no-flux axes evenly extended, then restricted)."""
-        be = state.backend
-        shape = self._spectral_shape
-        if not self._no_flux:
-            return be.irfftn(factor * be.rfftn(r, len(shape)), shape)
-        x = be.irfftn(factor * be.rfftn(be.extend_even(r, self._no_flux), len(shape)), shape)
-        return x[(..., *(slice(0, n) for n in self.equation.grid.shape))]
+        return self._inverse(factor * self._forward(r, state), state)
 
 
-class IMEXHeun(Stepper):
+class IMEXHeun(_FourierStepper):
     """Second-order IMEX: Crank–Nicolson for the stiff linear part, Heun (explicit trapezoid) for the rest.
 
     With R = L φ + N(φ) the full right-hand side, a predictor (one IMEX Euler step) and a corrector in Fourier space::
@@ -151,9 +166,6 @@ class IMEXHeun(Stepper):
                 f"integrator 'imex2' needs the Fourier symbol of the linear part, but {type(equation).__name__} solves "
                 "its stiff part itself: use time.integrator = 'imex'"
             )
-        grid = equation.grid
-        self._no_flux = grid.no_flux_array_axes
-        self._spectral_shape = grid.spectral_grid().shape
         be = equation.backend
         self._symbols: dict[str, tuple[Any, Any, Any]] = {}
         for name in _evolved_fields(equation):
@@ -188,19 +200,6 @@ class IMEXHeun(Stepper):
             else:
                 out[k] = v + (0.5 * dt) * (r0[k] + r1[k])
         return state.replace(out, dt)
-
-    def _forward(self, r: Any, state: State) -> Any:
-        """rfftn on the spectral grid (no-flux axes evenly extended)."""
-        be = state.backend
-        x = be.extend_even(r, self._no_flux) if self._no_flux else r
-        return be.rfftn(x, len(self._spectral_shape))
-
-    def _inverse(self, spectrum: Any, state: State) -> Any:
-        """irfftn back to the grid (restricted to the physical part of no-flux axes)."""
-        x = state.backend.irfftn(spectrum, self._spectral_shape)
-        if not self._no_flux:
-            return x
-        return x[(..., *(slice(0, n) for n in self.equation.grid.shape))]
 
 
 def _evolved_fields(equation: Equation) -> tuple[str, ...]:
