@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import importlib.metadata
 
 __all__ = ["hybrid_version", "utc_now"]
 
 
+@functools.cache
 def hybrid_version() -> str:
-    """The installed ``hybrid`` distribution's version, or ``"unknown"`` when run from an uninstalled tree."""
+    """The installed ``hybrid`` distribution's version, or ``"unknown"`` when run from an uninstalled tree (read
+    once per process: the metadata lookup costs milliseconds)."""
     try:
         return importlib.metadata.version("hybrid")
     except importlib.metadata.PackageNotFoundError:

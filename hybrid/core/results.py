@@ -86,6 +86,23 @@ XDMF_EVERY_SECONDS = 2.0
 that ParaView can follow a running case without the sidecar's rewrite costing more than a small model's steps."""
 _RESERVED_ROOT = {"time", "step", "fields", "terms", "patch", "timing", "extra", "rng"}
 
+
+def _append_rows_along_0(ds: Any, rows: np.ndarray) -> None:
+    """Append ``rows`` (k, *frame shape) to the resizable dataset ``ds`` along axis 0.
+
+    Goes through HDF5's low-level calls (set the extent, select the new rows, write): the same bytes as
+    ``ds.resize(...); ds[n:n + k] = rows``, at a third of h5py's high-level cost (about 60 µs against 190 µs per
+    column), which a run writing a monitor's decision log at every frame pays once per column.
+    """
+    rows = np.ascontiguousarray(rows)
+    n = int(ds.id.shape[0])
+    k = rows.shape[0]
+    ds.id.set_extent((n + k, *rows.shape[1:]))
+    file_space = ds.id.get_space()
+    file_space.select_hyperslab((n,) + (0,) * (rows.ndim - 1), rows.shape)
+    ds.id.write(h5py.h5s.create_simple(rows.shape), file_space, rows)
+
+
 # --------------------------------------------------------------------------------------------
 # results file
 # --------------------------------------------------------------------------------------------
@@ -183,6 +200,7 @@ class OutputFile:
         self.grid_shape = shape
         self._h5: Any = None
         self._lock: int | None = None
+        self._handles: dict[str, Any] = {}  # datasets by path, looked up once (an h5py lookup costs ~0.1 ms)
         self._xdmf_written, self._xdmf_stale = -math.inf, False
         if mode not in ("w", "a"):
             raise ValueError(f"mode must be 'w' or 'a', not {mode!r}")
@@ -301,6 +319,13 @@ class OutputFile:
             raise ValueError(f"results file {self.path} is closed")
         return self._h5
 
+    def _dataset(self, path: str) -> Any:
+        """The dataset at ``path``, looked up once while the file is open (cleared when anything is deleted)."""
+        ds = self._handles.get(path)
+        if ds is None:
+            ds = self._handles[path] = self._file[path]
+        return ds
+
     def _frame_datasets(self) -> list[Any]:
         """All per-frame datasets under /fields, /terms and /patch."""
         h5 = self._file
@@ -357,6 +382,7 @@ class OutputFile:
                 # drop empty datasets that truncate_after() left behind
                 for stale in existing - given:
                     del h5[group][stale]
+                    self._handles.clear()
             elif given != existing:
                 raise ValueError(
                     f"frame {n} of {self.path}: {group} must be {sorted(existing)} as in earlier "
@@ -367,7 +393,7 @@ class OutputFile:
                 arr = numpy_of(value)
                 where = f"{group}/{name}"
                 if name in existing:
-                    ds = stored[group, name] = h5[group][name]
+                    ds = stored[group, name] = self._dataset(f"{group}/{name}")
                     if arr.shape != ds.shape[1:]:
                         raise ValueError(f"{where}: frame shape {arr.shape} differs from the stored {ds.shape[1:]}")
                     if not np.can_cast(arr.dtype, ds.dtype, casting="safe"):
@@ -389,13 +415,10 @@ class OutputFile:
                 )
                 self._set_units(stored[group, name], name)
             ds = stored[group, name]
-            ds.resize(n + 1, axis=0)
-            ds[n] = arr.astype(ds.dtype, copy=False)
+            _append_rows_along_0(ds, arr.astype(ds.dtype, copy=False)[None])
         # /time before /step: /step defines the frame count, so it is the commit point.
-        h5["time"].resize(n + 1, axis=0)
-        h5["time"][n] = float(time)
-        h5["step"].resize(n + 1, axis=0)
-        h5["step"][n] = step_i
+        _append_rows_along_0(self._dataset("time"), np.array([time], dtype=np.float64))
+        _append_rows_along_0(self._dataset("step"), np.array([step_i], dtype=np.int64))
         h5.flush()
         self._xdmf_stale = True
         if _time.monotonic() - self._xdmf_written >= XDMF_EVERY_SECONDS:
@@ -454,7 +477,8 @@ class OutputFile:
             group = h5[table]
             if not is_table(group):
                 raise ValueError(f"{table} in {self.path} exists and is not a table")
-            columns = {name: group[name] for name in group}
+            columns = self._handles.get(table) or {name: group[name] for name in group}
+            self._handles[table] = columns
             if set(columns) != set(cols):
                 raise ValueError(f"table {table}: columns must be {sorted(columns)}, got {sorted(cols)}")
         if nrows == 0:
@@ -506,11 +530,9 @@ class OutputFile:
                     dtype=dtype,
                     chunks=(TABLE_CHUNK_ROWS,),
                 )
-        start = columns[next(iter(prepared))].shape[0]
+            self._handles[table] = columns
         for name, arr in prepared.items():
-            ds = columns[name]
-            ds.resize(start + nrows, axis=0)
-            ds[start : start + nrows] = arr
+            _append_rows_along_0(columns[name], arr)
         h5.flush()
 
     def set_timing(self, seconds: Mapping[str, float]) -> None:
@@ -786,6 +808,7 @@ class OutputFile:
             self._h5.flush()
             self._h5.close()
             self._h5 = None
+            self._handles.clear()
             logger.debug("closed %s", self.path)
         unlock(self._lock)
         self._lock = None

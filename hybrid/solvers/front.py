@@ -21,6 +21,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+import numba
 import numpy as np
 
 from hybrid.core.backend import Array
@@ -67,6 +68,42 @@ def derivatives(h: Any, dx: Any) -> tuple[Any, Any]:
     return (hp - hm) / (2.0 * dx), (hp - 2.0 * h + hm) / (dx * dx)
 
 
+@numba.njit(cache=True)
+def _slope_features(h: np.ndarray, dx: float, out: np.ndarray) -> None:
+    """out[b, 0] = h_x², out[b, 1] = h_xx of fronts h (B, N) float64 (the stencils of :func:`derivatives`, in its
+    operation order, so the float64 values are those of the numpy and torch paths); ``out`` (B, 2, N) any float."""
+    nb, n = h.shape
+    for b in range(nb):
+        for i in range(n):
+            hm = h[b, i - 1] if i > 0 else h[b, n - 1]
+            hp = h[b, i + 1] if i < n - 1 else h[b, 0]
+            hx = (hp - hm) / (2.0 * dx)
+            out[b, 0, i] = hx * hx
+            out[b, 1, i] = (hp + hm - 2.0 * h[b, i]) / (dx * dx)
+
+
+def slope_features(h: np.ndarray, dx: float, dtype: Any = np.float32) -> np.ndarray:
+    """(h_x², h_xx) of fronts h (B, N) on a periodic axis of spacing dx: (B, 2, N) in ``dtype``, computed in
+    float64 in one compiled pass."""
+    h = np.ascontiguousarray(h, dtype=np.float64)
+    out = np.empty((h.shape[0], 2, h.shape[1]), dtype=dtype)
+    _slope_features(h, float(dx), out)
+    return out
+
+
+@numba.njit(cache=True)
+def _kpz_tendency(h: np.ndarray, dx: float, diffusion: float, v0: float, correction: np.ndarray) -> np.ndarray:
+    """D h_xx + v0 (1 + h_x²/2) + C of one front h (N,) float64 (the stencils of :func:`derivatives`)."""
+    n = h.size
+    out = np.empty(n)
+    for i in range(n):
+        hm = h[i - 1] if i > 0 else h[n - 1]
+        hp = h[i + 1] if i < n - 1 else h[0]
+        hx = (hp - hm) / (2.0 * dx)
+        out[i] = diffusion * ((hp + hm - 2.0 * h[i]) / (dx * dx)) + v0 * (1.0 + 0.5 * hx * hx) + correction[i]
+    return out
+
+
 class FrontLaw:
     """KPZ plus the ``front_correction`` term (module docstring), for the integrators and the run loop."""
 
@@ -80,8 +117,11 @@ class FrontLaw:
 
     def rhs(self, state: State) -> dict[str, Array]:
         h = state["h"]
+        correction = self.correction(state)
+        if isinstance(h, np.ndarray) and h.ndim == 1 and h.dtype == np.float64 and correction.dtype == np.float64:
+            return {"h": _kpz_tendency(h, self.grid.dx, self.diffusion, self.v0, correction)}  # one compiled pass
         hx, hxx = derivatives(h, self.grid.dx)
-        return {"h": self.diffusion * hxx + self.v0 * (1.0 + 0.5 * hx * hx) + self.correction(state)}
+        return {"h": self.diffusion * hxx + self.v0 * (1.0 + 0.5 * hx * hx) + correction}
 
     def linear_symbol(self, field: str) -> Array | None:
         """−D times the compact second difference's symbol: the diffusion, implicit in IMEX."""

@@ -27,7 +27,7 @@ from hybrid.couplers.term_dataset import SampleMaker, register_sample_maker
 from hybrid.models.calibration import ensemble_error, uncertainty
 from hybrid.models.ensemble import EnsembleCNN1d
 from hybrid.models.learnable import DataLayout, Learnable, Metric
-from hybrid.solvers.front import derivatives, front_speed
+from hybrid.solvers.front import derivatives, front_speed, slope_features
 
 SHIPPED_WEIGHTS = Path(__file__).resolve().parents[2] / "models" / "weights" / "front_correction"
 """Where a shipped ensemble would live (``terms.front_correction.weights = "shipped"``); none ships yet."""
@@ -52,8 +52,7 @@ def front_features(h: Any, dx: Any) -> torch.Tensor:
 
 def front_features_numpy(h: np.ndarray, dx: float) -> np.ndarray:
     """:func:`front_features` with numpy (the fused CPU inference path): (B, N) -> (B, 2, N) float32."""
-    hx, hxx = derivatives(np.asarray(h, dtype=np.float64), float(dx))
-    return np.stack((hx * hx, hxx), axis=1).astype(np.float32)
+    return slope_features(np.asarray(h, dtype=np.float64), float(dx))
 
 
 FRONT_LEARNABLE = Learnable(
