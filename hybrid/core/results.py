@@ -201,6 +201,8 @@ class OutputFile:
         self._h5: Any = None
         self._lock: int | None = None
         self._handles: dict[str, Any] = {}  # datasets by path, looked up once (an h5py lookup costs ~0.1 ms)
+        self._members: dict[str, set[str]] = {}  # dataset names of the frame groups
+        self._last_step: int | None = None  # /step's last value
         self._xdmf_written, self._xdmf_stale = -math.inf, False
         if mode not in ("w", "a"):
             raise ValueError(f"mode must be 'w' or 'a', not {mode!r}")
@@ -291,6 +293,7 @@ class OutputFile:
 
     def _repair(self) -> None:
         """Trim datasets left longer than ``/step`` and uneven table columns by a killed run."""
+        self._forget_handles()
         n = self.frames
         for ds in [self._h5["time"], *self._frame_datasets()]:
             if ds.shape[0] > n:
@@ -310,7 +313,7 @@ class OutputFile:
     @property
     def frames(self) -> int:
         """Number of complete frames in the file (``len(/step)``)."""
-        return int(self._file["step"].shape[0])
+        return int(self._dataset("step").shape[0])
 
     @property
     def _file(self) -> Any:
@@ -325,6 +328,12 @@ class OutputFile:
         if ds is None:
             ds = self._handles[path] = self._file[path]
         return ds
+
+    def _forget_handles(self) -> None:
+        """Drop the cached datasets, names and last step (after anything was deleted or truncated)."""
+        self._handles.clear()
+        self._members.clear()
+        self._last_step = None
 
     def _frame_datasets(self) -> list[Any]:
         """All per-frame datasets under /fields, /terms and /patch."""
@@ -364,25 +373,30 @@ class OutputFile:
         h5 = self._file
         step_i = int(step)
         n = self.frames
-        if n and step_i <= int(h5["step"][n - 1]):
+        if n and self._last_step is None:
+            self._last_step = int(h5["step"][n - 1])
+        if n and step_i <= int(self._last_step or 0):
             raise ValueError(
-                f"frame step {step_i} is not after the last saved step {int(h5['step'][n - 1])} "
+                f"frame step {step_i} is not after the last saved step {self._last_step} "
                 f"in {self.path} (restarting? call truncate_after(checkpoint_step) first)"
             )
         plan: list[tuple[str, str, Array]] = []
-        stored: dict[tuple[str, str], Any] = {}  # datasets looked up once (an h5py lookup costs ~0.1 ms)
+        stored: dict[tuple[str, str], Any] = {}
         for group, data in (("fields", fields), ("terms", terms or {}), ("patch", patch or {})):
-            if group not in h5:
-                if not data:
-                    continue
-                h5.create_group(group)
-            existing = set(h5[group].keys())
+            if group not in self._members:
+                if group not in h5:
+                    if not data:
+                        continue
+                    h5.create_group(group)
+                self._members[group] = set(h5[group].keys())
+            existing = set(self._members[group])
             given = set(data.keys())
             if not n:
                 # drop empty datasets that truncate_after() left behind
                 for stale in existing - given:
                     del h5[group][stale]
-                    self._handles.clear()
+                    self._forget_handles()
+                    self._members[group] = set(h5[group].keys())
             elif given != existing:
                 raise ValueError(
                     f"frame {n} of {self.path}: {group} must be {sorted(existing)} as in earlier "
@@ -406,6 +420,7 @@ class OutputFile:
         for group, name, arr in plan:
             if (group, name) not in stored:
                 dtype = storage_dtype(arr, f"{group}/{name}")
+                self._members.setdefault(group, set()).add(name)
                 stored[group, name] = h5[group].create_dataset(
                     name,
                     shape=(n, *arr.shape),
@@ -419,6 +434,7 @@ class OutputFile:
         # /time before /step: /step defines the frame count, so it is the commit point.
         _append_rows_along_0(self._dataset("time"), np.array([time], dtype=np.float64))
         _append_rows_along_0(self._dataset("step"), np.array([step_i], dtype=np.int64))
+        self._last_step = step_i
         h5.flush()
         self._xdmf_stale = True
         if _time.monotonic() - self._xdmf_written >= XDMF_EVERY_SECONDS:
@@ -588,6 +604,7 @@ class OutputFile:
             step: step index of the checkpoint the run continues from.
             table_rows: rows per table when the checkpoint was written.
         """
+        self._forget_handles()
         h5 = self._file
         steps = np.asarray(h5["step"][()])
         # steps are strictly increasing, so the frames to keep are a prefix
@@ -637,6 +654,7 @@ class OutputFile:
         Returns:
             Whether a frame was removed.
         """
+        self._forget_handles()
         h5 = self._file
         n = self.frames
         if not n or int(h5["step"][n - 1]) != int(step):
@@ -808,7 +826,7 @@ class OutputFile:
             self._h5.flush()
             self._h5.close()
             self._h5 = None
-            self._handles.clear()
+            self._forget_handles()
             logger.debug("closed %s", self.path)
         unlock(self._lock)
         self._lock = None
