@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 from scipy.signal import find_peaks
@@ -38,29 +39,48 @@ log = logging.getLogger(__name__)
 
 Descriptor = Callable[[Mapping[str, np.ndarray], Sequence[float]], float]
 
-DESCRIPTORS: dict[str, dict[str, Descriptor]] = {}
+DESCRIPTORS: dict[str, dict[str, Callable[..., float]]] = {}
 """model name -> descriptor name -> ``fn(fields, grid_lengths) -> float``."""
+
+CASE_DESCRIPTORS: set[tuple[str, str]] = set()
+"""(model, name) of the descriptors that also read the resolved case: ``fn(fields, grid_lengths, case)``."""
 
 ISLAND_PROMINENCE = 1.0
 """Default minimum prominence [nm] of a peak of h counted as an island by :func:`island_count`."""
 
 
-def register_descriptor(model: str, name: str) -> Callable[[Descriptor], Descriptor]:
-    """Decorator registering ``fn(fields, grid_lengths) -> float`` as descriptor ``name`` of ``model``."""
+def register_descriptor(model: str, name: str, *, case: bool = False) -> Callable[[Any], Any]:
+    """Decorator registering ``fn(fields, grid_lengths) -> float`` as descriptor ``name`` of ``model``; with
+    ``case=True``, ``fn(fields, grid_lengths, case)`` also reads the resolved case (its ``[model]`` parameters and
+    ``[terms]`` options, e.g. a melting point or a patch's spacing)."""
 
-    def deco(fn: Descriptor) -> Descriptor:
+    def deco(fn: Any) -> Any:
         DESCRIPTORS.setdefault(model, {})[name] = fn
+        if case:
+            CASE_DESCRIPTORS.add((model, name))
         return fn
 
     return deco
 
 
-def frame_descriptors(model: str, fields: Mapping[str, np.ndarray], grid_lengths: Sequence[float]) -> dict[str, float]:
-    """Every registered descriptor of ``model`` on one frame (missing fields: that descriptor is left out)."""
+def frame_descriptors(
+    model: str,
+    fields: Mapping[str, np.ndarray],
+    grid_lengths: Sequence[float],
+    case: Mapping[str, Any] | None = None,
+) -> dict[str, float]:
+    """Every registered descriptor of ``model`` on one frame (missing fields: that descriptor is left out; so are
+    the descriptors that read the case when no ``case`` is given). ``fields`` may hold a moving patch's fields as
+    ``patch/<name>``."""
     out: dict[str, float] = {}
     for name, fn in DESCRIPTORS.get(model, {}).items():
         try:
-            out[name] = float(fn(fields, grid_lengths))
+            if (model, name) in CASE_DESCRIPTORS:
+                if case is None:
+                    continue
+                out[name] = float(fn(fields, grid_lengths, case))
+            else:
+                out[name] = float(fn(fields, grid_lengths))
         except KeyError as err:
             log.debug("descriptor %s of %s skipped: field %s not saved", name, model, err)
     return out

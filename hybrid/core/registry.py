@@ -74,6 +74,10 @@ class ModelSpec:
         stability_limit: (integrator name, grid, resolved ``[model]``) -> (largest stable ``time.dt`` [time unit],
             the formula it comes from with its values), or ``None`` where the integrator has no known limit; a case
             with a larger ``time.dt`` is refused before it runs.
+        frame_terms: terms whose values the model's ``frame_output`` saves itself (e.g. the laser's patch as
+            ``/patch/T``): an A/B comparison reads them there instead of asking for a second call per frame.
+        image_origin: where images of the model's 2D fields put their first row: ``"lower"`` (y up from the first
+            row) or ``"upper"`` (the first row on top, e.g. depth below a surface).
     """
 
     name: str
@@ -90,6 +94,8 @@ class ModelSpec:
     step_quantum: str | None = None
     periodic: tuple[bool, ...] = ()
     stability_limit: Callable[[str, Grid, Mapping[str, Any]], tuple[float, str] | None] | None = None
+    frame_terms: tuple[str, ...] = ()
+    image_origin: str = "lower"
 
     def unit(self, name: str) -> str:
         """Unit of a field, term, ``"time"`` or coordinate; ``""`` where the model does not state one."""

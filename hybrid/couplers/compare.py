@@ -16,8 +16,10 @@ reference, typically the DNS), from the same seed and therefore the same initial
     wall_seconds  {label: wall seconds of Simulation.run()}    speedup: wall_A / wall_B
     nn_fraction   {label: fraction of term calls (or jumps) served by the NN; 0.0 for providers without an NN}
     time          [t of each compared frame] (the frame times both runs saved)
-    metrics       {key: {"rmse", "rmse_rel", "pearson", "psnr", "ssim": [one value per frame]}} for every saved
-                  field (key = field name) and the term (key = term name), B against A (hybrid.couplers.metrics)
+    metrics       {key: {"rmse", "rmse_rel", "mare", "pearson", "psnr", "ssim": [one value per frame]}} for every
+                  saved field (key = field name), the term (key = term name) and the fields of a moving patch
+                  (key = patch/<name>, e.g. patch/T of the laser), B against A (hybrid.couplers.metrics; mare is
+                  null where the reference field has a zero)
     descriptors   {name: {label: [one value per frame]}} (hybrid.analysis.descriptors, by model)
     extras:       labels, step, model, case_name, overrides, outputs {label: file}, build_seconds {label: s},
                   timing {label: Simulation.timing()}, monitor {label: summary of /monitor/<term>: decisions,
@@ -121,7 +123,7 @@ def provider_document(doc: Mapping[str, Any], term: str, provider: str, *, file:
         log.info("provider %r of %r does not take %s; dropped for this run", provider, term, ", ".join(dropped))
     terms[term] = table
     output = out.setdefault("output", {})
-    if isinstance(output, dict):
+    if isinstance(output, dict) and term not in _frame_terms(out):
         saved = list(output.get("terms") or [])
         if term not in saved:
             saved.append(term)
@@ -240,10 +242,12 @@ def compare(
         metrics[key] = per
 
     descriptors: dict[str, dict[str, list[float]]] = {}
+    resolved = {**rc.data, "model": dict(rc.context.params)}  # the [model] parameters with their derived defaults
     for label, r, idx in zip(labels, res, (ia, ib), strict=True):
         for f in idx:
             frame = {k: v[f] for k, v in r["fields"].items()}
-            for name, value in frame_descriptors(rc.spec.name, frame, grid.lengths).items():
+            frame.update({f"patch/{k}": v[f] for k, v in r.get("patch", {}).items()})
+            for name, value in frame_descriptors(rc.spec.name, frame, grid.lengths, resolved).items():
                 descriptors.setdefault(name, {}).setdefault(label, []).append(value)
     descriptors = {k: v for k, v in descriptors.items() if all(len(v.get(lab, [])) == len(ia) for lab in labels)}
 
@@ -286,6 +290,15 @@ def compare(
     return report
 
 
+def _frame_terms(doc: Mapping[str, Any]) -> tuple[str, ...]:
+    """The terms the case's model saves in its own frames (``ModelSpec.frame_terms``)."""
+    from hybrid.core.registry import MODELS
+
+    head = doc.get("case")
+    spec = MODELS.get(str(head.get("model"))) if isinstance(head, Mapping) else None
+    return spec.frame_terms if spec is not None else ()
+
+
 def _check_term(doc: Mapping[str, Any], term: str, file: str | None) -> None:
     """A clear error when ``term`` is not a term of the case's model."""
     _register_all()
@@ -322,6 +335,9 @@ def _compared_arrays(res: Sequence[Mapping[str, Any]], term: str) -> dict[str, t
     if term in a["terms"] and term in b["terms"]:
         key = term if term not in pairs else f"terms/{term}"
         pairs[key] = (a["terms"][term], b["terms"][term])
+    for name, values in a.get("patch", {}).items():  # fields on a moving patch (not its corner's coordinates)
+        if name in b.get("patch", {}) and np.asarray(values).ndim >= 3:
+            pairs[f"patch/{name}"] = (values, b["patch"][name])
     return {k: v for k, v in pairs.items() if np.asarray(v[0]).dtype.kind in "biuf"}
 
 
@@ -457,6 +473,7 @@ def plot_profiles(
     labels = report["labels"]
     times = report["time"]
     keys = [k for k, (fa, _) in pairs.items() if fa.ndim - 1 == spatial and spatial in (1, 2)]
+    keys.sort(key=lambda k: k.startswith("patch/"))  # a moving patch after the model's fields
     if not keys:  # fields on one axis of a larger grid, e.g. a front's h(x) on the phase field's (x, y) grid
         keys, spatial = [k for k, (fa, _) in pairs.items() if fa.ndim == 2], 1
     if not keys or ia.size == 0:
@@ -478,18 +495,22 @@ def plot_profiles(
             ax.legend(fontsize=6, ncol=2)
         axes[0, 0].set_title(f"{report['term']}: {labels[0]} (solid) vs {labels[1]} (dashed)")
     else:
+        from hybrid.core.registry import MODELS
+
+        spec = MODELS.get(str(report.get("model", "")))
+        origin = spec.image_origin if spec is not None else "lower"
         fig, axes = _figure(len(keys), 3, (10.0, 3.2 * len(keys)))
         for row, key in zip(axes, keys, strict=True):
             fa, fb = pairs[key]
             a, b = np.asarray(fa[ia[-1]], dtype=float), np.asarray(fb[ib[-1]], dtype=float)
             lo, hi = float(np.nanmin(a)), float(np.nanmax(a))
             for ax, img, title in ((row[0], a, labels[0]), (row[1], b, labels[1])):
-                im = ax.imshow(img, origin="lower", vmin=lo, vmax=hi)
+                im = ax.imshow(img, origin=origin, vmin=lo, vmax=hi)
                 ax.set_title(f"{key}: {title}, t={times[-1]:.4g}", fontsize=8)
                 fig.colorbar(im, ax=ax, shrink=0.8, label=axis_label(key, _unit(report, key)))
             d = b - a
             m = float(np.nanmax(np.abs(d))) or 1.0
-            im = row[2].imshow(d, origin="lower", cmap="RdBu_r", vmin=-m, vmax=m)
+            im = row[2].imshow(d, origin=origin, cmap="RdBu_r", vmin=-m, vmax=m)
             row[2].set_title(f"{key}: B − A", fontsize=8)
             fig.colorbar(im, ax=row[2], shrink=0.8, label=axis_label(f"{key}: B − A", _unit(report, key)))
     fig.savefig(path, dpi=110)

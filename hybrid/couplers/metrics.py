@@ -21,7 +21,7 @@ from collections.abc import Callable
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["METRICS", "compare_frame", "data_range", "pearson", "psnr", "rmse", "rmse_rel", "ssim"]
+__all__ = ["METRICS", "compare_frame", "data_range", "mare", "pearson", "psnr", "rmse", "rmse_rel", "ssim"]
 
 ArrayLike = npt.ArrayLike
 
@@ -62,6 +62,17 @@ def rmse_rel(a: ArrayLike, b: ArrayLike) -> float:
     if sd == 0.0:
         return float("inf") if np.isfinite(err) else float("nan")
     return err / sd
+
+
+def mare(a: ArrayLike, b: ArrayLike) -> float:
+    """Mean absolute relative error mean(|B − A| / |A|) over all points [-] (e.g. a temperature in K against the
+    reference A); NaN when A has a zero anywhere (the ratio is then undefined: a field with a sign change or an
+    offset origin, such as a height measured from a reference level)."""
+    x, y = _pair(a, b)
+    ref = np.abs(x)
+    if not np.all(ref > 0.0):
+        return float("nan")
+    return float(np.mean(np.abs(y - x) / ref))
 
 
 def pearson(a: ArrayLike, b: ArrayLike) -> float:
@@ -159,6 +170,7 @@ def ssim(a: ArrayLike, b: ArrayLike, *, spatial_ndim: int | None = None, data_ra
 METRICS: dict[str, Callable[[ArrayLike, ArrayLike], float]] = {
     "rmse": rmse,
     "rmse_rel": rmse_rel,
+    "mare": mare,
     "pearson": pearson,
     "psnr": psnr,
     "ssim": ssim,

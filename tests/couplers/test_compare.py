@@ -28,7 +28,7 @@ from hybrid.couplers.monitor import MONITOR_COLUMNS
 from hybrid.solvers.atg import LinearElastic
 
 FIXED_KEYS = ("case", "term", "providers", "wall_seconds", "speedup", "nn_fraction", "time", "metrics", "descriptors")
-METRIC_KEYS = ("rmse", "rmse_rel", "pearson", "psnr", "ssim")
+METRIC_KEYS = ("rmse", "rmse_rel", "mare", "pearson", "psnr", "ssim")
 FRAMES = 5  # steps 0, 10, 20, 30, 40
 
 

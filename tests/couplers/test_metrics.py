@@ -9,7 +9,7 @@ import pytest
 from scipy.ndimage import gaussian_filter
 
 from hybrid.analysis import descriptors as desc
-from hybrid.couplers.metrics import compare_frame, data_range, pearson, psnr, rmse, rmse_rel, ssim
+from hybrid.couplers.metrics import compare_frame, data_range, mare, pearson, psnr, rmse, rmse_rel, ssim
 
 
 def _field(shape: tuple[int, ...], seed: int = 0) -> np.ndarray:
@@ -27,7 +27,10 @@ SHAPES = [(64,), (24, 40)]
 def test_identical_fields(shape: tuple[int, ...]) -> None:
     a = _field(shape)
     m = compare_frame(a, a.copy())
-    assert m == {"rmse": 0.0, "rmse_rel": 0.0, "pearson": pytest.approx(1.0), "psnr": math.inf, "ssim": 1.0}
+    expected = {"rmse": 0.0, "rmse_rel": 0.0, "mare": 0.0, "pearson": pytest.approx(1.0), "psnr": math.inf, "ssim": 1.0}
+    if not np.all(a != 0.0):
+        expected["mare"] = pytest.approx(math.nan, nan_ok=True)
+    assert m == expected
 
 
 @pytest.mark.parametrize("shape", SHAPES)
@@ -51,6 +54,13 @@ def test_scaling_and_sign(shape: tuple[int, ...]) -> None:
     assert pearson(a, b) == pytest.approx(1.0)
     assert pearson(a, -a) == pytest.approx(-1.0)
     assert rmse_rel(a, a + np.std(a)) == pytest.approx(1.0)
+
+
+def test_mare_by_hand() -> None:
+    """mean(|B − A| / |A|): temperatures 300 K and 2000 K off by 3 K and −100 K give (0.01 + 0.05) / 2."""
+    assert mare([300.0, 2000.0], [303.0, 1900.0]) == pytest.approx(0.03, rel=1e-14)
+    assert mare([-2.0, 4.0], [-1.0, 4.0]) == pytest.approx(0.25, rel=1e-14)  # relative to |A|
+    assert math.isnan(mare([0.0, 1.0], [0.0, 1.0]))  # undefined where the reference is zero
 
 
 def test_hand_computed_values() -> None:
@@ -186,6 +196,20 @@ def test_registry_and_frame_descriptors() -> None:
     assert out["max_height"] == pytest.approx(h.max())
     assert desc.frame_descriptors("atg", {}, (L,)) == {}  # field not saved: left out
     assert desc.frame_descriptors("no-such-model", {"h": h}, (L,)) == {}
+
+
+def test_descriptors_that_read_the_case(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A descriptor registered with case=True gets the resolved case, and is left out when no case is given."""
+    monkeypatch.setattr(desc, "DESCRIPTORS", {})
+    monkeypatch.setattr(desc, "CASE_DESCRIPTORS", set())
+
+    @desc.register_descriptor("toy", "above_threshold", case=True)
+    def above(fields, grid_lengths, case):  # type: ignore[no-untyped-def]
+        return float(np.sum(fields["patch/T"] > case["model"]["threshold"]))
+
+    frame = {"patch/T": np.array([[1.0, 5.0], [7.0, 2.0]])}
+    assert desc.frame_descriptors("toy", frame, (1.0,), {"model": {"threshold": 3.0}}) == {"above_threshold": 2.0}
+    assert desc.frame_descriptors("toy", frame, (1.0,)) == {}
 
 
 def test_grain_descriptors() -> None:
