@@ -75,6 +75,13 @@ def test_nn_answers_like_coarse_and_cfd_do_and_is_closer_to_cfd_than_coarse() ->
     t64 = nn64(state)
     assert np.max(np.abs(t_nn - t64)) <= 64 * np.finfo(np.float32).eps * np.max(t64)
     assert float(mare(t_nn, t_dns)) < float(mare(t_c, t_dns))
+    # the monitor in range: a finite uncertainty, and the answer of the source its threshold picks
+    monitor = hybrid.load_provider(TERM, "monitor", case=CASE)
+    answer = monitor(state)
+    row = monitor.take_log_rows()
+    u, source = float(row["uncertainty"][0]), str(row["source"][0])
+    assert np.isfinite(u) and (source == "nn") == (u <= monitor.threshold)
+    np.testing.assert_array_equal(answer, t_nn if source == "nn" else t_dns)
 
 
 def test_monitor_outside_the_training_range_answers_by_cfd_and_says_so(
@@ -94,8 +101,8 @@ def test_monitor_outside_the_training_range_answers_by_cfd_and_says_so(
     assert np.all(np.isinf(log["uncertainty"]))
     res = read_output(out)
     cfd = hybrid.load_provider(TERM, "cfd", case=CASE, overrides={"model.power": 400.0})
-    np.testing.assert_array_equal(res["fields"]["patch/T"][-1], cfd(_state(2, {"model.power": 400.0})))
-    np.testing.assert_array_equal(res["fields"]["patch/origin"][-1], cfd.origin(2 * 2e-5))
+    np.testing.assert_array_equal(res["patch"]["T"][-1], cfd(_state(2, {"model.power": 400.0})))
+    np.testing.assert_array_equal(res["patch"]["origin"][-1], cfd.origin(2 * 2e-5))
 
 
 @pytest.mark.parametrize(
