@@ -13,6 +13,7 @@ import pytest
 import torch
 
 import hybrid
+from hybrid.cli import main
 from hybrid.core.config import ConfigError
 from hybrid.core.io import read_output
 from hybrid.core.simulation import OutputSpec
@@ -128,8 +129,13 @@ def _spec(**patch: Any) -> dict[str, Any]:
 
 
 def test_dataset_holds_the_providers_answers(tmp_path: Path) -> None:
-    """A tiny patch dataset: each sample is coarse's and cfd's answer on the run's state at its step."""
-    path = generate_patch_dataset(_spec(), tmp_path / "patch.h5", workers=0)
+    """`hybrid dataset` of a tiny [patch] spec: each sample is coarse's and cfd's answer on the run's state at its
+    step (float32)."""
+    path = tmp_path / "patch.h5"
+    tiny = ["patch.powers=[150.0]", "patch.speeds=[0.25]", "patch.calibration=[]", "patch.test=[[120.0, 0.3]]",
+            "patch.travel=2e-5", "patch.first=2e-5", "patch.captures=1", "patch.cfd={window = 2e-5}"]  # fmt: skip
+    argv = ["dataset", str(ROOT / "datasets" / "laser_patch.toml"), "--out", str(path), "--workers", "0"]
+    assert main([*argv, "--no-progress", *[x for s in tiny for x in ("--set", s)]]) == 0
     with h5py.File(path) as f:
         assert f["coarse"].shape == f["cfd"].shape == (2, 30, 120)
         assert [s.decode() for s in f["split"][:]] == ["train", "test"]

@@ -164,3 +164,17 @@ def test_training_refuses_data_without_a_split(tmp_path: Path) -> None:
     full = write_synthetic(tmp_path / "full.h5", _runs())
     with pytest.raises(ConfigError, match="at least 200 samples"):
         train_patch_surrogate({**SPEC, "model": {**SPEC["model"], "latent": 200}}, [full], tmp_path / "m2")
+
+
+def test_hybrid_train_dispatches_a_patch_spec(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`hybrid train training/laser_patch.toml` trains a patch surrogate (not an elastic ensemble) and `hybrid info`
+    describes it."""
+    from hybrid.cli import main
+
+    data = write_synthetic(tmp_path / "patch.h5", _runs())
+    sets = ["model.coarse_latent=3", "model.latent=3", "model.hidden=8", "training.epochs=20"]
+    spec = str(Path(__file__).resolve().parents[2] / "training" / "laser_patch.toml")
+    argv = ["train", spec, "--data", str(data), "--out", str(tmp_path / "m"), "--no-progress"]
+    assert main([*argv, *[x for s in sets for x in ("--set", s)]]) == 0
+    assert "laser patch surrogate for term 'patch_temperature'" in capsys.readouterr().out
+    assert read_card(tmp_path / "m")["architecture"]["class"] == "PatchSurrogateNet"
