@@ -35,7 +35,7 @@ from hybrid.core.config import ConfigError, Option, Table
 from hybrid.core.registry import PROVIDERS, Context, get_provider, register_provider
 from hybrid.core.state import State
 from hybrid.core.terms import TermProvider
-from hybrid.couplers.monitor import EnsemblePrediction, Monitor
+from hybrid.couplers.monitor import EnsemblePrediction, EnsembleTerm, Monitor
 from hybrid.couplers.pipeline import TrainKind, calibration_lines, register_train_kind
 from hybrid.models.learnable import Learnable, Metric
 
@@ -47,6 +47,8 @@ __all__ = [
     "EnsembleProvider",
     "LearnedTerm",
     "build_monitor",
+    "monitored",
+    "policy_options",
     "register_learned_term",
     "require_model_dir",
 ]
@@ -478,42 +480,49 @@ NN_OPTIONS = Table(
 )
 
 
+def policy_options(labeller: str, fallbacks: tuple[str, ...], tolerance: tuple[float, str]) -> dict[str, Option]:
+    """The monitor's policy options every monitored term shares: the DNS ``fallback`` (default ``labeller``, one of
+    ``fallbacks``), ``tolerance`` (default and doc), ``confidence``, ``threshold``, ``hysteresis``, ``audit_every``
+    and ``tighten_on_audit``."""
+    return {
+        "fallback": Option("str", labeller, "DNS provider called when the ensemble is unsure", choices=fallbacks),
+        "tolerance": Option("float", tolerance[0], tolerance[1], min=0.0, min_exclusive=True),
+        "confidence": Option(
+            "float",
+            0.95,
+            "fraction of accepted NN answers within the tolerance",
+            min=0.0,
+            max=1.0,
+            min_exclusive=True,
+            max_exclusive=True,
+        ),
+        "threshold": Option("float", None, "spread threshold (overrides the calibration)", min=0.0),
+        "hysteresis": Option("int", 0, "steps to stay on DNS after a fallback", min=0),
+        "audit_every": Option("int", 0, "call DNS every this many steps and log the NN's true error (0: never)", min=0),
+        "tighten_on_audit": Option(
+            "bool", False, "lower the threshold when an audit finds an accepted answer beyond the tolerance"
+        ),
+    }
+
+
 def monitor_options(spec: LearnedTerm) -> Table:
     """Options of ``[terms.<term>] provider = "monitor"``: the ensemble's, the fallback among the term's DNS
     providers registered so far, the metric among the spec's, and the monitor's policy."""
     fallbacks = spec.fallbacks or tuple(p for p in PROVIDERS.get(spec.term, {}) if p not in ("nn", "monitor"))
-    tolerance, tolerance_doc = spec.tolerance
+    policy = policy_options(spec.labeller, fallbacks, spec.tolerance)
     metric_doc = "what tolerance measures: " + "; ".join(f"{k} = {m.doc}" for k, m in spec.metrics.items())
     return Table(
         {
             **NN_OPTIONS.entries,
-            "fallback": Option(
-                "str", spec.labeller, "DNS provider called when the ensemble is unsure", choices=fallbacks
-            ),
+            "fallback": policy["fallback"],
             "metric": Option("str", spec.default_metric, metric_doc, choices=tuple(spec.metrics)),
-            "tolerance": Option("float", tolerance, tolerance_doc, min=0.0, min_exclusive=True),
-            "confidence": Option(
-                "float",
-                0.95,
-                "fraction of accepted NN answers within the tolerance",
-                min=0.0,
-                max=1.0,
-                min_exclusive=True,
-                max_exclusive=True,
-            ),
-            "threshold": Option("float", None, "spread threshold (overrides the calibration)", min=0.0),
-            "hysteresis": Option("int", 0, "steps to stay on DNS after a fallback", min=0),
-            "audit_every": Option(
-                "int", 0, "call DNS every this many steps and log the NN's true error (0: never)", min=0
-            ),
+            **{k: policy[k] for k in ("tolerance", "confidence", "threshold", "hysteresis", "audit_every")},
             "capture": Option("str", None, "HDF5 file collecting every DNS evaluation as a training sample"),
             "capture_every": Option("int", 1, "keep every this many DNS evaluations in the capture file", min=1),
             "capture_block": Option(
                 "int", 1000, "steps per capture group (train splits by group; 0: the whole run is one group)", min=0
             ),
-            "tighten_on_audit": Option(
-                "bool", False, "lower the threshold when an audit finds an accepted answer beyond the tolerance"
-            ),
+            "tighten_on_audit": policy["tighten_on_audit"],
         }
     )
 
@@ -558,15 +567,31 @@ def build_monitor(spec: LearnedTerm, ctx: Context, options: Mapping[str, Any]) -
         tol,
         conf,
     )
-    return Monitor(
+    return monitored(nn, dns, threshold, options, tol, conf, capture=capture)
+
+
+def monitored(
+    nn: EnsembleTerm,
+    dns: Any,
+    threshold: float | list[float],
+    options: Mapping[str, Any],
+    tolerance: float,
+    confidence: float,
+    *,
+    capture: Any = None,
+    cls: type[Monitor] = Monitor,
+) -> Monitor:
+    """A :class:`Monitor` (or subclass ``cls``) of an ensemble ``nn`` (any :class:`EnsembleTerm`) and its DNS
+    fallback with the policy options of :func:`policy_options` (hysteresis, audit_every, tighten_on_audit)."""
+    return cls(
         nn,
         dns,
         threshold,
         hysteresis=int(options.get("hysteresis", 0)),
         audit_every=int(options.get("audit_every", 0)),
         capture=capture,
-        tolerance=tol,
-        confidence=conf,
+        tolerance=tolerance,
+        confidence=confidence,
         tighten_on_audit=bool(options.get("tighten_on_audit", False)),
     )
 
@@ -597,8 +622,9 @@ def _learnable_of(term: Any, key: str, file: str | None) -> Learnable:
 
 def _is_ensemble_spec(spec: Mapping[str, Any]) -> bool:
     from hybrid.models.jump_training import is_jump_spec
+    from hybrid.models.patch_training import is_patch_spec
 
-    return not is_jump_spec(spec)
+    return not is_jump_spec(spec) and not is_patch_spec(spec)
 
 
 def _train(
@@ -648,7 +674,7 @@ register_train_kind(
     TrainKind(
         "ensemble",
         detect_spec=_is_ensemble_spec,
-        detect_card=lambda card: "surrogate" not in card,
+        detect_card=lambda card: "surrogate" not in card and "laser_patch" not in card,
         train=_train,
         describe=_describe,
         calibrate=_recalibrate,

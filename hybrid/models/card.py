@@ -37,6 +37,7 @@ from torch import nn
 
 from hybrid.models.ensemble import EnsembleCNN1d
 from hybrid.models.jump_net import EnsembleJumpNet2d
+from hybrid.models.patch_autoencoder import PatchSurrogateNet
 
 __all__ = [
     "ARCHITECTURES",
@@ -56,7 +57,11 @@ __all__ = [
 CARD_FORMAT = "hybrid-nn-ensemble/1"
 CARD_FILE = "model_card.json"
 WEIGHTS_FILE = "weights.pt"
-ARCHITECTURES: dict[str, type[Any]] = {"EnsembleCNN1d": EnsembleCNN1d, "EnsembleJumpNet2d": EnsembleJumpNet2d}
+ARCHITECTURES: dict[str, type[Any]] = {
+    "EnsembleCNN1d": EnsembleCNN1d,
+    "EnsembleJumpNet2d": EnsembleJumpNet2d,
+    "PatchSurrogateNet": PatchSurrogateNet,
+}
 """Architecture class name (card ``architecture.class``) -> class, built as ``cls(**config)``."""
 
 REPOSITORY = Path(__file__).resolve().parents[2]

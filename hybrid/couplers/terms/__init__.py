@@ -1,3 +1,3 @@
 """One module per learned term: each declares its :class:`hybrid.couplers.learned.LearnedTerm` and registers it."""
 
-from hybrid.couplers.terms import elastic, front_correction  # noqa: F401
+from hybrid.couplers.terms import elastic, front_correction, patch_temperature  # noqa: F401

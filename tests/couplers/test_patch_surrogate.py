@@ -1,0 +1,167 @@
+"""The learned laser term patch_temperature (providers nn and monitor, hybrid/couplers/terms/patch_temperature.py)
+with the shipped surrogate, and its dataset kind (hybrid/couplers/patch_dataset.py) at a tiny size."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+import hybrid
+from hybrid.cli import main
+from hybrid.core.config import ConfigError
+from hybrid.core.io import read_output
+from hybrid.core.simulation import OutputSpec
+from hybrid.couplers.assembly import build_simulation, resolve_case
+from hybrid.couplers.patch_dataset import generate_patch_dataset
+from hybrid.couplers.terms.patch_temperature import SHIPPED_WEIGHTS
+from hybrid.models.card import load_ensemble
+from hybrid.models.patch_autoencoder import PatchSurrogateNet, mare
+
+ROOT = Path(__file__).resolve().parents[2]
+CASE = ROOT / "cases" / "laser_track.toml"
+TERM = "patch_temperature"
+
+
+def _state(steps: int, overrides: dict[str, Any] | None = None) -> Any:
+    """The laser case's state after ``steps`` coarse steps."""
+    rc = resolve_case(CASE, {"time.end": None, "time.steps": steps, **(overrides or {})})
+    sim = build_simulation(rc)
+    sim.output = OutputSpec(path=None, checkpoint_every=None)
+    for _ in range(steps):
+        sim.step()
+    return sim.state
+
+
+def test_shipped_card_metrics_are_what_its_test_data_give() -> None:
+    """The shipped weights load, and their float32 ensemble mean on the shipped test samples (held-out lasers) gives
+    the card's test MARE per (P, v), below the coarse field's."""
+    model, card = load_ensemble(SHIPPED_WEIGHTS, expect=PatchSurrogateNet)
+    info = card["laser_patch"]
+    t_inf, t_l = info["ambient_temperature"], info["liquidus"]
+    with h5py.File(SHIPPED_WEIGHTS / card["data"]["test_file"]) as f:
+        coarse, cfd = f["coarse"][:].astype(np.float64), f["cfd"][:].astype(np.float64)
+        laser, power, group = f["laser"][:], f["power"][:], f["group"][:]
+    m32 = model.float()
+    with torch.inference_mode():
+        theta = torch.from_numpy(((coarse - t_inf) / (t_l - t_inf)).reshape(len(coarse), -1)).float()
+        out = m32(theta, torch.from_numpy(laser).float()).double().numpy()
+    temp = (t_inf + (t_l - t_inf) * out).mean(axis=0).reshape(coarse.shape)
+    e = mare(temp, cfd)
+    pairs = card["metrics"]["test_by_pair"]
+    assert len(pairs) == len(np.unique(group)) >= 2
+    for g, row in zip(np.unique(group), pairs, strict=True):
+        sel = group == g
+        assert row["power"] == power[sel][0] and row["speed"] == laser[sel][0, 1]
+        assert np.isclose(e[sel].mean(), row["mare"], rtol=1e-5)  # float32 sums in another order: its rounding
+        assert row["mare"] < row["coarse_mare"] and row["mare"] < 0.1
+    assert np.isclose(e.mean(), card["metrics"]["test"]["mare"], rtol=1e-5)
+
+
+def test_nn_answers_like_coarse_and_cfd_do_and_is_closer_to_cfd_than_coarse() -> None:
+    """The nn provider's answer: (pz, px) float64 [K] on the box of coarse (same origin), float32 inference equal to
+    the float64 evaluation to float32 rounding, and on a fresh state of the shipped case closer to cfd than coarse."""
+    state = _state(25)
+    coarse, cfd = (hybrid.load_provider(TERM, p, case=CASE) for p in ("coarse", "cfd"))
+    nn = hybrid.load_provider(TERM, "nn", case=CASE)
+    nn64 = hybrid.load_provider(TERM, "nn", case=CASE, dtype="float64")
+    t_nn, t_c, t_dns = nn(state), coarse(state), cfd(state)
+    assert t_nn.shape == t_c.shape == nn.output_shape() == (30, 120) and t_nn.dtype == np.float64
+    np.testing.assert_array_equal(nn.origin(state.time), coarse.origin(state.time))
+    t64 = nn64(state)
+    assert np.max(np.abs(t_nn - t64)) <= 64 * np.finfo(np.float32).eps * np.max(t64)
+    assert float(mare(t_nn, t_dns)) < float(mare(t_c, t_dns))
+    # the monitor in range: a finite uncertainty, and the answer of the source its threshold picks
+    monitor = hybrid.load_provider(TERM, "monitor", case=CASE)
+    answer = monitor(state)
+    row = monitor.take_log_rows()
+    u, source = float(row["uncertainty"][0]), str(row["source"][0])
+    assert np.isfinite(u) and (source == "nn") == (u <= monitor.threshold)
+    np.testing.assert_array_equal(answer, t_nn if source == "nn" else t_dns)
+
+
+def test_monitor_outside_the_training_range_answers_by_cfd_and_says_so(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """P = 400 W lies beyond the shipped surrogate's powers: every decision is cfd with uncertainty inf (the run's
+    decision log), the saved patch is cfd's, and a warning names the range."""
+    out = tmp_path / "run.h5"
+    sets = {"model.power": 400.0, "time.end": None, "time.steps": 2, "output.every": 2,
+            f"terms.{TERM}.provider": "monitor", "output.path": str(out)}  # fmt: skip
+    with caplog.at_level(logging.WARNING):
+        sim = build_simulation(resolve_case(CASE, sets))
+        sim.run()
+    assert any("outside the surrogate's training range" in r.getMessage() for r in caplog.records)
+    log = read_output(out)["monitor"][TERM]
+    assert len(log["step"]) == 2 and set(np.unique(log["source"])) == {"dns"}
+    assert np.all(np.isinf(log["uncertainty"]))
+    res = read_output(out)
+    cfd = hybrid.load_provider(TERM, "cfd", case=CASE, overrides={"model.power": 400.0})
+    np.testing.assert_array_equal(res["patch"]["T"][-1], cfd(_state(2, {"model.power": 400.0})))
+    np.testing.assert_array_equal(res["patch"]["origin"][-1], cfd.origin(2 * 2e-5))
+
+
+@pytest.mark.parametrize(
+    ("options", "overrides", "key"),
+    [
+        ({"size": [1.0e-3, 3e-4]}, {}, "terms.patch_temperature.size"),
+        ({}, {"model.radius": 8e-5}, "model.radius"),
+        ({}, {"model.latent_heat": 2.0e5}, "model.latent_heat"),
+        ({"weights": "no_such_folder"}, {}, "terms.patch_temperature.weights"),
+        ({"dtype": "float16"}, {}, "terms.patch_temperature.dtype"),
+        ({"fallback": "nn"}, {}, "terms.patch_temperature.fallback"),
+    ],
+)
+def test_bad_options_name_the_key(options: dict[str, Any], overrides: dict[str, Any], key: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        hybrid.load_provider(TERM, "monitor", case=CASE, overrides=overrides, **options)
+    assert err.value.key == key
+
+
+def _spec(**patch: Any) -> dict[str, Any]:
+    return {"patch": {"case": str(CASE), "powers": [150.0], "speeds": [0.25], "test": [[120.0, 0.3]],
+                      "travel": 2e-5, "first": 2e-5, "captures": 1, "cfd": {"window": 2e-5}, **patch}}  # fmt: skip
+
+
+def test_dataset_holds_the_providers_answers(tmp_path: Path) -> None:
+    """`hybrid dataset` of a tiny [patch] spec: each sample is coarse's and cfd's answer on the run's state at its
+    step (float32)."""
+    path = tmp_path / "patch.h5"
+    tiny = ["patch.powers=[150.0]", "patch.speeds=[0.25]", "patch.calibration=[]", "patch.test=[[120.0, 0.3]]",
+            "patch.travel=2e-5", "patch.first=2e-5", "patch.captures=1", "patch.cfd={window = 2e-5}"]  # fmt: skip
+    argv = ["dataset", str(ROOT / "datasets" / "laser_patch.toml"), "--out", str(path), "--workers", "0"]
+    assert main([*argv, "--no-progress", *[x for s in tiny for x in ("--set", s)]]) == 0
+    with h5py.File(path) as f:
+        assert f["coarse"].shape == f["cfd"].shape == (2, 30, 120)
+        assert [s.decode() for s in f["split"][:]] == ["train", "test"]
+        assert list(f["power"][:]) == [150.0, 120.0] and list(f["speed"][:]) == [0.25, 0.3]
+        step, coarse, cfd = int(f["step"][1]), f["coarse"][1], f["cfd"][1]
+    assert step == round(2e-5 / (0.3 * 2e-5))
+    ov = {"model.power": 120.0, "model.speed": 0.3}
+    state = _state(step, ov)
+    t_coarse = hybrid.load_provider(TERM, "coarse", case=CASE, overrides=ov)(state)
+    np.testing.assert_array_equal(coarse, t_coarse.astype(np.float32))  # stored in float32
+    dns = hybrid.load_provider(TERM, "cfd", case=CASE, overrides=ov, window=2e-5)(state)
+    np.testing.assert_array_equal(cfd, dns.astype(np.float32))
+
+
+@pytest.mark.parametrize(
+    ("change", "key"),
+    [
+        ({"test": [[120.0]]}, "patch.test[0]"),
+        ({"calibration": [[120.0, -0.3]]}, "patch.calibration[0]"),
+        ({"first": 1e-3}, "patch.first"),
+        ({"speeds": []}, "patch.speeds"),
+        ({"case": str(ROOT / "cases" / "atg_film.toml")}, "patch.case"),
+        ({"case": "missing.toml"}, "patch.case"),
+    ],
+)
+def test_dataset_spec_errors_name_the_key(tmp_path: Path, change: dict[str, Any], key: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        generate_patch_dataset(_spec(**change), tmp_path / "patch.h5", workers=0)
+    assert err.value.key == key
