@@ -16,9 +16,11 @@ u = ∫k dT interpolated in Q1 (∇·(k∇T) = ∇²u), so the stiffness matrix 
     M (E^{n+1} − E^n)/dt + K u(E^{n+1}) + g(E^{n+1}) = f(t^n + dt/2)
 
 (g: top losses, lumped on the top nodes; f: the laser load at the step's midpoint, exact per element), solved by
-a chord-Newton iteration on E: the Jacobian M/dt + K diag(du/dE) + diag(dg/dE) is factorised (sparse LU) and the
-factorisation reused over iterations and steps; it is refreshed at the current iterate only when an iteration
-contracts the update by less than tenfold. With constant c_p and k, no latent heat and no radiation the step is
+a chord-Newton iteration on E. The Jacobian J = K diag(d) + diag(m/dt + dg/dE), d = du/dE > 0, is A diag(d) with
+the symmetric positive definite A = K + diag((m/dt + dg/dE)/d), so J x = r is A y = r, x = y/d; A is factorised by
+banded Cholesky (LAPACK, nodes ordered with z fastest: half-bandwidth nz + 1) and the factorisation reused over
+iterations and steps; it is refreshed at the current iterate only when an iteration contracts the update by less
+than tenfold. With constant c_p and k, no latent heat and no radiation the step is
 linear and is one solve with the one factorisation of the run. The iteration stops when the update is below 1e-10
 of max |E| (≈ 1e-6 K); the global energy balance then closes to that tolerance, since K's rows sum to zero.
 
@@ -34,7 +36,7 @@ from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
-from scipy.sparse.linalg import splu
+from scipy.linalg import cho_solve_banded, cholesky_banded
 
 from hybrid.core.backend import Array
 from hybrid.core.config import ConfigError, Option, Table, Tagged
@@ -176,6 +178,18 @@ def sampling_matrix(n_nodes: int, spacing: float, points: np.ndarray) -> sp.csr_
     return sp.csr_matrix((vals, (rows, cols)), shape=(s.size, n_nodes))
 
 
+def lower_band(matrix: sp.spmatrix, order: np.ndarray, width: int) -> np.ndarray:
+    """The symmetric ``matrix`` (N, N) permuted by ``order`` (position → index) in the lower banded storage of
+    :func:`scipy.linalg.cholesky_banded`: (width + 1, N), row k holding the k-th subdiagonal."""
+    a = sp.csr_matrix(matrix)[order][:, order].tocoo()
+    lower = a.row >= a.col
+    if np.any(a.row - a.col > width):
+        raise ValueError(f"the matrix has entries beyond the half-bandwidth {width}")
+    band = np.zeros((width + 1, a.shape[0]))
+    band[a.row[lower] - a.col[lower], a.col[lower]] = a.data[lower]
+    return band
+
+
 def sample(temp: np.ndarray, dx: float, dz: float, xs: np.ndarray, zs: np.ndarray) -> np.ndarray:
     """The Q1 field ``temp`` (nz, nx) at the tensor points (zs × xs) → (len(zs), len(xs)) (bilinear: exact in Q1)."""
     nz, nx = temp.shape
@@ -187,7 +201,7 @@ def sample(temp: np.ndarray, dx: float, dz: float, xs: np.ndarray, zs: np.ndarra
 class LaserCoarse:
     """The coarse FEM heat model of the laser track (module docstring) for the IMEX stepper and the run loop.
 
-    Counters: ``factorizations`` (sparse LU), ``solves`` (triangular solves), ``iterations`` per run.
+    Counters: ``factorizations`` (banded Cholesky), ``solves`` (pairs of triangular solves), ``iterations`` per run.
     """
 
     evolved_fields = ("E",)
@@ -240,7 +254,18 @@ class LaserCoarse:
         self.out_x = (np.arange(int(ctx.grid.lengths[0] / s + 1e-9)) + 0.5) * s
         self.out_z = (np.arange(int(ctx.grid.lengths[1] / s + 1e-9)) + 0.5) * s
         self.factorizations = self.solves = self.iterations = 0
-        self._lu: Any = None
+        # the SPD part K of the Jacobian in lower banded storage, nodes ordered with z fastest (half-bandwidth nz + 1)
+        self._band_order = np.arange(nz * nx).reshape(nz, nx).T.ravel()  # banded position → flat node
+        self._stiffness_band = lower_band(self.stiffness, self._band_order, nz + 1)
+        self._stiffness_bottom = sp.csr_matrix((nz * nx, 0))  # K's columns (N, nx) of a fixed bottom, off its rows
+        self._bottom_band = np.zeros(0, dtype=np.int64)  # banded positions of a fixed bottom
+        if self.bottom_energy is not None:
+            keep = sp.diags(np.where(np.arange(nz * nx) >= (nz - 1) * nx, 0.0, 1.0))
+            self._stiffness_bottom = (keep @ self.stiffness[:, self.bottom]).tocsr()
+            self._stiffness_band = lower_band(keep @ self.stiffness @ keep, self._band_order, nz + 1)
+            self._bottom_band = np.flatnonzero(self._band_order >= (nz - 1) * nx)
+        self._chol: np.ndarray | None = None
+        self._d = np.zeros(0)
         self._lu_dt = 0.0
         self._lu_temperature = np.zeros(0)
         self._previous: tuple[np.ndarray, float] | None = None
@@ -286,24 +311,40 @@ class LaserCoarse:
         return r, t
 
     def _factorize(self, t: np.ndarray, dt: float) -> None:
+        """Factorise the Jacobian J = K diag(d) + diag(g) at the temperatures ``t`` (N,) [K] for the step ``dt`` [s].
+
+        d = du/dE > 0 and g = M/dt + the loss slope, so J = A diag(d) with the SPD A = K + diag(g/d): A is
+        factorised by banded Cholesky in the node order with z fastest (half-bandwidth nz + 1). A fixed bottom's
+        identity rows of J become identity rows and columns of A (their known values move to the right-hand side).
+        """
         c_eff = self.mat.density * self.mat.enthalpy.derivative(t)  # dE/dT
         d = self.mat.kirchhoff.derivative(t) / c_eff  # du/dE
         diag = self.mass / dt
         diag[self.top] += self._loss_slope(t[self.top]) / c_eff[self.top]
-        jac = self.stiffness @ sp.diags(d) + sp.diags(diag)
-        if self.bottom_energy is not None:  # identity rows: E fixed on the bottom
-            keep = np.ones(diag.size)
-            keep[self.bottom] = 0.0
-            jac = sp.diags(keep) @ jac + sp.diags(1.0 - keep)
-        self._lu = splu(jac.tocsc(), permc_spec="COLAMD")
+        band = self._stiffness_band.copy()
+        band[0] += (diag / d)[self._band_order]
+        band[0, self._bottom_band] = 1.0
+        self._chol = cholesky_banded(band, lower=True, check_finite=False)
+        self._d = d
         self._lu_dt = dt
         self._lu_temperature = t.copy()
         self.factorizations += 1
 
+    def _solve(self, r: np.ndarray) -> np.ndarray:
+        """x (N,) of J x = ``r`` (N,) with the Jacobian of the last :meth:`_factorize`."""
+        rhs = r.copy()
+        if self.bottom_energy is not None:  # J's identity rows: x_b = r_b, i.e. y_b = d_b r_b
+            yb = self._d[self.bottom] * r[self.bottom]
+            rhs -= self._stiffness_bottom @ yb
+            rhs[self.bottom] = yb
+        y = np.empty_like(rhs)
+        y[self._band_order] = cho_solve_banded((self._chol, True), rhs[self._band_order], check_finite=False)
+        return y / self._d
+
     def state_dict(self) -> dict[str, Any]:
         """What a checkpoint keeps so that a restart continues bit for bit: the temperature (N,) [K] and step [s]
         the reused factorisation was built at (the iteration's answer depends on it at round-off level)."""
-        if self._lu is None:
+        if self._chol is None:
             return {}
         return {"lu_temperature": self._lu_temperature.copy(), "lu_dt": np.float64(self._lu_dt)}
 
@@ -319,14 +360,14 @@ class LaserCoarse:
         if self.bottom_energy is not None:
             e[self.bottom] = self.bottom_energy
         scale = self.tolerance * max(float(np.abs(e_old).max()), 1.0)
-        refresh = self._lu is None or self._lu_dt != dt
+        refresh = self._chol is None or self._lu_dt != dt
         previous = math.inf
         for it in range(60):
             r, t = self._residual(e, e_old, dt, load)
             if refresh:
                 self._factorize(t, dt)
                 refresh = False
-            de = self._lu.solve(r)
+            de = self._solve(r)
             self.solves += 1
             self.iterations += 1
             e -= de
