@@ -24,6 +24,12 @@ than tenfold. With constant c_p and k, no latent heat and no radiation the step 
 linear and is one solve with the one factorisation of the run. The iteration stops when the update is below 1e-10
 of max |E| (≈ 1e-6 K); the global energy balance then closes to that tolerance, since K's rows sum to zero.
 
+Hand-back (``terms.patch_temperature.couple_every = k`` > 0, any provider of the term): every k steps, after the
+step, the patch temperature is evaluated on the new state and its energy replaces the nodal E of the nodes whose
+lumped control volume lies in the patch box (:meth:`LaserCoarse.hand_back`: Σ m_i E_i = ∫E_patch over those control
+volumes); the energy it adds accumulates in the /energy column ``handback`` [J/m]. The ``coarse`` provider, a view
+of the coarse field itself, is not handed back.
+
 The model solves its own implicit step (:class:`hybrid.core.equation.ImplicitSolve`): only ``time.integrator =
 "imex"`` is accepted.
 """
@@ -97,11 +103,21 @@ INITIAL = Tagged(
     doc="initial temperature",
 )
 
+COUPLE_EVERY = Option(
+    "int",
+    0,
+    "steps between hand-backs of the patch's energy to the coarse model (0: none, the term is read at frames only)",
+    min=0,
+    max=10**9,
+)
+"""``terms.patch_temperature.couple_every``: every provider of the term takes it (and keeps it as ``couple_every``)."""
+
 PATCH_OPTIONS = Table(
     {
         "size": Option("list[float]", [1.2e-3, 3e-4], "[px, pz]: patch box around the spot [m]", length=2,
                        min=1e-9, max=1e3),
         "spacing": Option("float", 1e-5, "patch grid spacing [m]", min=1e-9, max=1e3),
+        "couple_every": COUPLE_EVERY,
     }
 )  # fmt: skip
 
@@ -190,6 +206,24 @@ def lower_band(matrix: sp.spmatrix, order: np.ndarray, width: int) -> np.ndarray
     return band
 
 
+def overlap_matrix(n_nodes: int, spacing: float, edges: np.ndarray) -> np.ndarray:
+    """Lengths (n_nodes, m) [m] of the overlaps of the nodes' dual intervals [x_i − s/2, x_i + s/2] ∩ [0, (n − 1) s]
+    (x_i = i·s, s = ``spacing``) with the cells [edges_j, edges_{j+1}] of sorted ``edges`` (m + 1,) [m]."""
+    x = np.arange(n_nodes) * spacing
+    lo = np.maximum(x - 0.5 * spacing, 0.0)[:, None]
+    hi = np.minimum(x + 0.5 * spacing, (n_nodes - 1) * spacing)[:, None]
+    return np.maximum(np.minimum(hi, edges[None, 1:]) - np.maximum(lo, edges[None, :-1]), 0.0)
+
+
+def covered(n_nodes: int, spacing: float, edges: np.ndarray) -> np.ndarray:
+    """Indices of the nodes whose dual interval (as :func:`overlap_matrix`) lies inside [edges_0, edges_-1]."""
+    x = np.arange(n_nodes) * spacing
+    lo = np.maximum(x - 0.5 * spacing, 0.0)
+    hi = np.minimum(x + 0.5 * spacing, (n_nodes - 1) * spacing)
+    tol = 1e-9 * spacing
+    return np.flatnonzero((lo >= edges[0] - tol) & (hi <= edges[-1] + tol))
+
+
 def sample(temp: np.ndarray, dx: float, dz: float, xs: np.ndarray, zs: np.ndarray) -> np.ndarray:
     """The Q1 field ``temp`` (nz, nx) at the tensor points (zs × xs) → (len(zs), len(xs)) (bilinear: exact in Q1)."""
     nz, nx = temp.shape
@@ -269,6 +303,10 @@ class LaserCoarse:
         self._lu_dt = 0.0
         self._lu_temperature = np.zeros(0)
         self._previous: tuple[np.ndarray, float] | None = None
+        term = self.terms.get(TERM)
+        self.couple_every = int(getattr(term, "couple_every", 0) or 0) if getattr(term, "hands_back", True) else 0
+        self.handback = 0.0  # energy the hand-backs added since the start of the run [J/m]
+        self._patch: tuple[int, float, np.ndarray] | None = None  # (step, time, value) of the last hand-back
 
     # ---------------------------------------------------------------------------------------------- physics
     def spot(self, time: float) -> float:
@@ -343,13 +381,16 @@ class LaserCoarse:
 
     def state_dict(self) -> dict[str, Any]:
         """What a checkpoint keeps so that a restart continues bit for bit: the temperature (N,) [K] and step [s]
-        the reused factorisation was built at (the iteration's answer depends on it at round-off level)."""
-        if self._chol is None:
-            return {}
-        return {"lu_temperature": self._lu_temperature.copy(), "lu_dt": np.float64(self._lu_dt)}
+        the reused factorisation was built at (the iteration's answer depends on it at round-off level), and the
+        energy handed back so far [J/m]."""
+        out: dict[str, Any] = {"handback": np.float64(self.handback)}
+        if self._chol is not None:
+            out.update(lu_temperature=self._lu_temperature.copy(), lu_dt=np.float64(self._lu_dt))
+        return out
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Rebuild the factorisation a checkpoint recorded (nothing for a checkpoint without one)."""
+        self.handback = float(state.get("handback", 0.0))
         if "lu_temperature" in state:
             self._factorize(np.asarray(state["lu_temperature"], dtype=np.float64), float(state["lu_dt"]))
 
@@ -406,6 +447,43 @@ class LaserCoarse:
         self._previous = None
         return (self.solve_step(e_old, time, dt) - e_old).reshape(self.shape)
 
+    # ------------------------------------------------------------------------------------------------ hand-back
+    def hand_back(self, energy: np.ndarray, patch_temperature: np.ndarray, origin: np.ndarray, spacing: float) -> float:
+        """Replace in place the nodal E (nz, nx) [J/m³] of the nodes whose lumped control volume (dual cell, clipped
+        to the plate) lies in the patch box by the mean over it of the patch's E = ρ h(T) (cells of ``spacing`` [m]
+        from the box's top corner ``origin`` = (x, depth) [m]; T (pz, px) [K]), weighted by the cells' overlap
+        areas. Σ m_i E_i over those nodes then equals ∫E_patch over their control volumes (to round-off). Returns
+        the energy this adds, Σ m_i ΔE_i [J/m]."""
+        nz, nx = self.shape
+        pz, px = patch_temperature.shape
+        ex = origin[0] + np.arange(px + 1) * spacing
+        ez = origin[1] + np.arange(pz + 1) * spacing
+        ix, iz = covered(nx, self.dx, ex), covered(nz, self.dz, ez)
+        if ix.size == 0 or iz.size == 0:
+            return 0.0
+        wx = overlap_matrix(nx, self.dx, ex)[ix]  # (len ix, px) [m]
+        wz = overlap_matrix(nz, self.dz, ez)[iz]  # (len iz, pz) [m]
+        integral = wz @ self.mat.energy(patch_temperature) @ wx.T  # ∫E over each control volume [J/m]
+        mass = self.mass.reshape(self.shape)[np.ix_(iz, ix)]
+        before = float((mass * energy[np.ix_(iz, ix)]).sum())
+        energy[np.ix_(iz, ix)] = integral / mass
+        return float(integral.sum()) - before
+
+    def after_step(self, state: State) -> State:
+        """Every ``couple_every`` steps (the option of ``terms.patch_temperature``; 0: never; never for a provider
+        with ``hands_back = False``, i.e. ``coarse``): evaluate the patch term on the new state and hand its energy
+        back (:meth:`hand_back`); the added energy accumulates in :attr:`handback` [J/m]."""
+        term = self.terms.get(TERM)
+        if self.couple_every <= 0 or state.step % self.couple_every or term is None:
+            return state
+        value = np.asarray(self.backend.to_numpy(term(state)), dtype=np.float64)
+        energy = np.array(self.backend.to_numpy(state["E"]), dtype=np.float64)
+        self.handback += self.hand_back(energy, value, np.asarray(term.origin(state.time)), float(term.spacing))
+        self._patch = (state.step, state.time, value)
+        fields = dict(state.fields)
+        fields["E"] = self.backend.asarray(energy)
+        return State(fields, state.time, state.step, state.backend)
+
     # -------------------------------------------------------------------------------------------- run-loop hooks
     def check_state(self, state: State) -> str | None:
         """A temperature below 0 K or above 1e5 K means the step failed."""
@@ -428,7 +506,8 @@ class LaserCoarse:
 
     def frame_output(self, state: State) -> tuple[dict[str, np.ndarray], dict[str, dict[str, Any]]]:
         """fields/T (nz_out, nx_out) [K] at the cell centres of ``output.spacing``; the patch term's value
-        patch/T (pz, px) [K] and its box's corner patch/origin (x, depth) [m]; a row of the table /energy."""
+        patch/T (pz, px) [K] (at a hand-back step the value handed back) and its box's corner patch/origin
+        (x, depth) [m]; a row of the table /energy (``handback``: the energy handed back since the start [J/m])."""
         temp = self.temperature(np.asarray(state["E"], dtype=np.float64))
         absorbed, losses, content = self.power_balance(state)
         row = {
@@ -437,11 +516,15 @@ class LaserCoarse:
             "absorbed": np.array([absorbed]),
             "enthalpy": np.array([content]),
             "losses": np.array([losses]),
+            "handback": np.array([self.handback]),
         }
         fields = {"T": sample(temp, self.dx, self.dz, self.out_x, self.out_z)}
         term = self.terms.get(TERM)
         if term is not None and hasattr(term, "origin"):  # the patch term's box: /patch/T and its corner /patch/origin
-            fields["patch/T"] = np.asarray(self.backend.to_numpy(term(state)), dtype=np.float64)
+            if self._patch is not None and self._patch[:2] == (state.step, state.time):  # handed back at this step
+                fields["patch/T"] = self._patch[2]
+            else:
+                fields["patch/T"] = np.asarray(self.backend.to_numpy(term(state)), dtype=np.float64)
             fields["patch/origin"] = np.asarray(term.origin(state.time), dtype=np.float64)
         return fields, {"energy": row}
 
@@ -454,9 +537,13 @@ class CoarsePatch(TermProvider):
     name = TERM
     provider = "coarse"
     inputs = ("E",)
+    hands_back = False
+    """The value is the coarse field itself: handing it back would only re-average the coarse field over the
+    control volumes (not the identity, docs/laser.md), so the model skips the hand-back for this provider."""
 
-    def __init__(self, ctx: Context, size: list[float], spacing: float) -> None:
+    def __init__(self, ctx: Context, size: list[float], spacing: float, couple_every: int = 0) -> None:
         super().__init__(ctx)
+        self.couple_every = int(couple_every)
         self.mat = material(ctx.params)
         self.dx, self.dz = ctx.grid.spacing
         p = ctx.params
@@ -491,7 +578,12 @@ declare_inputs(TERM, E=FieldRange(min=0.0, unit="J/m^3", what="an enthalpy measu
 
 @register_provider(TERM, "coarse", options=PATCH_OPTIONS, doc="the coarse FEM temperature on the patch box")
 def _build_coarse(ctx: Context, options: Mapping[str, Any]) -> CoarsePatch:
-    return CoarsePatch(ctx, list(options.get("size", [1.2e-3, 3e-4])), float(options.get("spacing", 1e-5)))
+    return CoarsePatch(
+        ctx,
+        list(options.get("size", [1.2e-3, 3e-4])),
+        float(options.get("spacing", 1e-5)),
+        int(options.get("couple_every", 0)),
+    )
 
 
 register_model(
