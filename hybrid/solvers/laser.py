@@ -19,9 +19,12 @@ u = ∫k dT interpolated in Q1 (∇·(k∇T) = ∇²u), so the stiffness matrix 
 a chord-Newton iteration on E. The Jacobian J = K diag(d) + diag(m/dt + dg/dE), d = du/dE > 0, is A diag(d) with
 the symmetric positive definite A = K + diag((m/dt + dg/dE)/d), so J x = r is A y = r, x = y/d; A is factorised by
 banded Cholesky (LAPACK, nodes ordered with z fastest: half-bandwidth nz + 1) and the factorisation reused over
-iterations and steps; it is refreshed at the current iterate only when an iteration contracts the update by less
-than tenfold. With constant c_p and k, no latent heat and no radiation the step is
-linear and is one solve with the one factorisation of the run. The iteration stops when the update is below 1e-10
+iterations and steps. When an iteration contracts the update by less than tenfold, the next one is a Newton step
+with the Jacobian at the current iterate, solved by conjugate gradients on A preconditioned with the reused
+factorisation (the two A differ by a diagonal); only when that needs more than 4 CG iterations (a factorisation
+costs about 10 solves), and at every 8th iteration of a step, is A refactorised at the current iterate. With
+constant c_p and k, no latent heat and no radiation the step is linear and is one solve with the one factorisation
+of the run. The iteration stops when the update is below 1e-10
 of max |E| (≈ 1e-6 K); the global energy balance then closes to that tolerance, since K's rows sum to zero.
 
 Hand-back (``terms.patch_temperature.couple_every = k`` > 0, any provider of the term): every k steps, after the
@@ -235,7 +238,8 @@ def sample(temp: np.ndarray, dx: float, dz: float, xs: np.ndarray, zs: np.ndarra
 class LaserCoarse:
     """The coarse FEM heat model of the laser track (module docstring) for the IMEX stepper and the run loop.
 
-    Counters: ``factorizations`` (banded Cholesky), ``solves`` (pairs of triangular solves), ``iterations`` per run.
+    Counters: ``factorizations`` (banded Cholesky), ``solves`` (iterations' linear solves), ``pcg_iterations``
+    (conjugate-gradient iterations of the Newton steps), ``iterations`` per run.
     """
 
     evolved_fields = ("E",)
@@ -298,6 +302,13 @@ class LaserCoarse:
             self._stiffness_bottom = (keep @ self.stiffness[:, self.bottom]).tocsr()
             self._stiffness_band = lower_band(keep @ self.stiffness @ keep, self._band_order, nz + 1)
             self._bottom_band = np.flatnonzero(self._band_order >= (nz - 1) * nx)
+        keep_all = np.ones(nz * nx)
+        if self.bottom_energy is not None:
+            keep_all[self.bottom] = 0.0
+        self._stiffness_free = (sp.diags(keep_all) @ self.stiffness @ sp.diags(keep_all)).tocsr()
+        self.pcg_iterations = 0
+        self.pcg_most = 4  # CG iterations a Newton step may take before a refactorisation (≈ 10 solves) is cheaper
+        self.newton_pcg = True  # False: refresh by refactorising only (kept for side-by-side timing)
         self._chol: np.ndarray | None = None
         self._d = np.zeros(0)
         self._lu_dt = 0.0
@@ -348,36 +359,78 @@ class LaserCoarse:
             r[self.bottom] = e[self.bottom] - self.bottom_energy
         return r, t
 
+    def _jacobian_parts(self, t: np.ndarray, dt: float) -> tuple[np.ndarray, np.ndarray]:
+        """The Jacobian J = K diag(d) + diag(g) = A diag(d), A = K + diag(g/d), at the temperatures ``t`` (N,) [K]
+        for the step ``dt`` [s]: (d = du/dE (N,), the diagonal g/d (N,) of A; 1 on a fixed bottom)."""
+        c_eff = self.mat.density * self.mat.enthalpy.derivative(t)  # dE/dT
+        d = self.mat.kirchhoff.derivative(t) / c_eff  # du/dE
+        diag = self.mass / dt
+        diag[self.top] += self._loss_slope(t[self.top]) / c_eff[self.top]
+        c = diag / d
+        if self.bottom_energy is not None:
+            c[self.bottom] = 1.0
+        return d, c
+
     def _factorize(self, t: np.ndarray, dt: float) -> None:
-        """Factorise the Jacobian J = K diag(d) + diag(g) at the temperatures ``t`` (N,) [K] for the step ``dt`` [s].
+        """Factorise the Jacobian at the temperatures ``t`` (N,) [K] for the step ``dt`` [s].
 
         d = du/dE > 0 and g = M/dt + the loss slope, so J = A diag(d) with the SPD A = K + diag(g/d): A is
         factorised by banded Cholesky in the node order with z fastest (half-bandwidth nz + 1). A fixed bottom's
         identity rows of J become identity rows and columns of A (their known values move to the right-hand side).
         """
-        c_eff = self.mat.density * self.mat.enthalpy.derivative(t)  # dE/dT
-        d = self.mat.kirchhoff.derivative(t) / c_eff  # du/dE
-        diag = self.mass / dt
-        diag[self.top] += self._loss_slope(t[self.top]) / c_eff[self.top]
+        d, c = self._jacobian_parts(t, dt)
         band = self._stiffness_band.copy()
-        band[0] += (diag / d)[self._band_order]
-        band[0, self._bottom_band] = 1.0
+        band[0] += c[self._band_order]
         self._chol = cholesky_banded(band, lower=True, check_finite=False)
         self._d = d
         self._lu_dt = dt
         self._lu_temperature = t.copy()
         self.factorizations += 1
 
-    def _solve(self, r: np.ndarray) -> np.ndarray:
-        """x (N,) of J x = ``r`` (N,) with the Jacobian of the last :meth:`_factorize`."""
+    def _reduced(self, r: np.ndarray, d: np.ndarray) -> np.ndarray:
+        """The right-hand side of A y = · for J x = ``r`` (x = y/d): a fixed bottom's x_b = r_b, i.e. y_b = d_b r_b,
+        moved to the other rows."""
         rhs = r.copy()
-        if self.bottom_energy is not None:  # J's identity rows: x_b = r_b, i.e. y_b = d_b r_b
-            yb = self._d[self.bottom] * r[self.bottom]
+        if self.bottom_energy is not None:
+            yb = d[self.bottom] * r[self.bottom]
             rhs -= self._stiffness_bottom @ yb
             rhs[self.bottom] = yb
-        y = np.empty_like(rhs)
-        y[self._band_order] = cho_solve_banded((self._chol, True), rhs[self._band_order], check_finite=False)
-        return y / self._d
+        return rhs
+
+    def _precondition(self, v: np.ndarray) -> np.ndarray:
+        """A⁻¹ v (N,) with the last factorisation."""
+        out = np.empty_like(v)
+        out[self._band_order] = cho_solve_banded((self._chol, True), v[self._band_order], check_finite=False)
+        return out
+
+    def _solve(self, r: np.ndarray) -> np.ndarray:
+        """x (N,) of J x = ``r`` (N,) with the Jacobian of the last :meth:`_factorize`."""
+        return self._precondition(self._reduced(r, self._d)) / self._d
+
+    def _newton_pcg(self, r: np.ndarray, t: np.ndarray, dt: float) -> np.ndarray | None:
+        """x (N,) of J(t) x = ``r`` with the Jacobian at the iterate's ``t`` (N,) [K]: conjugate gradients on
+        A(t) y = rhs (A(t) differs from the factorised A by a diagonal), preconditioned by the last factorisation,
+        to 1e-3 of the right-hand side's norm; None when that takes more than ``pcg_most`` iterations."""
+        d, c = self._jacobian_parts(t, dt)
+        rhs = self._reduced(r, d)
+        y = self._precondition(rhs)
+        res = rhs - (self._stiffness_free @ y + c * y)
+        stop = 1e-3 * float(np.linalg.norm(rhs))
+        z = self._precondition(res)
+        p = z.copy()
+        rz = float(res @ z)
+        for _ in range(self.pcg_most):
+            if float(np.linalg.norm(res)) <= stop:
+                break
+            ap = self._stiffness_free @ p + c * p
+            alpha = rz / float(p @ ap)
+            y += alpha * p
+            res -= alpha * ap
+            z = self._precondition(res)
+            rz, previous = float(res @ z), rz
+            p = z + (rz / previous) * p
+            self.pcg_iterations += 1
+        return y / d if float(np.linalg.norm(res)) <= stop else None
 
     def state_dict(self) -> dict[str, Any]:
         """What a checkpoint keeps so that a restart continues bit for bit: the temperature (N,) [K] and step [s]
@@ -405,10 +458,15 @@ class LaserCoarse:
         previous = math.inf
         for it in range(60):
             r, t = self._residual(e, e_old, dt, load)
+            de = None
+            if refresh and self.newton_pcg and self._lu_dt == dt and it % 8 != 0:
+                de = self._newton_pcg(r, t, dt)
+                refresh = de is None
             if refresh:
                 self._factorize(t, dt)
                 refresh = False
-            de = self._solve(r)
+            if de is None:
+                de = self._solve(r)
             self.solves += 1
             self.iterations += 1
             e -= de
