@@ -24,8 +24,8 @@ with the Jacobian at the current iterate, solved by conjugate gradients on A pre
 factorisation (the two A differ by a diagonal); only when that needs more than 4 CG iterations (a factorisation
 costs about 10 solves), and at every 8th iteration of a step, is A refactorised at the current iterate. With
 constant c_p and k, no latent heat and no radiation the step is linear and is one solve with the one factorisation
-of the run. The iteration stops when the update is below 1e-10
-of max |E| (≈ 1e-6 K); the global energy balance then closes to that tolerance, since K's rows sum to zero.
+of the run. The iteration stops when the update is below 1e-10 of max |E| (≈ 1e-6 K); the global energy balance
+then closes to that tolerance, since K's rows sum to zero.
 
 Hand-back (``terms.patch_temperature.couple_every = k`` > 0, any provider of the term): every k steps, after the
 step, the patch temperature is evaluated on the new state and its energy replaces the nodal E of the nodes whose
@@ -316,6 +316,12 @@ class LaserCoarse:
         self._previous: tuple[np.ndarray, float] | None = None
         term = self.terms.get(TERM)
         self.couple_every = int(getattr(term, "couple_every", 0) or 0) if getattr(term, "hands_back", True) else 0
+        if self.couple_every and not (hasattr(term, "origin") and hasattr(term, "spacing")):
+            raise ConfigError(
+                f"needs a provider that places its patch (origin(time) and spacing); provider "
+                f"{getattr(term, 'provider', '?')!r} does not; allowed: 0 with it",
+                key=f"terms.{TERM}.couple_every",
+            )
         self.handback = 0.0  # energy the hand-backs added since the start of the run [J/m]
         self._patch: tuple[int, float, np.ndarray] | None = None  # (step, time, value) of the last hand-back
 

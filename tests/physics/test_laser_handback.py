@@ -196,3 +196,15 @@ def test_a_bad_couple_every_names_the_key(value: Any) -> None:
     with pytest.raises(ConfigError) as err:
         resolve_case(CASE, {key: value})
     assert key in str(err.value), str(err.value)
+
+
+def test_a_provider_that_does_not_place_its_patch_cannot_hand_back() -> None:
+    """A provider without origin(time) and spacing (e.g. a future one that forgot them) is refused at build time."""
+
+    class Bare:
+        provider = "bare"
+        couple_every = 5
+
+    rc = resolve_case(CASE, {**SMALL})
+    with pytest.raises(ConfigError, match=r"terms\.patch_temperature\.couple_every.*'bare'"):
+        LaserCoarse(rc.context, {"patch_temperature": Bare()})
