@@ -16,11 +16,22 @@ u = ∫k dT interpolated in Q1 (∇·(k∇T) = ∇²u), so the stiffness matrix 
     M (E^{n+1} − E^n)/dt + K u(E^{n+1}) + g(E^{n+1}) = f(t^n + dt/2)
 
 (g: top losses, lumped on the top nodes; f: the laser load at the step's midpoint, exact per element), solved by
-a chord-Newton iteration on E: the Jacobian M/dt + K diag(du/dE) + diag(dg/dE) is factorised (sparse LU) and the
-factorisation reused over iterations and steps; it is refreshed at the current iterate only when an iteration
-contracts the update by less than tenfold. With constant c_p and k, no latent heat and no radiation the step is
-linear and is one solve with the one factorisation of the run. The iteration stops when the update is below 1e-10
-of max |E| (≈ 1e-6 K); the global energy balance then closes to that tolerance, since K's rows sum to zero.
+a chord-Newton iteration on E. The Jacobian J = K diag(d) + diag(m/dt + dg/dE), d = du/dE > 0, is A diag(d) with
+the symmetric positive definite A = K + diag((m/dt + dg/dE)/d), so J x = r is A y = r, x = y/d; A is factorised by
+banded Cholesky (LAPACK, nodes ordered with z fastest: half-bandwidth nz + 1) and the factorisation reused over
+iterations and steps. When an iteration contracts the update by less than tenfold, the next one is a Newton step
+with the Jacobian at the current iterate, solved by conjugate gradients on A preconditioned with the reused
+factorisation (the two A differ by a diagonal); only when that needs more than 4 CG iterations (a factorisation
+costs about 10 solves), and at every 8th iteration of a step, is A refactorised at the current iterate. With
+constant c_p and k, no latent heat and no radiation the step is linear and is one solve with the one factorisation
+of the run. The iteration stops when the update is below 1e-10 of max |E| (≈ 1e-6 K); the global energy balance
+then closes to that tolerance, since K's rows sum to zero.
+
+Hand-back (``terms.patch_temperature.couple_every = k`` > 0, any provider of the term): every k steps, after the
+step, the patch temperature is evaluated on the new state and its energy replaces the nodal E of the nodes whose
+lumped control volume lies in the patch box (:meth:`LaserCoarse.hand_back`: Σ m_i E_i = ∫E_patch over those control
+volumes); the energy it adds accumulates in the /energy column ``handback`` [J/m]. The ``coarse`` provider, a view
+of the coarse field itself, is not handed back.
 
 The model solves its own implicit step (:class:`hybrid.core.equation.ImplicitSolve`): only ``time.integrator =
 "imex"`` is accepted.
@@ -34,7 +45,7 @@ from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
-from scipy.sparse.linalg import splu
+from scipy.linalg import cho_solve_banded, cholesky_banded
 
 from hybrid.core.backend import Array
 from hybrid.core.config import ConfigError, Option, Table, Tagged
@@ -95,11 +106,21 @@ INITIAL = Tagged(
     doc="initial temperature",
 )
 
+COUPLE_EVERY = Option(
+    "int",
+    0,
+    "steps between hand-backs of the patch's energy to the coarse model (0: none, the term is read at frames only)",
+    min=0,
+    max=10**9,
+)
+"""``terms.patch_temperature.couple_every``: every provider of the term takes it (and keeps it as ``couple_every``)."""
+
 PATCH_OPTIONS = Table(
     {
         "size": Option("list[float]", [1.2e-3, 3e-4], "[px, pz]: patch box around the spot [m]", length=2,
                        min=1e-9, max=1e3),
         "spacing": Option("float", 1e-5, "patch grid spacing [m]", min=1e-9, max=1e3),
+        "couple_every": COUPLE_EVERY,
     }
 )  # fmt: skip
 
@@ -176,6 +197,36 @@ def sampling_matrix(n_nodes: int, spacing: float, points: np.ndarray) -> sp.csr_
     return sp.csr_matrix((vals, (rows, cols)), shape=(s.size, n_nodes))
 
 
+def lower_band(matrix: sp.spmatrix, order: np.ndarray, width: int) -> np.ndarray:
+    """The symmetric ``matrix`` (N, N) permuted by ``order`` (position → index) in the lower banded storage of
+    :func:`scipy.linalg.cholesky_banded`: (width + 1, N), row k holding the k-th subdiagonal."""
+    a = sp.csr_matrix(matrix)[order][:, order].tocoo()
+    lower = a.row >= a.col
+    if np.any(a.row - a.col > width):
+        raise ValueError(f"the matrix has entries beyond the half-bandwidth {width}")
+    band = np.zeros((width + 1, a.shape[0]))
+    band[a.row[lower] - a.col[lower], a.col[lower]] = a.data[lower]
+    return band
+
+
+def overlap_matrix(n_nodes: int, spacing: float, edges: np.ndarray) -> np.ndarray:
+    """Lengths (n_nodes, m) [m] of the overlaps of the nodes' dual intervals [x_i − s/2, x_i + s/2] ∩ [0, (n − 1) s]
+    (x_i = i·s, s = ``spacing``) with the cells [edges_j, edges_{j+1}] of sorted ``edges`` (m + 1,) [m]."""
+    x = np.arange(n_nodes) * spacing
+    lo = np.maximum(x - 0.5 * spacing, 0.0)[:, None]
+    hi = np.minimum(x + 0.5 * spacing, (n_nodes - 1) * spacing)[:, None]
+    return np.maximum(np.minimum(hi, edges[None, 1:]) - np.maximum(lo, edges[None, :-1]), 0.0)
+
+
+def covered(n_nodes: int, spacing: float, edges: np.ndarray) -> np.ndarray:
+    """Indices of the nodes whose dual interval (as :func:`overlap_matrix`) lies inside [edges_0, edges_-1]."""
+    x = np.arange(n_nodes) * spacing
+    lo = np.maximum(x - 0.5 * spacing, 0.0)
+    hi = np.minimum(x + 0.5 * spacing, (n_nodes - 1) * spacing)
+    tol = 1e-9 * spacing
+    return np.flatnonzero((lo >= edges[0] - tol) & (hi <= edges[-1] + tol))
+
+
 def sample(temp: np.ndarray, dx: float, dz: float, xs: np.ndarray, zs: np.ndarray) -> np.ndarray:
     """The Q1 field ``temp`` (nz, nx) at the tensor points (zs × xs) → (len(zs), len(xs)) (bilinear: exact in Q1)."""
     nz, nx = temp.shape
@@ -187,7 +238,8 @@ def sample(temp: np.ndarray, dx: float, dz: float, xs: np.ndarray, zs: np.ndarra
 class LaserCoarse:
     """The coarse FEM heat model of the laser track (module docstring) for the IMEX stepper and the run loop.
 
-    Counters: ``factorizations`` (sparse LU), ``solves`` (triangular solves), ``iterations`` per run.
+    Counters: ``factorizations`` (banded Cholesky), ``solves`` (iterations' linear solves), ``pcg_iterations``
+    (conjugate-gradient iterations of the Newton steps), ``iterations`` per run.
     """
 
     evolved_fields = ("E",)
@@ -240,10 +292,38 @@ class LaserCoarse:
         self.out_x = (np.arange(int(ctx.grid.lengths[0] / s + 1e-9)) + 0.5) * s
         self.out_z = (np.arange(int(ctx.grid.lengths[1] / s + 1e-9)) + 0.5) * s
         self.factorizations = self.solves = self.iterations = 0
-        self._lu: Any = None
+        # the SPD part K of the Jacobian in lower banded storage, nodes ordered with z fastest (half-bandwidth nz + 1)
+        self._band_order = np.arange(nz * nx).reshape(nz, nx).T.ravel()  # banded position → flat node
+        self._stiffness_band = lower_band(self.stiffness, self._band_order, nz + 1)
+        self._stiffness_bottom = sp.csr_matrix((nz * nx, 0))  # K's columns (N, nx) of a fixed bottom, off its rows
+        self._bottom_band = np.zeros(0, dtype=np.int64)  # banded positions of a fixed bottom
+        if self.bottom_energy is not None:
+            keep = sp.diags(np.where(np.arange(nz * nx) >= (nz - 1) * nx, 0.0, 1.0))
+            self._stiffness_bottom = (keep @ self.stiffness[:, self.bottom]).tocsr()
+            self._stiffness_band = lower_band(keep @ self.stiffness @ keep, self._band_order, nz + 1)
+            self._bottom_band = np.flatnonzero(self._band_order >= (nz - 1) * nx)
+        keep_all = np.ones(nz * nx)
+        if self.bottom_energy is not None:
+            keep_all[self.bottom] = 0.0
+        self._stiffness_free = (sp.diags(keep_all) @ self.stiffness @ sp.diags(keep_all)).tocsr()
+        self.pcg_iterations = 0
+        self.pcg_most = 4  # CG iterations a Newton step may take before a refactorisation (≈ 10 solves) is cheaper
+        self.newton_pcg = True  # False: refresh by refactorising only (kept for side-by-side timing)
+        self._chol: np.ndarray | None = None
+        self._d = np.zeros(0)
         self._lu_dt = 0.0
         self._lu_temperature = np.zeros(0)
         self._previous: tuple[np.ndarray, float] | None = None
+        term = self.terms.get(TERM)
+        self.couple_every = int(getattr(term, "couple_every", 0) or 0) if getattr(term, "hands_back", True) else 0
+        if self.couple_every and not (hasattr(term, "origin") and hasattr(term, "spacing")):
+            raise ConfigError(
+                f"needs a provider that places its patch (origin(time) and spacing); provider "
+                f"{getattr(term, 'provider', '?')!r} does not; allowed: 0 with it",
+                key=f"terms.{TERM}.couple_every",
+            )
+        self.handback = 0.0  # energy the hand-backs added since the start of the run [J/m]
+        self._patch: tuple[int, float, np.ndarray] | None = None  # (step, time, value) of the last hand-back
 
     # ---------------------------------------------------------------------------------------------- physics
     def spot(self, time: float) -> float:
@@ -285,30 +365,91 @@ class LaserCoarse:
             r[self.bottom] = e[self.bottom] - self.bottom_energy
         return r, t
 
-    def _factorize(self, t: np.ndarray, dt: float) -> None:
+    def _jacobian_parts(self, t: np.ndarray, dt: float) -> tuple[np.ndarray, np.ndarray]:
+        """The Jacobian J = K diag(d) + diag(g) = A diag(d), A = K + diag(g/d), at the temperatures ``t`` (N,) [K]
+        for the step ``dt`` [s]: (d = du/dE (N,), the diagonal g/d (N,) of A; 1 on a fixed bottom)."""
         c_eff = self.mat.density * self.mat.enthalpy.derivative(t)  # dE/dT
         d = self.mat.kirchhoff.derivative(t) / c_eff  # du/dE
         diag = self.mass / dt
         diag[self.top] += self._loss_slope(t[self.top]) / c_eff[self.top]
-        jac = self.stiffness @ sp.diags(d) + sp.diags(diag)
-        if self.bottom_energy is not None:  # identity rows: E fixed on the bottom
-            keep = np.ones(diag.size)
-            keep[self.bottom] = 0.0
-            jac = sp.diags(keep) @ jac + sp.diags(1.0 - keep)
-        self._lu = splu(jac.tocsc(), permc_spec="COLAMD")
+        c = diag / d
+        if self.bottom_energy is not None:
+            c[self.bottom] = 1.0
+        return d, c
+
+    def _factorize(self, t: np.ndarray, dt: float) -> None:
+        """Factorise the Jacobian at the temperatures ``t`` (N,) [K] for the step ``dt`` [s].
+
+        d = du/dE > 0 and g = M/dt + the loss slope, so J = A diag(d) with the SPD A = K + diag(g/d): A is
+        factorised by banded Cholesky in the node order with z fastest (half-bandwidth nz + 1). A fixed bottom's
+        identity rows of J become identity rows and columns of A (their known values move to the right-hand side).
+        """
+        d, c = self._jacobian_parts(t, dt)
+        band = self._stiffness_band.copy()
+        band[0] += c[self._band_order]
+        self._chol = cholesky_banded(band, lower=True, check_finite=False)
+        self._d = d
         self._lu_dt = dt
         self._lu_temperature = t.copy()
         self.factorizations += 1
 
+    def _reduced(self, r: np.ndarray, d: np.ndarray) -> np.ndarray:
+        """The right-hand side of A y = · for J x = ``r`` (x = y/d): a fixed bottom's x_b = r_b, i.e. y_b = d_b r_b,
+        moved to the other rows."""
+        rhs = r.copy()
+        if self.bottom_energy is not None:
+            yb = d[self.bottom] * r[self.bottom]
+            rhs -= self._stiffness_bottom @ yb
+            rhs[self.bottom] = yb
+        return rhs
+
+    def _precondition(self, v: np.ndarray) -> np.ndarray:
+        """A⁻¹ v (N,) with the last factorisation."""
+        out = np.empty_like(v)
+        out[self._band_order] = cho_solve_banded((self._chol, True), v[self._band_order], check_finite=False)
+        return out
+
+    def _solve(self, r: np.ndarray) -> np.ndarray:
+        """x (N,) of J x = ``r`` (N,) with the Jacobian of the last :meth:`_factorize`."""
+        return self._precondition(self._reduced(r, self._d)) / self._d
+
+    def _newton_pcg(self, r: np.ndarray, t: np.ndarray, dt: float) -> np.ndarray | None:
+        """x (N,) of J(t) x = ``r`` with the Jacobian at the iterate's ``t`` (N,) [K]: conjugate gradients on
+        A(t) y = rhs (A(t) differs from the factorised A by a diagonal), preconditioned by the last factorisation,
+        to 1e-3 of the right-hand side's norm; None when that takes more than ``pcg_most`` iterations."""
+        d, c = self._jacobian_parts(t, dt)
+        rhs = self._reduced(r, d)
+        y = self._precondition(rhs)
+        res = rhs - (self._stiffness_free @ y + c * y)
+        stop = 1e-3 * float(np.linalg.norm(rhs))
+        z = self._precondition(res)
+        p = z.copy()
+        rz = float(res @ z)
+        for _ in range(self.pcg_most):
+            if float(np.linalg.norm(res)) <= stop:
+                break
+            ap = self._stiffness_free @ p + c * p
+            alpha = rz / float(p @ ap)
+            y += alpha * p
+            res -= alpha * ap
+            z = self._precondition(res)
+            rz, previous = float(res @ z), rz
+            p = z + (rz / previous) * p
+            self.pcg_iterations += 1
+        return y / d if float(np.linalg.norm(res)) <= stop else None
+
     def state_dict(self) -> dict[str, Any]:
         """What a checkpoint keeps so that a restart continues bit for bit: the temperature (N,) [K] and step [s]
-        the reused factorisation was built at (the iteration's answer depends on it at round-off level)."""
-        if self._lu is None:
-            return {}
-        return {"lu_temperature": self._lu_temperature.copy(), "lu_dt": np.float64(self._lu_dt)}
+        the reused factorisation was built at (the iteration's answer depends on it at round-off level), and the
+        energy handed back so far [J/m]."""
+        out: dict[str, Any] = {"handback": np.float64(self.handback)}
+        if self._chol is not None:
+            out.update(lu_temperature=self._lu_temperature.copy(), lu_dt=np.float64(self._lu_dt))
+        return out
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Rebuild the factorisation a checkpoint recorded (nothing for a checkpoint without one)."""
+        self.handback = float(state.get("handback", 0.0))
         if "lu_temperature" in state:
             self._factorize(np.asarray(state["lu_temperature"], dtype=np.float64), float(state["lu_dt"]))
 
@@ -319,14 +460,19 @@ class LaserCoarse:
         if self.bottom_energy is not None:
             e[self.bottom] = self.bottom_energy
         scale = self.tolerance * max(float(np.abs(e_old).max()), 1.0)
-        refresh = self._lu is None or self._lu_dt != dt
+        refresh = self._chol is None or self._lu_dt != dt
         previous = math.inf
         for it in range(60):
             r, t = self._residual(e, e_old, dt, load)
+            de = None
+            if refresh and self.newton_pcg and self._lu_dt == dt and it % 8 != 0:
+                de = self._newton_pcg(r, t, dt)
+                refresh = de is None
             if refresh:
                 self._factorize(t, dt)
                 refresh = False
-            de = self._lu.solve(r)
+            if de is None:
+                de = self._solve(r)
             self.solves += 1
             self.iterations += 1
             e -= de
@@ -365,6 +511,43 @@ class LaserCoarse:
         self._previous = None
         return (self.solve_step(e_old, time, dt) - e_old).reshape(self.shape)
 
+    # ------------------------------------------------------------------------------------------------ hand-back
+    def hand_back(self, energy: np.ndarray, patch_temperature: np.ndarray, origin: np.ndarray, spacing: float) -> float:
+        """Replace in place the nodal E (nz, nx) [J/m³] of the nodes whose lumped control volume (dual cell, clipped
+        to the plate) lies in the patch box by the mean over it of the patch's E = ρ h(T) (cells of ``spacing`` [m]
+        from the box's top corner ``origin`` = (x, depth) [m]; T (pz, px) [K]), weighted by the cells' overlap
+        areas. Σ m_i E_i over those nodes then equals ∫E_patch over their control volumes (to round-off). Returns
+        the energy this adds, Σ m_i ΔE_i [J/m]."""
+        nz, nx = self.shape
+        pz, px = patch_temperature.shape
+        ex = origin[0] + np.arange(px + 1) * spacing
+        ez = origin[1] + np.arange(pz + 1) * spacing
+        ix, iz = covered(nx, self.dx, ex), covered(nz, self.dz, ez)
+        if ix.size == 0 or iz.size == 0:
+            return 0.0
+        wx = overlap_matrix(nx, self.dx, ex)[ix]  # (len ix, px) [m]
+        wz = overlap_matrix(nz, self.dz, ez)[iz]  # (len iz, pz) [m]
+        integral = wz @ self.mat.energy(patch_temperature) @ wx.T  # ∫E over each control volume [J/m]
+        mass = self.mass.reshape(self.shape)[np.ix_(iz, ix)]
+        before = float((mass * energy[np.ix_(iz, ix)]).sum())
+        energy[np.ix_(iz, ix)] = integral / mass
+        return float(integral.sum()) - before
+
+    def after_step(self, state: State) -> State:
+        """Every ``couple_every`` steps (the option of ``terms.patch_temperature``; 0: never; never for a provider
+        with ``hands_back = False``, i.e. ``coarse``): evaluate the patch term on the new state and hand its energy
+        back (:meth:`hand_back`); the added energy accumulates in :attr:`handback` [J/m]."""
+        term = self.terms.get(TERM)
+        if self.couple_every <= 0 or state.step % self.couple_every or term is None:
+            return state
+        value = np.asarray(self.backend.to_numpy(term(state)), dtype=np.float64)
+        energy = np.array(self.backend.to_numpy(state["E"]), dtype=np.float64)
+        self.handback += self.hand_back(energy, value, np.asarray(term.origin(state.time)), float(term.spacing))
+        self._patch = (state.step, state.time, value)
+        fields = dict(state.fields)
+        fields["E"] = self.backend.asarray(energy)
+        return State(fields, state.time, state.step, state.backend)
+
     # -------------------------------------------------------------------------------------------- run-loop hooks
     def check_state(self, state: State) -> str | None:
         """A temperature below 0 K or above 1e5 K means the step failed."""
@@ -387,7 +570,8 @@ class LaserCoarse:
 
     def frame_output(self, state: State) -> tuple[dict[str, np.ndarray], dict[str, dict[str, Any]]]:
         """fields/T (nz_out, nx_out) [K] at the cell centres of ``output.spacing``; the patch term's value
-        patch/T (pz, px) [K] and its box's corner patch/origin (x, depth) [m]; a row of the table /energy."""
+        patch/T (pz, px) [K] (at a hand-back step the value handed back) and its box's corner patch/origin
+        (x, depth) [m]; a row of the table /energy (``handback``: the energy handed back since the start [J/m])."""
         temp = self.temperature(np.asarray(state["E"], dtype=np.float64))
         absorbed, losses, content = self.power_balance(state)
         row = {
@@ -396,11 +580,15 @@ class LaserCoarse:
             "absorbed": np.array([absorbed]),
             "enthalpy": np.array([content]),
             "losses": np.array([losses]),
+            "handback": np.array([self.handback]),
         }
         fields = {"T": sample(temp, self.dx, self.dz, self.out_x, self.out_z)}
         term = self.terms.get(TERM)
         if term is not None and hasattr(term, "origin"):  # the patch term's box: /patch/T and its corner /patch/origin
-            fields["patch/T"] = np.asarray(self.backend.to_numpy(term(state)), dtype=np.float64)
+            if self._patch is not None and self._patch[:2] == (state.step, state.time):  # handed back at this step
+                fields["patch/T"] = self._patch[2]
+            else:
+                fields["patch/T"] = np.asarray(self.backend.to_numpy(term(state)), dtype=np.float64)
             fields["patch/origin"] = np.asarray(term.origin(state.time), dtype=np.float64)
         return fields, {"energy": row}
 
@@ -413,9 +601,13 @@ class CoarsePatch(TermProvider):
     name = TERM
     provider = "coarse"
     inputs = ("E",)
+    hands_back = False
+    """The value is the coarse field itself: handing it back would only re-average the coarse field over the
+    control volumes (not the identity, docs/laser.md), so the model skips the hand-back for this provider."""
 
-    def __init__(self, ctx: Context, size: list[float], spacing: float) -> None:
+    def __init__(self, ctx: Context, size: list[float], spacing: float, couple_every: int = 0) -> None:
         super().__init__(ctx)
+        self.couple_every = int(couple_every)
         self.mat = material(ctx.params)
         self.dx, self.dz = ctx.grid.spacing
         p = ctx.params
@@ -450,7 +642,12 @@ declare_inputs(TERM, E=FieldRange(min=0.0, unit="J/m^3", what="an enthalpy measu
 
 @register_provider(TERM, "coarse", options=PATCH_OPTIONS, doc="the coarse FEM temperature on the patch box")
 def _build_coarse(ctx: Context, options: Mapping[str, Any]) -> CoarsePatch:
-    return CoarsePatch(ctx, list(options.get("size", [1.2e-3, 3e-4])), float(options.get("spacing", 1e-5)))
+    return CoarsePatch(
+        ctx,
+        list(options.get("size", [1.2e-3, 3e-4])),
+        float(options.get("spacing", 1e-5)),
+        int(options.get("couple_every", 0)),
+    )
 
 
 register_model(

@@ -46,7 +46,7 @@ from hybrid.core.config import ConfigError, Option, Table
 from hybrid.core.registry import Context, register_provider
 from hybrid.core.state import State, UnphysicalState
 from hybrid.core.terms import TermProvider
-from hybrid.solvers.laser import MAX_PATCH_POINTS, SIGMA_SB, TERM, line_power, sample
+from hybrid.solvers.laser import COUPLE_EVERY, MAX_PATCH_POINTS, SIGMA_SB, TERM, line_power, sample
 from hybrid.solvers.laser_materials import Material, material
 
 GRAVITY = 9.81
@@ -66,6 +66,7 @@ CFD_OPTIONS = Table(
         "mushy_constant": Option("float", 1e9, "C of the Carman–Kozeny drag C (1 − f_l)²/(f_l³ + ε) [kg/(m³ s)]",
                                  min=0.0, max=1e20),
         "mushy_epsilon": Option("float", 1e-3, "ε of the Carman–Kozeny drag", min=1e-12, max=1.0),
+        "couple_every": COUPLE_EVERY,
     }
 )  # fmt: skip
 
@@ -129,7 +130,8 @@ class CfdPatch(TermProvider):
     The coarse field is quasi-steady in that frame, so the window relaxes the patch toward the resolved melt-pool
     field that belongs with the coarse surroundings at time t. It returns that patch temperature (nzp, nxp) [K] at
     the cell centres ξ_j = (j + ½) h − px/2, d_i = (i + ½) h (the points of ``coarse``): the high-fidelity patch
-    temperature from which the coarse model is to take its energy (the hand-back is not done here). After a call,
+    temperature whose energy the coarse model takes back every ``couple_every`` steps
+    (:meth:`hybrid.solvers.laser.LaserCoarse.hand_back`; 0: never). After a call,
     :attr:`velocity` holds (u (nzp, nxp + 1), w (nzp + 1, nxp)) [m/s], :attr:`budget` the energy tally [J/m] and
     :attr:`step_stats` the step counts.
     """
@@ -149,7 +151,8 @@ class CfdPatch(TermProvider):
         self.h_conv, self.emissivity = float(p["h_conv"]), float(p["emissivity"])
         self.t_inf = float(p["ambient_temperature"])
         size = list(options.get("size", [1.2e-3, 3e-4]))
-        h = self.h = float(options.get("spacing", 1e-5))
+        h = self.h = self.spacing = float(options.get("spacing", 1e-5))
+        self.couple_every = int(options.get("couple_every", 0))
         nxp, nzp = (round(s / h) for s in size)
         if min(nxp, nzp) < 3 or nxp * nzp > MAX_PATCH_POINTS:
             raise ConfigError(
