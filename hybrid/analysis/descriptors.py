@@ -1,9 +1,10 @@
 """Global descriptors of one output frame, registered by model name (A/B comparisons, benchmarks).
 
 A descriptor is ``fn(fields, grid_lengths) -> float``: ``fields`` are the numpy arrays saved in one frame
-(``{"h": (N,)}`` for ``atg``; ``{"grain": (ny, nx)}`` for ``graingrowth``), ``grid_lengths`` the domain lengths
-per axis in the case's length unit. :data:`DESCRIPTORS` maps ``model -> {name -> fn}``; a model's module (or a
-coupler) adds its own with :func:`register_descriptor`::
+(``{"h": (N,)}`` for ``atg``; ``{"grain": (ny, nx)}`` for ``graingrowth``; ``{"T": ..., "patch/T": ...}`` for
+``laser``, whose melt-pool descriptors also read the case: the liquidus and the patch spacing), ``grid_lengths``
+the domain lengths per axis in the case's length unit. :data:`DESCRIPTORS` maps ``model -> {name -> fn}``; a
+model's module (or a coupler) adds its own with :func:`register_descriptor`::
 
     @register_descriptor("graingrowth", "grain_count")
     def grain_count(fields, grid_lengths): ...
@@ -20,6 +21,8 @@ from typing import Any
 
 import numpy as np
 from scipy.signal import find_peaks
+
+from hybrid.analysis.melt_pool import MeltPool, melt_pool
 
 __all__ = [
     "DESCRIPTORS",
@@ -199,3 +202,31 @@ def _gg_count(fields: Mapping[str, np.ndarray], grid_lengths: Sequence[float]) -
 def _gg_mean_area(fields: Mapping[str, np.ndarray], grid_lengths: Sequence[float]) -> float:
     """Mean grain area [length unit²]."""
     return mean_grain_area(fields["grain"], grid_lengths)
+
+
+# ----------------------------------------------------------------------------------- laser melt pool
+
+
+def _patch_pool(fields: Mapping[str, np.ndarray], case: Mapping[str, Any]) -> MeltPool:
+    """The melt pool of the frame's patch ``patch/T`` (pz, px) [K] (cell centres at the patch term's ``spacing``,
+    row 0 at the top), molten at or above ``[model] liquidus``."""
+    spacing = float(case["terms"]["patch_temperature"]["spacing"])
+    return melt_pool(fields["patch/T"], spacing, float(case["model"]["liquidus"]), cell_centred=True)
+
+
+@register_descriptor("laser", "melt_depth", case=True)
+def _laser_depth(fields: Mapping[str, np.ndarray], grid_lengths: Sequence[float], case: Mapping[str, Any]) -> float:
+    """Depth [m] of the patch's melt pool (:func:`hybrid.analysis.melt_pool.melt_pool`)."""
+    return _patch_pool(fields, case).depth
+
+
+@register_descriptor("laser", "melt_width", case=True)
+def _laser_width(fields: Mapping[str, np.ndarray], grid_lengths: Sequence[float], case: Mapping[str, Any]) -> float:
+    """Length [m] along the scan of the patch's molten top surface."""
+    return _patch_pool(fields, case).width
+
+
+@register_descriptor("laser", "peak_temperature", case=True)
+def _laser_peak(fields: Mapping[str, np.ndarray], grid_lengths: Sequence[float], case: Mapping[str, Any]) -> float:
+    """Largest temperature [K] in the patch."""
+    return _patch_pool(fields, case).peak

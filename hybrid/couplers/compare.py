@@ -444,7 +444,7 @@ def _unit(report: Mapping[str, Any], name: str) -> str:
     from hybrid.core.registry import MODELS
 
     spec = MODELS.get(str(report.get("model", "")))
-    return spec.unit(name.removeprefix("terms/")) if spec is not None else ""
+    return spec.unit(name.removeprefix("terms/").removeprefix("patch/")) if spec is not None else ""
 
 
 def _figure(nrows: int, ncols: int, size: tuple[float, float]) -> tuple[Any, np.ndarray]:

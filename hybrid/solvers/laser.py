@@ -663,6 +663,8 @@ register_model(
         stability_limit=stability_limit,
         grid_ndim=2,
         periodic=(False, False),
+        frame_terms=(TERM,),  # saved as /patch/T by frame_output
+        image_origin="upper",  # row 0 is the top surface
         doc="laser track: coarse FEM heat conduction in enthalpy form under a moving Gaussian laser (docs/laser.md)",
     )
 )

@@ -314,3 +314,25 @@ def test_front_law_compare_overlays_the_fronts(tmp_path: Path) -> None:
     assert "profiles.png" in report["plots"] and (tmp_path / "profiles.png").stat().st_size > 0
     rel = report["metrics"]["h"]["rmse_rel"]
     assert len(rel) == 3 and rel[0] == 0.0 and 0.0 < rel[-1] < 0.1  # same start; KPZ drifts from the eikonal law
+
+
+def test_laser_patch_compare_has_mare_descriptors_and_pictures(tmp_path: Path) -> None:
+    """hybrid compare cfd against the monitor on the laser's patch term, both handing the patch back every 20 steps:
+    the moving patch patch/T is compared per frame (mare 0 at the start, where the monitor answers the cold plate by
+    cfd, and below the issue's 10 % after), the melt-pool descriptors are reported for both runs, the term is not
+    saved a second time under /terms (the model saves it as /patch/T), and the side-by-side images are drawn."""
+    case = Path(__file__).resolve().parents[2] / "cases" / "laser_track.toml"
+    sets = {"time.end": None, "time.steps": 40, "output.every": 20}
+    report = compare(case, "patch_temperature", ("cfd", "monitor"), overrides=sets, out_dir=tmp_path / "cmp")
+    assert report["monitor"]["monitor"]["fallbacks"] == 1  # t = 0
+    mare = report["metrics"]["patch/T"]["mare"]
+    assert len(mare) == 3 and mare[0] == 0.0 and all(0.0 < m < 0.1 for m in mare[1:])
+    pool = report["descriptors"]
+    assert set(pool) >= {"melt_depth", "melt_width", "peak_temperature"} and set(pool["melt_depth"]) == {
+        "cfd",
+        "monitor",
+    }
+    depth = pool["melt_depth"]
+    assert depth["cfd"][-1] > 1e-5 and abs(depth["monitor"][-1] / depth["cfd"][-1] - 1.0) < 0.2
+    assert "patch_temperature" not in read_output(tmp_path / "cmp" / "A.h5")["terms"]
+    assert "profiles.png" in report["plots"]

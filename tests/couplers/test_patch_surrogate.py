@@ -106,6 +106,27 @@ def test_monitor_outside_the_training_range_answers_by_cfd_and_says_so(
     np.testing.assert_array_equal(res["patch"]["origin"][-1], cfd.origin(2 * 2e-5))
 
 
+@pytest.mark.parametrize("provider", ["nn", "monitor"])
+def test_the_surrogate_is_handed_back_like_cfd(tmp_path: Path, provider: str) -> None:
+    """With couple_every = 20 (the shipped case's) the model hands the surrogate's patch back every 20 steps, as it
+    does cfd's: the run's /energy column handback moves at steps 20 and 40, and the frame at a hand-back step saves
+    the value handed back (the provider is called once per hand-back, no extra call for the frame). (Not earlier:
+    a plate heated for a few steps is outside what the surrogate learned; the monitor sends it to cfd.)"""
+    out = tmp_path / "run.h5"
+    sets = {"time.end": None, "time.steps": 40, "output.every": 20, f"terms.{TERM}.provider": provider,
+            f"terms.{TERM}.couple_every": 20, f"terms.{TERM}.threshold": 1e9, "output.path": str(out)}  # fmt: skip
+    if provider == "nn":
+        del sets[f"terms.{TERM}.threshold"]
+    sim = build_simulation(resolve_case(CASE, sets))
+    term = sim.equation.terms[TERM]
+    assert sim.equation.couple_every == 20 and term.couple_every == 20 and term.spacing == 1e-5
+    sim.run()
+    with h5py.File(out) as f:
+        handback = f["energy/handback"][:]
+    assert handback[0] == 0.0 and handback[1] != 0.0 and handback[2] != handback[1]  # frames at steps 0, 20, 40
+    assert term.stats()["calls"] == 3  # the frame at step 0 and the two hand-backs
+
+
 @pytest.mark.parametrize(
     ("options", "overrides", "key"),
     [

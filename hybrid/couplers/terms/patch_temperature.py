@@ -87,6 +87,8 @@ class PatchEnsemble(TermProvider):
                 f"[{info['shape'][1] * info['spacing']:g}, {info['shape'][0] * info['spacing']:g}])",
                 key=f"{key}.size",
             )
+        self.spacing = self.coarse.spacing  # the box's cells [m], for the model's energy hand-back
+        self.couple_every = int(options.get("couple_every", 0))  # steps between hand-backs (the model reads it)
         self._check_params(ctx.params, info, where)
         self.t_inf, self.t_l = float(info["ambient_temperature"]), float(info["liquidus"])
         self.laser = np.array([[line_power(ctx.params), float(ctx.params["speed"])]])
@@ -187,9 +189,18 @@ class PatchEnsemble(TermProvider):
 
 
 class PatchMonitor(Monitor):
-    """The monitor of ``patch_temperature``: also tells the box (``output_shape``, ``origin``) the model saves."""
+    """The monitor of ``patch_temperature``: also tells the box (``output_shape``, ``origin``, ``spacing``) the model
+    saves and hands back, and how often it hands it back (``couple_every``)."""
 
     nn: PatchEnsemble
+
+    @property
+    def spacing(self) -> float:
+        return self.nn.spacing
+
+    @property
+    def couple_every(self) -> int:
+        return self.nn.couple_every
 
     def output_shape(self) -> tuple[int, ...]:
         return self.nn.output_shape()
