@@ -472,20 +472,21 @@ class Simulation:
         terms = {name: np.asarray(_np(self.equation.terms[name](self.state))) for name in self.output.terms}
         self._out.append_frame(self.state.step, self.state.time, fields, terms, patch)
         for table, rows in tables.items():
-            self._out.append_rows(table, rows)
-        self._flush_tables()
+            self._out.append_rows(table, rows, flush=False)
+        self._flush_tables(flush=False)
+        self._out.flush()  # once for the frame's tables and decision logs
 
     def _monitored(self) -> dict[str, DecisionLog]:
         """The term providers and the stepper (as ``"stepper"``) that log their decisions."""
         candidates = {**self.equation.terms, "stepper": self.stepper}
         return {name: obj for name, obj in candidates.items() if isinstance(obj, DecisionLog)}
 
-    def _flush_tables(self) -> None:
+    def _flush_tables(self, flush: bool = True) -> None:
         assert self._out is not None
         for name, log in self._monitored().items():
             rows = log.take_log_rows()
             if rows and len(next(iter(rows.values()))):
-                self._out.append_rows(f"{log.log_group}/{name}", rows, log.log_columns)
+                self._out.append_rows(f"{log.log_group}/{name}", rows, log.log_columns, flush=flush)
 
     def _set_timing(self) -> None:
         if self._out is None:
