@@ -22,7 +22,9 @@ mean against the cfd patch, from which the monitor's threshold is calibrated spl
 so the monitor recalibrates for any tolerance and confidence); the test runs give the MARE per (P, v) and the
 threshold's coverage. The training ranges of q′, v and P are kept in the card: outside them the monitor falls back.
 The test samples are written next to the weights (``test_data.h5``) so that the card's test metrics can be
-re-evaluated.
+re-evaluated. The weights are stored in float32 (card ``inference.stored``): the float32 model they rebuild is the
+float64 fit's float32 copy bit for bit, so every float32 answer and metric is unchanged; a ``dtype = "float64"``
+evaluation sees the weights rounded to float32.
 """
 
 from __future__ import annotations
@@ -409,7 +411,11 @@ def train_patch_surrogate(
     tmp.replace(out / TEST_DATA)
     card["data"]["test_sha256"] = file_sha256(out / TEST_DATA)
     card["training"]["seconds_total"] = time.perf_counter() - t0
-    save_ensemble(out, model, card)  # type: ignore[arg-type]  # it has config, parameter_count, members
+    # stored in float32, the served precision: the float32 answers (and the metrics above) are those of the float64
+    # fit bit for bit; a float64 evaluation of the stored weights differs from the fit by their float32 rounding
+    card["inference"]["stored"] = "float32"
+    save_ensemble(out, model.float(), card)  # type: ignore[arg-type]  # it has config, parameter_count, members
+    model.double()
     log.info("patch surrogate: test MARE %.4g (coarse %.4g), threshold %s", metrics["test"]["mare"],
              metrics["test"]["coarse_mare"], calibration["threshold"])  # fmt: skip
     from hybrid.models.card import read_card
