@@ -7,9 +7,14 @@ patch fields (S, pz, px) [K], the laser (q′, v) and the split of each sample's
 Fitting (:func:`train_patch_surrogate`): the two autoencoders (:mod:`hybrid.models.patch_autoencoder`) are the
 leading principal components of the training runs' coarse fields θ_coarse and corrections θ_cfd − θ_coarse
 (SVD, float64); the inputs are standardised by their training mean and standard deviation and each correction code
-by its standard deviation. Each member k then minimises the bootstrap-weighted (Poisson(1) per sample, seed + k)
-mean squared error of its standardised code, weighted by the code's variance (so the loss is the squared error of
-the decoded correction), full batch, with Adam, weight decay and a cosine learning-rate decay, in float64.
+by its standard deviation. With ``[model] encoder = "conv"`` the correction's autoencoder is
+:class:`hybrid.models.patch_autoencoder.ConvAutoencoder` instead, fitted first (float64, full batch, Adam with a
+cosine decay, ``training.ae_epochs`` steps) to the standardised training corrections and then frozen; its codes
+are the members' targets. Each member k then minimises the bootstrap-weighted (Poisson(1) per sample, seed + k)
+mean squared error of its standardised code, weighted by the code's variance (linear: so the loss is the squared
+error of the decoded correction; conv: weighted alike), full batch, with Adam, weight decay and a cosine
+learning-rate decay, in float64. The card's ``reconstruction_mare`` per split is the autoencoder's floor: the MARE
+of the coarse field plus the decoded code of the true correction.
 
 Evaluation runs the float32 model, as the provider serves it: the calibration runs give the pairs (u, e) of the
 uncertainty u (:func:`hybrid.models.patch_autoencoder.relative_spread`) and the error e = MARE of the ensemble
@@ -17,7 +22,9 @@ mean against the cfd patch, from which the monitor's threshold is calibrated spl
 so the monitor recalibrates for any tolerance and confidence); the test runs give the MARE per (P, v) and the
 threshold's coverage. The training ranges of q′, v and P are kept in the card: outside them the monitor falls back.
 The test samples are written next to the weights (``test_data.h5``) so that the card's test metrics can be
-re-evaluated.
+re-evaluated. The weights are stored in float32 (card ``inference.stored``): the float32 model they rebuild is the
+float64 fit's float32 copy bit for bit, so every float32 answer and metric is unchanged; a ``dtype = "float64"``
+evaluation sees the weights rounded to float32.
 """
 
 from __future__ import annotations
@@ -37,7 +44,7 @@ from hybrid.core.io import check_writable
 from hybrid.core.progress import progress_bar
 from hybrid.models.calibration import calibrate
 from hybrid.models.card import file_sha256, portable_path, save_ensemble
-from hybrid.models.patch_autoencoder import PatchSurrogateNet, mare, pca_basis, relative_spread
+from hybrid.models.patch_autoencoder import ENCODERS, PatchSurrogateNet, mare, pca_basis, relative_spread
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +65,11 @@ PATCH_TRAIN_SPEC = Table(
                 "latent": Option("int", 16, "size of the correction's code", min=1, max=256),
                 "hidden": Option("int", 64, "width of the members' hidden layers", min=1, max=4096),
                 "layers": Option("int", 2, "hidden layers per member", min=1, max=16),
+                "encoder": Option(
+                    "str", "linear", "the correction's autoencoder: principal components or convolutional",
+                    choices=ENCODERS,
+                ),
+                "channels": Option("int", 8, "channels of the conv autoencoder's first stage", min=1, max=256),
             }
         ),
         "training": Table(
@@ -68,6 +80,11 @@ PATCH_TRAIN_SPEC = Table(
                 "weight_decay": Option("float", 1e-4, "AdamW weight decay", min=0.0),
                 "bootstrap": Option("bool", True, "Poisson(1) bootstrap weights per member"),
                 "seed": Option("int", 0, "seed of member k: seed + k", min=0),
+                "ae_epochs": Option("int", 3000, "full-batch Adam steps of the conv autoencoder", min=1),
+                "ae_lr": Option(
+                    "float", 2e-3, "the conv autoencoder's initial learning rate (cosine decay to 0)", min=0.0,
+                    min_exclusive=True,
+                ),
             }
         ),
         "calibration": Table(
@@ -171,8 +188,11 @@ def _fit(model: PatchSurrogateNet, x_theta: torch.Tensor, laser: torch.Tensor, t
         for m in range(k):
             g = torch.Generator().manual_seed(int(tr["seed"]) + 1000 + m)
             weights[m] = torch.poisson(torch.ones(n, dtype=torch.float64), generator=g)
-    var = model.code_scale**2 / (model.code_scale**2).sum()
-    opt = torch.optim.AdamW(model.parameters(), lr=float(tr["lr"]), weight_decay=float(tr["weight_decay"]))
+    if model.autoencoder is None:  # orthonormal basis: the code's squared error is the decoded field's
+        var = model.code_scale**2 / (model.code_scale**2).sum()
+    else:  # the standardised codes of the conv autoencoder, weighted alike
+        var = torch.full((model.latent,), 1.0 / model.latent, dtype=torch.float64)
+    opt = torch.optim.AdamW(model.mlp_parameters(), lr=float(tr["lr"]), weight_decay=float(tr["weight_decay"]))
     epochs = int(tr["epochs"])
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs)
     bar = progress_bar(epochs, desc="patch surrogate", unit="epoch") if progress else None
@@ -190,6 +210,50 @@ def _fit(model: PatchSurrogateNet, x_theta: torch.Tensor, laser: torch.Tensor, t
     if bar is not None:
         bar.close()
     return [float(v) for v in per]
+
+
+def _fit_autoencoder(model: PatchSurrogateNet, corr: np.ndarray, tr: Mapping[str, Any], progress: bool) -> float:
+    """Fit the conv autoencoder (float64, full batch, Adam with cosine decay, seed ``training.seed``) to the
+    standardised corrections (S, pz·px); returns the final mean squared error of the standardised field."""
+    ae = model.autoencoder
+    assert ae is not None
+    torch.manual_seed(int(tr["seed"]))
+    for m in ae.modules():  # a fresh, seeded initialisation
+        if isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d, torch.nn.Linear)):
+            m.reset_parameters()
+    x = (torch.from_numpy(corr) - model.correction_mean) / model.correction_scale
+    opt = torch.optim.Adam(ae.parameters(), lr=float(tr["ae_lr"]))
+    epochs = int(tr["ae_epochs"])
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs)
+    bar = progress_bar(epochs, desc="conv autoencoder", unit="epoch") if progress else None
+    loss = torch.zeros(())
+    for _ in range(epochs):
+        opt.zero_grad()
+        loss = ((ae.decode(ae.encode(x)) - x) ** 2).mean()
+        loss.backward()
+        opt.step()
+        sched.step()
+        if bar is not None:
+            bar.update(1)
+    if bar is not None:
+        bar.close()
+    ae.requires_grad_(False)
+    return float(loss.detach())
+
+
+def reconstruction_mare(model: PatchSurrogateNet, data: Mapping[str, Any], mask: np.ndarray,
+                        dtype: Any = torch.float32) -> np.ndarray:  # fmt: skip
+    """MARE (n,) against cfd of the correction's autoencoder alone (encode the true correction, decode, add the
+    coarse field), evaluated in ``dtype``: the floor of the surrogate's error."""
+    t_inf, t_l = float(data["ambient_temperature"]), float(data["liquidus"])
+    th_c = theta(data["coarse"][mask], t_inf, t_l)
+    corr = theta(data["cfd"][mask], t_inf, t_l) - th_c
+    m = model.to(dtype=dtype)
+    with torch.inference_mode():
+        back = m.decode(m.encode_correction(torch.from_numpy(corr).to(dtype))).double().numpy()
+    model.to(dtype=torch.float64)
+    temp = (t_inf + (t_l - t_inf) * (th_c + back)).reshape(data["cfd"][mask].shape)
+    return np.asarray(mare(temp, data["cfd"][mask]))
 
 
 def train_patch_surrogate(
@@ -219,7 +283,8 @@ def train_patch_surrogate(
     torch.manual_seed(int(tr["seed"]))
     model = PatchSurrogateNet(
         shape=d["coarse"].shape[1:], coarse_latent=mo["coarse_latent"], latent=mo["latent"], params=2,
-        members=tr["members"], hidden=mo["hidden"], layers=mo["layers"],
+        members=tr["members"], hidden=mo["hidden"], layers=mo["layers"], encoder=mo["encoder"],
+        channels=mo["channels"],
     )  # fmt: skip
     train = masks["train"]
     th_c = theta(d["coarse"][train], t_inf, t_l)
@@ -229,17 +294,31 @@ def train_patch_surrogate(
         r_mean, r_basis, r_sv = pca_basis(corr, mo["latent"])
     except ValueError as err:
         raise ConfigError(str(err), key="model.latent", file=spec_file) from None
+    ae_loss = None
     with torch.no_grad():
         model.coarse_mean.copy_(torch.from_numpy(c_mean))
         model.coarse_basis.copy_(torch.from_numpy(c_basis))
         model.correction_mean.copy_(torch.from_numpy(r_mean))
-        model.correction_basis.copy_(torch.from_numpy(r_basis))
-        codes = (corr - r_mean) @ r_basis.T
+        if model.autoencoder is None:
+            model.correction_basis.copy_(torch.from_numpy(r_basis))
+            codes = (corr - r_mean) @ r_basis.T
+        else:
+            model.correction_scale.fill_(max(float((corr - r_mean).std()), 1e-12))
+            with torch.enable_grad():
+                ae_loss = _fit_autoencoder(model, corr, tr, progress)
+            codes = model.autoencoder.encode((torch.from_numpy(corr) - model.correction_mean) / model.correction_scale)
+            codes = codes.numpy()
         model.code_scale.copy_(torch.from_numpy(np.maximum(codes.std(axis=0), 1e-12)))
         x = np.concatenate([(th_c - c_mean) @ c_basis.T, d["laser"][train]], axis=1)
         model.input_mean.copy_(torch.from_numpy(x.mean(axis=0)))
         model.input_scale.copy_(torch.from_numpy(np.maximum(x.std(axis=0), 1e-12)))
     target = torch.from_numpy(codes) / model.code_scale
+    if model.autoencoder is None:
+        correction_explained = float((r_sv[: mo["latent"]] ** 2).sum() / (r_sv**2).sum())
+    else:  # 1 − residual / total sum of squares of the training corrections about their mean
+        with torch.no_grad():
+            back = model.decode(target).numpy()
+        correction_explained = float(1.0 - ((back - corr) ** 2).sum() / ((corr - r_mean) ** 2).sum())
     losses = _fit(model, torch.from_numpy(th_c), torch.from_numpy(d["laser"][train]), target, tr, progress)
     model.eval()
     fit_seconds = time.perf_counter() - t0
@@ -273,6 +352,11 @@ def train_patch_surrogate(
         for split_name, (u, e) in (("train", (u_train, e_train)), ("calibration", (u_cal, e_cal)),
                                    ("test", (u_test, e_test)))
     }  # fmt: skip
+    for split_name in ("train", "calibration", "test"):
+        metrics[split_name]["reconstruction_mare"] = float(reconstruction_mare(model, d, masks[split_name]).mean())
+    rec_test = reconstruction_mare(model, d, test)
+    for row, g in zip(per_pair, np.unique(d["group"][test]), strict=True):
+        row["reconstruction_mare"] = float(rec_test[d["group"][test] == g].mean())
     metrics["test_by_pair"] = per_pair
     metrics["dtype"] = "float32"
     laser = d["laser"][train]
@@ -291,8 +375,9 @@ def train_patch_surrogate(
             "inputs": ["code of the coarse patch field", "line power q' = A P / W_eff [W/m]", "speed v [m/s]"],
             "explained_variance": {
                 "coarse": float((c_sv[: mo["coarse_latent"]] ** 2).sum() / (c_sv**2).sum()),
-                "correction": float((r_sv[: mo["latent"]] ** 2).sum() / (r_sv**2).sum()),
+                "correction": correction_explained,
             },
+            "encoder": mo["encoder"],
         },
         "target": "patch_temperature [K] of the cfd provider",
         "features": "theta = (T - T_ambient)/(T_liquidus - T_ambient) of the coarse patch; line power, speed",
@@ -303,7 +388,11 @@ def train_patch_surrogate(
             "case": d["case"],
             "test_file": TEST_DATA,
         },
-        "training": {"member_losses": losses, "seconds": fit_seconds},
+        "training": {
+            "member_losses": losses,
+            "seconds": fit_seconds,
+            **({"autoencoder_loss": ae_loss} if ae_loss is not None else {}),
+        },
         "metrics": metrics,
         "calibration": calibration,
         "inference": {"dtype": "float32"},
@@ -322,7 +411,11 @@ def train_patch_surrogate(
     tmp.replace(out / TEST_DATA)
     card["data"]["test_sha256"] = file_sha256(out / TEST_DATA)
     card["training"]["seconds_total"] = time.perf_counter() - t0
-    save_ensemble(out, model, card)  # type: ignore[arg-type]  # it has config, parameter_count, members
+    # stored in float32, the served precision: the float32 answers (and the metrics above) are those of the float64
+    # fit bit for bit; a float64 evaluation of the stored weights differs from the fit by their float32 rounding
+    card["inference"]["stored"] = "float32"
+    save_ensemble(out, model.float(), card)  # type: ignore[arg-type]  # it has config, parameter_count, members
+    model.double()
     log.info("patch surrogate: test MARE %.4g (coarse %.4g), threshold %s", metrics["test"]["mare"],
              metrics["test"]["coarse_mare"], calibration["threshold"])  # fmt: skip
     from hybrid.models.card import read_card

@@ -281,8 +281,9 @@ def _describe(directory: Path, card: Mapping[str, Any]) -> list[str]:
     for split in ("train", "calibration", "test"):
         m = metrics.get(split) or {}
         if "mare" in m:
+            floor = f"; autoencoder alone {m['reconstruction_mare']:.4g}" if "reconstruction_mare" in m else ""
             lines.append(f"  {split}: n = {m['n']}, MARE {m['mare']:.4g} (max {m['mare_max']:.4g}; coarse "
-                         f"{m['coarse_mare']:.4g})")  # fmt: skip
+                         f"{m['coarse_mare']:.4g}{floor})")  # fmt: skip
     for r in metrics.get("test_by_pair", []):
         lines.append(f"    test P = {r['power']:g} W, v = {r['speed']:g} m/s: MARE {r['mare']:.4g} (coarse "
                      f"{r['coarse_mare']:.4g})")  # fmt: skip
