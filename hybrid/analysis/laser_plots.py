@@ -18,8 +18,6 @@ log = logging.getLogger(__name__)
 
 MM = 1e3  # m → mm
 MS = 1e3  # s → ms
-DEFAULT_LIQUIDUS = 1923.0  # K, the model's default (Ti-6Al-4V) when the file holds no case
-DEFAULT_PATCH_SPACING = 1e-5  # m, the default of terms.patch_temperature.spacing
 
 
 @dataclass(frozen=True)
@@ -71,7 +69,9 @@ def read_laser_run(results_h5: Path) -> LaserRun:
     """The last frame of a laser results file (:class:`LaserRun`)."""
     import h5py
 
+    from hybrid.core.config import Option
     from hybrid.core.io import read_table
+    from hybrid.solvers.laser import PARAMS, PATCH_OPTIONS  # the defaults of keys the case leaves out
 
     with h5py.File(results_h5, "r", locking=False) as f:
         case = _case(f.attrs)
@@ -83,14 +83,16 @@ def read_laser_run(results_h5: Path) -> LaserRun:
         lengths = f.attrs.get("grid_lengths")
     energy = read_table(results_h5, "energy") if has_energy else None
     patch_opts = (case.get("terms") or {}).get("patch_temperature") or {}
+    liquidus, spacing = PARAMS.entries["liquidus"], PATCH_OPTIONS.entries["spacing"]
+    assert isinstance(liquidus, Option) and isinstance(spacing, Option)
     return LaserRun(
         temperature=temp,
         spacing=output_spacing(case, temp.shape[1], float(lengths[0]) if lengths is not None else None),
         time=time,
-        liquidus=float((case.get("model") or {}).get("liquidus", DEFAULT_LIQUIDUS)),
+        liquidus=float((case.get("model") or {}).get("liquidus", liquidus.default)),
         patch_temperature=patch_t if origin is not None else None,
         patch_origin=origin,
-        patch_spacing=float(patch_opts.get("spacing", DEFAULT_PATCH_SPACING)),
+        patch_spacing=float(patch_opts.get("spacing", spacing.default)),
         energy=None if energy is None else {k: np.asarray(v) for k, v in energy.items()},
     )
 
