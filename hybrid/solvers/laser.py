@@ -47,6 +47,7 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.linalg import cho_solve_banded, cholesky_banded
 
+from hybrid.analysis.laser_plots import plot_laser
 from hybrid.core.backend import Array
 from hybrid.core.config import ConfigError, Option, Table, Tagged
 from hybrid.core.grid import Grid
@@ -665,6 +666,7 @@ register_model(
         periodic=(False, False),
         frame_terms=(TERM,),  # saved as /patch/T by frame_output
         image_origin="upper",  # row 0 is the top surface
+        plot=plot_laser,
         doc="laser track: coarse FEM heat conduction in enthalpy form under a moving Gaussian laser (docs/laser.md)",
     )
 )
