@@ -204,7 +204,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
             print(line)
     plot = _model_plot(sim)
     if plot is not None and not args.no_plots and sim.output.path is not None:
-        for png in plot(sim.output.path, sim.output.path.parent):
+        try:
+            pngs = plot(sim.output.path, sim.output.path.parent)
+        except Exception as err:  # the run and its results are complete: a plot that fails is only reported
+            print(f"warning: the plots of {sim.output.path} failed ({type(err).__name__}: {err}); the results are "
+                  "complete", file=sys.stderr)  # fmt: skip
+            pngs = []
+        for png in pngs:
             print(f"plot: {png}")
     return 0
 

@@ -56,6 +56,23 @@ def test_run_and_info(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
     assert "fields/h" in text and "frames" in text
 
 
+def test_a_failing_plot_is_a_warning_not_a_failed_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The run's results are complete before the plots are drawn: a plot that raises is reported on stderr and the
+    run still exits 0 with its results file."""
+    import hybrid.cli
+
+    def broken(results: Path, out_dir: Path) -> list[Path]:
+        raise ValueError("no frames to draw")
+
+    monkeypatch.setattr(hybrid.cli, "_model_plot", lambda sim: broken)
+    case, out = _write(tmp_path, TINY), tmp_path / "run.h5"
+    assert main(["run", str(case), "--out", str(out), "--no-progress", "--set", "time.steps=10"]) == 0
+    err = capsys.readouterr().err
+    assert "plots of" in err and "ValueError: no frames to draw" in err and out.exists()
+
+
 def test_console_script_help() -> None:
     res = subprocess.run([sys.executable, "-m", "hybrid.cli", "run", "--help"], capture_output=True, text=True)
     assert res.returncode == 0 and "--restart" in res.stdout and "--set" in res.stdout
