@@ -117,8 +117,9 @@ class OutputFile:
     ``hybrid_version``, ``created``, ``backend``, ``device``, ``grid_lengths``, ``grid_shape``
     and any extra attrs given.
 
-    XDMF sidecar: ``<path stem>.xdmf`` next to the ``.h5`` (rewritten atomically after every
-    frame, truncation and reopen) describes a temporal collection with one uniform grid per frame.
+    XDMF sidecar: ``<path stem>.xdmf`` next to the ``.h5`` (written atomically with the first frame, then at most
+    every ``XDMF_EVERY_SECONDS`` while frames come, after a truncation or reopen, and at close) describes a temporal
+    collection with one uniform grid per frame.
     Lengths and shape are given in array-axis order (axis 0 first), e.g. ``(Ly, Lx)`` and
     ``(ny, nx)``.
 
@@ -234,9 +235,13 @@ class OutputFile:
             self._h5.create_group("timing")
             self._h5.flush()
             logger.info("created results file %s", self.path)
+            # the sidecar of an earlier file at this path is wrong now; the first frame (or close) writes the new one
+            with contextlib.suppress(FileNotFoundError):
+                self.xdmf_path.unlink()
+            self._xdmf_stale = True
         else:
             self._open_append(attrs, same_case)
-        self._write_xdmf()
+            self._write_xdmf()
 
     def _set_units(self, ds: Any, name: str) -> None:
         """Store the ``units`` attribute of a dataset from :attr:`units` (nothing when no units were given)."""
