@@ -106,6 +106,17 @@ def test_monitor_outside_the_training_range_answers_by_cfd_and_says_so(
     np.testing.assert_array_equal(res["patch"]["origin"][-1], cfd.origin(2 * 2e-5))
 
 
+def test_a_hand_back_more_often_than_checked_is_warned_about(caplog: pytest.LogCaptureFixture) -> None:
+    """couple_every below the interval the shipped surrogate was checked at (its answers would feed its inputs)
+    is warned about; the checked interval is not."""
+    with caplog.at_level(logging.WARNING):
+        hybrid.load_provider(TERM, "nn", case=CASE, couple_every=20)
+    assert not any("more often than it was checked" in r.getMessage() for r in caplog.records)
+    with caplog.at_level(logging.WARNING):
+        hybrid.load_provider(TERM, "nn", case=CASE, couple_every=1)
+    assert any("more often than it was checked" in r.getMessage() for r in caplog.records)
+
+
 @pytest.mark.parametrize("provider", ["nn", "monitor"])
 def test_the_surrogate_is_handed_back_like_cfd(tmp_path: Path, provider: str) -> None:
     """With couple_every = 20 (the shipped case's) the model hands the surrogate's patch back every 20 steps, as it

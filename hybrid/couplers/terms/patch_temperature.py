@@ -42,6 +42,12 @@ __all__ = ["SHIPPED_WEIGHTS", "PatchEnsemble", "PatchMonitor"]
 SHIPPED_WEIGHTS = Path(__file__).resolve().parents[2] / "models" / "weights" / "laser_patch"
 """The shipped surrogate (``terms.patch_temperature.weights = "shipped"``)."""
 
+VALIDATED_COUPLE_EVERY = 20
+"""The shortest hand-back interval [steps] the shipped surrogate was checked at against cfd (docs/laser.md: one cfd
+window r/v of the shipped case). Trained on coarse states without hand-back, it drifts when its answers are handed
+back every step and become its next inputs (patch MARE 14–19 % against cfd's run), and its spread does not show it:
+a shorter interval is warned about."""
+
 FREE_PARAMS = frozenset({"power", "speed", "absorptivity", "laser_width", "laser_start"})
 """[model] keys the surrogate takes as inputs (through q′ and v) or does not see; every other must match the data's."""
 
@@ -89,6 +95,13 @@ class PatchEnsemble(TermProvider):
             )
         self.spacing = self.coarse.spacing  # the box's cells [m], for the model's energy hand-back
         self.couple_every = int(options.get("couple_every", 0))  # steps between hand-backs (the model reads it)
+        if 0 < self.couple_every < VALIDATED_COUPLE_EVERY:
+            log.warning(
+                "%s: couple_every = %d hands the surrogate's patch back more often than it was checked for (every "
+                "%d steps or more); at every step its answers feed its next inputs and drift unseen by its spread "
+                "(docs/laser.md): use cfd for tight coupling",
+                TERM, self.couple_every, VALIDATED_COUPLE_EVERY,
+            )  # fmt: skip
         self._check_params(ctx.params, info, where)
         self.t_inf, self.t_l = float(info["ambient_temperature"]), float(info["liquidus"])
         self.laser = np.array([[line_power(ctx.params), float(ctx.params["speed"])]])
