@@ -19,6 +19,9 @@ decoder; the coarse field's code stays the linear one.
 The correction is decoded onto the coarse field itself, so the fine detail the coarse field carries beyond its code
 is kept. The members' spread is the monitor's uncertainty: u = mean over the patch of
 std_k(T_k) / mean_k(T_k), the same units as the error ``mare`` = mean over the patch of |T − T_cfd| / T_cfd.
+Novelty: the Mahalanobis distance of z_c from the training inputs' codes (their mean and inverse covariance); beyond
+``novelty_limit`` (a quantile of the training inputs' own distances) an input is outside what the surrogate learned,
+whatever the members' spread says.
 
 Inference runs in float32 by default (the provider's ``dtype``); the model is a torch module whose float64 copy is
 the reference.
@@ -27,6 +30,7 @@ the reference.
 from __future__ import annotations
 
 import itertools
+import math
 from typing import Any
 
 import numpy as np
@@ -116,6 +120,9 @@ class PatchSurrogateNet(nn.Module):
     code_scale: torch.Tensor
     input_mean: torch.Tensor
     input_scale: torch.Tensor
+    novelty_mean: torch.Tensor
+    novelty_precision: torch.Tensor
+    novelty_limit: torch.Tensor
 
     def __init__(
         self,
@@ -156,6 +163,10 @@ class PatchSurrogateNet(nn.Module):
         n_in = self.coarse_latent + self.params
         self.register_buffer("input_mean", torch.zeros(n_in, dtype=torch.float64))
         self.register_buffer("input_scale", torch.ones(n_in, dtype=torch.float64))
+        # the training inputs' coarse codes: mean, inverse covariance and the novelty limit (module docstring)
+        self.register_buffer("novelty_mean", torch.zeros(self.coarse_latent, dtype=torch.float64))
+        self.register_buffer("novelty_precision", torch.eye(self.coarse_latent, dtype=torch.float64))
+        self.register_buffer("novelty_limit", torch.full((1,), math.inf, dtype=torch.float64))
         sizes = [n_in] + [self.hidden] * self.layers + [self.latent]
         self.weights = nn.ParameterList()
         self.biases = nn.ParameterList()
@@ -190,6 +201,12 @@ class PatchSurrogateNet(nn.Module):
     def encode(self, theta: torch.Tensor) -> torch.Tensor:
         """Code (B, coarse_latent) of coarse fields θ (B, pz·px)."""
         return (theta - self.coarse_mean) @ self.coarse_basis.T
+
+    def novelty(self, theta: torch.Tensor) -> torch.Tensor:
+        """Mahalanobis distance (B,) of the codes of coarse fields θ (B, pz·px) from the training inputs' codes;
+        the monitor treats an input beyond ``novelty_limit`` as outside what the surrogate learned."""
+        d = self.encode(theta) - self.novelty_mean
+        return torch.sqrt(torch.clamp(((d @ self.novelty_precision) * d).sum(dim=1), min=0.0))
 
     def decode_coarse(self, code: torch.Tensor) -> torch.Tensor:
         """Fields θ (B, pz·px) of codes (B, coarse_latent): the coarse autoencoder's reconstruction."""

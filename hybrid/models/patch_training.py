@@ -94,6 +94,10 @@ PATCH_TRAIN_SPEC = Table(
                     "float", 0.95, "fraction of accepted answers within the tolerance", min=0.0, max=1.0,
                     min_exclusive=True, max_exclusive=True,
                 ),
+                "novelty_quantile": Option(
+                    "float", 0.95, "quantile of the training inputs' Mahalanobis distances beyond which an input "
+                    "counts as novel (the monitor then answers by cfd)", min=0.0, max=1.0, min_exclusive=True,
+                ),
             }
         ),
     },
@@ -256,6 +260,29 @@ def reconstruction_mare(model: PatchSurrogateNet, data: Mapping[str, Any], mask:
     return np.asarray(mare(temp, data["cfd"][mask]))
 
 
+def _beyond(model: PatchSurrogateNet, d: Mapping[str, Any], mask: np.ndarray, t_inf: float, t_l: float) -> float:
+    """Fraction of the samples under ``mask`` whose coarse input lies beyond the novelty limit."""
+    th = torch.from_numpy(theta(d["coarse"][mask], t_inf, t_l))
+    with torch.no_grad():
+        return float((model.novelty(th) > model.novelty_limit).double().mean())
+
+
+def _fit_novelty(model: PatchSurrogateNet, codes: np.ndarray, quantile: float) -> float:
+    """Set the model's novelty statistics from the training inputs' coarse codes (S, coarse_latent): their mean, the
+    inverse of their covariance (a 1e-9 relative ridge keeps it finite) and the limit, the ``quantile`` of the
+    training inputs' own distances; returns the limit."""
+    mean = codes.mean(axis=0)
+    cov = np.atleast_2d(np.cov(codes, rowvar=False))
+    cov += 1e-9 * max(float(np.trace(cov)) / cov.shape[0], 1e-300) * np.eye(cov.shape[0])
+    precision = np.linalg.inv(cov)
+    d = codes - mean
+    limit = float(np.quantile(np.sqrt(np.einsum("ij,jk,ik->i", d, precision, d)), quantile))
+    model.novelty_mean.copy_(torch.from_numpy(mean))
+    model.novelty_precision.copy_(torch.from_numpy(precision))
+    model.novelty_limit.fill_(limit)
+    return limit
+
+
 def train_patch_surrogate(
     spec: Mapping[str, Any],
     data: Sequence[str | Path],
@@ -312,6 +339,7 @@ def train_patch_surrogate(
         x = np.concatenate([(th_c - c_mean) @ c_basis.T, d["laser"][train]], axis=1)
         model.input_mean.copy_(torch.from_numpy(x.mean(axis=0)))
         model.input_scale.copy_(torch.from_numpy(np.maximum(x.std(axis=0), 1e-12)))
+        novelty_limit = _fit_novelty(model, x[:, : mo["coarse_latent"]], float(s["calibration"]["novelty_quantile"]))
     target = torch.from_numpy(codes) / model.code_scale
     if model.autoencoder is None:
         correction_explained = float((r_sv[: mo["latent"]] ** 2).sum() / (r_sv**2).sum())
@@ -378,6 +406,11 @@ def train_patch_surrogate(
                 "correction": correction_explained,
             },
             "encoder": mo["encoder"],
+            "novelty": {
+                "quantile": float(s["calibration"]["novelty_quantile"]),
+                "limit": novelty_limit,
+                "beyond": {name: _beyond(model, d, mask, t_inf, t_l) for name, mask in masks.items()},
+            },
         },
         "target": "patch_temperature [K] of the cfd provider",
         "features": "theta = (T - T_ambient)/(T_liquidus - T_ambient) of the coarse patch; line power, speed",

@@ -106,6 +106,23 @@ def test_monitor_outside_the_training_range_answers_by_cfd_and_says_so(
     np.testing.assert_array_equal(res["patch"]["origin"][-1], cfd.origin(2 * 2e-5))
 
 
+def test_a_coarse_input_unlike_the_training_inputs_is_not_trusted() -> None:
+    """The novelty gate: a coarse patch far from every training input (a plate at a uniform 1500 K) lies beyond the
+    card's novelty limit, and the surrogate's uncertainty is inf (the monitor answers by cfd); a state of the shipped
+    case after 25 steps lies inside, with a finite uncertainty. The limit is the card's quantile of the training
+    inputs' distances, so 5 % of the training inputs lie beyond it."""
+    from hybrid.solvers.laser_materials import material
+
+    nn = hybrid.load_provider(TERM, "nn", case=CASE)
+    card = nn.card["laser_patch"]["novelty"]
+    assert nn.novelty_limit == pytest.approx(card["limit"]) and card["beyond"]["train"] == pytest.approx(0.05)
+    state = _state(25)
+    assert np.isfinite(nn.predict(state).uncertainty) and nn.novelty < nn.novelty_limit
+    hot = float(material(resolve_case(CASE).context.params).energy(1500.0))
+    uniform = state.replace({"E": np.full_like(state["E"], hot)}, dt=0.0, steps=0)
+    assert np.isinf(nn.predict(uniform).uncertainty) and nn.novelty > nn.novelty_limit
+
+
 def test_a_hand_back_more_often_than_checked_is_warned_about(caplog: pytest.LogCaptureFixture) -> None:
     """couple_every below the interval the shipped surrogate was checked at (its answers would feed its inputs)
     is warned about; the checked interval is not."""

@@ -115,6 +115,9 @@ class PatchEnsemble(TermProvider):
             f"q' in {rng['line_power']} W/m (P in {rng['power']} W), v in {rng['speed']} m/s"
         )
         self._laser_t = torch.from_numpy(self.laser).to(self.dtype)
+        self.novelty_limit = float(self.model.novelty_limit[0])  # inf for weights without novelty statistics
+        self.novelty = 0.0  # of the last call's coarse input
+        self.novel_calls = 0
         self._warned = False
         cal = self.card.get("calibration") or {}
         self._u_cal = np.asarray([math.inf if v is None else v for v in cal.get("u", [])], dtype=np.float64)
@@ -164,12 +167,18 @@ class PatchEnsemble(TermProvider):
         theta = torch.from_numpy(((temp - self.t_inf) / (self.t_l - self.t_inf)).reshape(1, -1)).to(self.dtype)
         with torch.inference_mode():
             out = self.model(theta, self._laser_t)[:, 0].double().numpy()
+            self.novelty = float(self.model.novelty(theta)[0])
         return (self.t_inf + (self.t_l - self.t_inf) * out).reshape(out.shape[0], *temp.shape)
 
     def predict(self, state: State) -> EnsemblePrediction:
+        """The members' mean (pz, px) [K] and u; u is inf for a laser outside the training range or a coarse input
+        beyond the novelty limit (:meth:`PatchSurrogateNet.novelty`): the monitor then answers by its fallback."""
         members = self.members(state)
         mean = members.mean(axis=0)
-        u = float(np.mean(members.std(axis=0, ddof=1) / mean)) if self.in_range else math.inf
+        novel = self.novelty > self.novelty_limit
+        self.novel_calls += int(novel)
+        trusted = self.in_range and not novel
+        u = float(np.mean(members.std(axis=0, ddof=1) / mean)) if trusted else math.inf
         if not self.in_range and not self._warned:
             log.warning("%s: laser outside the surrogate's training range (%s): uncertainty inf", TERM,
                         self.range_note)  # fmt: skip
@@ -291,6 +300,10 @@ def _describe(directory: Path, card: Mapping[str, Any]) -> list[str]:
         f"  patch {info.get('shape')} cells of {info.get('spacing')} m; range {info.get('range')}",
         f"  data: {card.get('data', {}).get('samples')}",
     ]
+    novelty = info.get("novelty")
+    if novelty:
+        lines.append(f"  novelty limit {novelty['limit']:.4g} (quantile {novelty['quantile']:g} of the training "
+                     f"inputs' Mahalanobis distances); beyond it: {novelty['beyond']}")  # fmt: skip
     for split in ("train", "calibration", "test"):
         m = metrics.get(split) or {}
         if "mare" in m:
