@@ -125,13 +125,16 @@ def test_a_coarse_input_unlike_the_training_inputs_is_not_trusted() -> None:
 
 def test_a_hand_back_more_often_than_checked_is_warned_about(caplog: pytest.LogCaptureFixture) -> None:
     """couple_every below the interval the shipped surrogate was checked at (its answers would feed its inputs)
-    is warned about; the checked interval is not."""
+    is warned about by nn and refused by monitor, naming the key; the checked interval is neither."""
     with caplog.at_level(logging.WARNING):
         hybrid.load_provider(TERM, "nn", case=CASE, couple_every=20)
     assert not any("more often than it was checked" in r.getMessage() for r in caplog.records)
     with caplog.at_level(logging.WARNING):
         hybrid.load_provider(TERM, "nn", case=CASE, couple_every=1)
     assert any("more often than it was checked" in r.getMessage() for r in caplog.records)
+    with pytest.raises(ConfigError, match="allowed: 0 or >= 20") as err:  # the monitor's promise does not hold there
+        hybrid.load_provider(TERM, "monitor", case=CASE, couple_every=1)
+    assert err.value.key == f"terms.{TERM}.couple_every"
 
 
 @pytest.mark.parametrize("provider", ["nn", "monitor"])

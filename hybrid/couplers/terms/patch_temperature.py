@@ -46,7 +46,7 @@ VALIDATED_COUPLE_EVERY = 20
 """The shortest hand-back interval [steps] the shipped surrogate was checked at against cfd (docs/laser.md: one cfd
 window r/v of the shipped case). Trained on coarse states without hand-back, it drifts when its answers are handed
 back every step and become its next inputs (patch MARE 14–19 % against cfd's run), and its spread does not show it:
-a shorter interval is warned about."""
+``nn`` warns about a shorter interval and ``monitor`` refuses it (its error bound does not hold there)."""
 
 FREE_PARAMS = frozenset({"power", "speed", "absorptivity", "laser_width", "laser_start"})
 """[model] keys the surrogate takes as inputs (through q′ and v) or does not see; every other must match the data's."""
@@ -265,6 +265,15 @@ def _build_nn(ctx: Context, options: Mapping[str, Any]) -> PatchEnsemble:
     "the training range",
 )
 def _build_monitor(ctx: Context, options: Mapping[str, Any]) -> PatchMonitor:
+    every = int(options.get("couple_every", 0))
+    if 0 < every < VALIDATED_COUPLE_EVERY:  # the monitor's promise does not hold there (VALIDATED_COUPLE_EVERY)
+        raise ConfigError(
+            f"= {every}: the monitored surrogate's error bound was checked for hand-backs every "
+            f"{VALIDATED_COUPLE_EVERY} steps or more; handed back more often its answers feed its next inputs and "
+            f"drift past the bound unseen (docs/laser.md); allowed: 0 or >= {VALIDATED_COUPLE_EVERY}, or provider "
+            "'cfd' for tighter coupling",
+            key=f"terms.{TERM}.couple_every",
+        )
     nn = PatchEnsemble(ctx, options)
     box = {k: options[k] for k in ("size", "spacing") if k in options}
     dns = get_provider(TERM, str(options.get("fallback", "cfd"))).build(ctx, box)
