@@ -32,6 +32,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+import tomllib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -111,10 +112,21 @@ def is_patch_spec(spec: Mapping[str, Any]) -> bool:
     return isinstance(model, Mapping) and model.get("architecture") == ARCHITECTURE
 
 
+def _coupling(case_text: str) -> int:
+    """The hand-back interval [steps] of the runs a data file comes from: the case's ``couple_every`` when its patch
+    provider is ``cfd`` (the patch handed back into the coarse states that were captured), else 0."""
+    try:
+        table = tomllib.loads(case_text).get("terms", {}).get("patch_temperature", {})
+    except tomllib.TOMLDecodeError:
+        return 0
+    return int(table.get("couple_every", 0)) if table.get("provider") == "cfd" else 0
+
+
 def load_patch_data(paths: Sequence[str | Path], spec_file: str | None = None) -> dict[str, Any]:
     """The samples of patch dataset files, concatenated: ``coarse``, ``cfd`` (S, pz, px) float64 [K], ``laser``
-    (S, 2) (q′ [W/m], v [m/s]), ``power`` (S,), ``split`` (S,) str, ``group`` (S,) (unique over files), and the
-    files' ``ambient_temperature``, ``liquidus`` [K], ``spacing`` [m], ``case`` and ``files`` (path, sha256)."""
+    (S, 2) (q′ [W/m], v [m/s]), ``power`` (S,), ``split`` (S,) str, ``group`` (S,) (unique over files), ``coupling``
+    (S,) (the hand-back interval of the sample's run, 0: none), and the files' ``ambient_temperature``, ``liquidus``
+    [K], ``spacing`` [m], ``case`` (the first file's), ``couplings`` and ``files`` (path, sha256)."""
     import h5py
 
     parts: list[dict[str, Any]] = []
@@ -137,6 +149,7 @@ def load_patch_data(paths: Sequence[str | Path], spec_file: str | None = None) -
                     raise ConfigError(f"{path} has {k} = {v}, an earlier file {attrs[k]}", key="--data", file=spec_file)
             attrs.update(these)
             attrs.setdefault("case", str(f.attrs.get("case", "")))
+            attrs.setdefault("couplings", set()).add(_coupling(str(f.attrs.get("case", ""))))
             group = f["group"][:].astype(np.int64)
             parts.append(
                 {
@@ -146,6 +159,7 @@ def load_patch_data(paths: Sequence[str | Path], spec_file: str | None = None) -
                     "power": f["power"][:].astype(np.float64),
                     "split": np.asarray([s.decode() if isinstance(s, bytes) else str(s) for s in f["split"][:]]),
                     "group": group + offset,
+                    "coupling": np.full(group.size, _coupling(str(f.attrs.get("case", ""))), dtype=np.int64),
                 }
             )
             offset += int(group.max()) + 1 if group.size else 0
@@ -367,6 +381,7 @@ def train_patch_surrogate(
         per_pair.append(
             {
                 "power": float(d["power"][i]), "line_power": float(d["laser"][i, 0]), "speed": float(d["laser"][i, 1]),
+                "couple_every": int(d["coupling"][i]),
                 "n": int(sel.sum()), "mare": float(e_test[sel].mean()), "mare_max": float(e_test[sel].max()),
                 "coarse_mare": float(coarse_mare[test][sel].mean()), "uncertainty": float(u_test[sel].mean()),
             }
@@ -406,6 +421,7 @@ def train_patch_surrogate(
                 "correction": correction_explained,
             },
             "encoder": mo["encoder"],
+            "couplings": sorted(d["couplings"]),
             "novelty": {
                 "quantile": float(s["calibration"]["novelty_quantile"]),
                 "limit": novelty_limit,

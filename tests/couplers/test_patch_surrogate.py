@@ -39,8 +39,10 @@ def _state(steps: int, overrides: dict[str, Any] | None = None) -> Any:
 
 
 def test_shipped_card_metrics_are_what_its_test_data_give() -> None:
-    """The shipped weights load, and their float32 ensemble mean on the shipped test samples (held-out lasers) gives
-    the card's test MARE per (P, v), below the coarse field's."""
+    """The shipped weights load, and their float32 ensemble mean on the shipped test samples (held-out lasers, from
+    uncoupled runs and from runs handed back by cfd at every step) gives the card's test MARE per (P, v) and run,
+    within the monitor's tolerance, and below the coarse field's on the uncoupled runs (in a coupled run the coarse
+    box already holds the last patch handed back)."""
     model, card = load_ensemble(SHIPPED_WEIGHTS, expect=PatchSurrogateNet)
     info = card["laser_patch"]
     t_inf, t_l = info["ambient_temperature"], info["liquidus"]
@@ -59,7 +61,9 @@ def test_shipped_card_metrics_are_what_its_test_data_give() -> None:
         sel = group == g
         assert row["power"] == power[sel][0] and row["speed"] == laser[sel][0, 1]
         assert np.isclose(e[sel].mean(), row["mare"], rtol=1e-5)  # float32 sums in another order: its rounding
-        assert row["mare"] < row["coarse_mare"] and row["mare"] < 0.1
+        assert row["mare"] < 0.02  # the monitor's default tolerance
+        if row["couple_every"] == 0:  # uncoupled: the coarse field is far from the patch; the surrogate is closer
+            assert row["mare"] < row["coarse_mare"]
     assert np.isclose(e.mean(), card["metrics"]["test"]["mare"], rtol=1e-5)
 
 
@@ -115,7 +119,9 @@ def test_a_coarse_input_unlike_the_training_inputs_is_not_trusted() -> None:
 
     nn = hybrid.load_provider(TERM, "nn", case=CASE)
     card = nn.card["laser_patch"]["novelty"]
-    assert nn.novelty_limit == pytest.approx(card["limit"]) and card["beyond"]["train"] == pytest.approx(0.05)
+    n_train = nn.card["data"]["samples"]["train"]
+    assert nn.novelty_limit == pytest.approx(card["limit"])
+    assert abs(card["beyond"]["train"] - 0.05) <= 1.0 / n_train  # the 0.95 quantile of the training distances
     state = _state(25)
     assert np.isfinite(nn.predict(state).uncertainty) and nn.novelty < nn.novelty_limit
     hot = float(material(resolve_case(CASE).context.params).energy(1500.0))
@@ -123,17 +129,20 @@ def test_a_coarse_input_unlike_the_training_inputs_is_not_trusted() -> None:
     assert np.isinf(nn.predict(uniform).uncertainty) and nn.novelty > nn.novelty_limit
 
 
-def test_a_hand_back_more_often_than_checked_is_warned_about(caplog: pytest.LogCaptureFixture) -> None:
-    """couple_every below the interval the shipped surrogate was checked at (its answers would feed its inputs)
-    is warned about by nn and refused by monitor, naming the key; the checked interval is neither."""
+def test_a_hand_back_interval_that_was_not_checked_is_warned_about(caplog: pytest.LogCaptureFixture) -> None:
+    """The shipped surrogate's data are uncoupled runs and runs handed back by cfd at every step (its card's
+    couplings [0, 1]); intervals from 20 steps were checked too. Those intervals are accepted; another one (5) is
+    warned about by nn and refused by monitor, naming the key (its answers would feed its inputs unchecked)."""
+    assert hybrid.load_provider(TERM, "nn", case=CASE).card["laser_patch"]["couplings"] == [0, 1]
+    for every in (1, 20):
+        with caplog.at_level(logging.WARNING):
+            hybrid.load_provider(TERM, "nn", case=CASE, couple_every=every)
+        assert not any("more often than it was checked" in r.getMessage() for r in caplog.records)
     with caplog.at_level(logging.WARNING):
-        hybrid.load_provider(TERM, "nn", case=CASE, couple_every=20)
-    assert not any("more often than it was checked" in r.getMessage() for r in caplog.records)
-    with caplog.at_level(logging.WARNING):
-        hybrid.load_provider(TERM, "nn", case=CASE, couple_every=1)
+        hybrid.load_provider(TERM, "nn", case=CASE, couple_every=5)
     assert any("more often than it was checked" in r.getMessage() for r in caplog.records)
-    with pytest.raises(ConfigError, match="allowed: 0 or >= 20") as err:  # the monitor's promise does not hold there
-        hybrid.load_provider(TERM, "monitor", case=CASE, couple_every=1)
+    with pytest.raises(ConfigError, match="allowed: those intervals") as err:
+        hybrid.load_provider(TERM, "monitor", case=CASE, couple_every=5)
     assert err.value.key == f"terms.{TERM}.couple_every"
 
 

@@ -43,10 +43,11 @@ SHIPPED_WEIGHTS = Path(__file__).resolve().parents[2] / "models" / "weights" / "
 """The shipped surrogate (``terms.patch_temperature.weights = "shipped"``)."""
 
 VALIDATED_COUPLE_EVERY = 20
-"""The shortest hand-back interval [steps] the shipped surrogate was checked at against cfd (docs/laser.md: one cfd
-window r/v of the shipped case). Trained on coarse states without hand-back, it drifts when its answers are handed
-back every step and become its next inputs (patch MARE 14–19 % against cfd's run), and its spread does not show it:
-``nn`` warns about a shorter interval and ``monitor`` refuses it (its error bound does not hold there)."""
+"""Hand-back intervals [steps] from this one up were checked against cfd for a surrogate trained on uncoupled
+states (docs/laser.md: one cfd window r/v of the shipped case). Shorter intervals are checked only where the card's
+data come from runs coupled at that interval (its ``laser_patch.couplings``): a surrogate that never saw its own
+answers handed back drifts when they become its next inputs every step (patch MARE 13–18 % against cfd's run),
+unseen by its spread. ``nn`` warns about an unchecked interval and ``monitor`` refuses it."""
 
 FREE_PARAMS = frozenset({"power", "speed", "absorptivity", "laser_width", "laser_start"})
 """[model] keys the surrogate takes as inputs (through q′ and v) or does not see; every other must match the data's."""
@@ -95,12 +96,14 @@ class PatchEnsemble(TermProvider):
             )
         self.spacing = self.coarse.spacing  # the box's cells [m], for the model's energy hand-back
         self.couple_every = int(options.get("couple_every", 0))  # steps between hand-backs (the model reads it)
-        if 0 < self.couple_every < VALIDATED_COUPLE_EVERY:
+        self.couplings = [int(c) for c in info.get("couplings", [0])]
+        self.coupling_checked = self.couple_every in (0, *self.couplings) or self.couple_every >= VALIDATED_COUPLE_EVERY
+        if not self.coupling_checked:
             log.warning(
                 "%s: couple_every = %d hands the surrogate's patch back more often than it was checked for (every "
-                "%d steps or more); at every step its answers feed its next inputs and drift unseen by its spread "
-                "(docs/laser.md): use cfd for tight coupling",
-                TERM, self.couple_every, VALIDATED_COUPLE_EVERY,
+                "%d steps or more, or the intervals of its coupled data %s); its answers feed its next inputs and may "
+                "drift unseen by its spread (docs/laser.md)",
+                TERM, self.couple_every, VALIDATED_COUPLE_EVERY, [c for c in self.couplings if c > 0],
             )  # fmt: skip
         self._check_params(ctx.params, info, where)
         self.t_inf, self.t_l = float(info["ambient_temperature"]), float(info["liquidus"])
@@ -265,16 +268,18 @@ def _build_nn(ctx: Context, options: Mapping[str, Any]) -> PatchEnsemble:
     "the training range",
 )
 def _build_monitor(ctx: Context, options: Mapping[str, Any]) -> PatchMonitor:
-    every = int(options.get("couple_every", 0))
-    if 0 < every < VALIDATED_COUPLE_EVERY:  # the monitor's promise does not hold there (VALIDATED_COUPLE_EVERY)
+    nn = PatchEnsemble(ctx, options)
+    every = nn.couple_every
+    if not nn.coupling_checked:  # the monitor's promise does not hold there (VALIDATED_COUPLE_EVERY)
+        coupled = ", ".join(str(c) for c in nn.couplings if c > 0)
+        also = f", and every {coupled} step(s) (its coupled data)" if coupled else ""
         raise ConfigError(
-            f"= {every}: the monitored surrogate's error bound was checked for hand-backs every "
-            f"{VALIDATED_COUPLE_EVERY} steps or more; handed back more often its answers feed its next inputs and "
-            f"drift past the bound unseen (docs/laser.md); allowed: 0 or >= {VALIDATED_COUPLE_EVERY}, or provider "
-            "'cfd' for tighter coupling",
+            f"= {every}: the monitored surrogate in {nn.weights} was checked for no hand-back, hand-backs every "
+            f"{VALIDATED_COUPLE_EVERY} steps or more{also}; "
+            "handed back at other intervals its answers feed its next inputs and may drift past the bound unseen "
+            "(docs/laser.md); allowed: those intervals, or provider 'cfd'",
             key=f"terms.{TERM}.couple_every",
         )
-    nn = PatchEnsemble(ctx, options)
     box = {k: options[k] for k in ("size", "spacing") if k in options}
     dns = get_provider(TERM, str(options.get("fallback", "cfd"))).build(ctx, box)
     tol, conf = float(options.get("tolerance", 0.02)), float(options.get("confidence", 0.95))
