@@ -69,9 +69,7 @@ def read_laser_run(results_h5: Path) -> LaserRun:
     """The last frame of a laser results file (:class:`LaserRun`)."""
     import h5py
 
-    from hybrid.core.config import Option
     from hybrid.core.io import read_table
-    from hybrid.solvers.laser import PARAMS, PATCH_OPTIONS  # the defaults of keys the case leaves out
 
     with h5py.File(results_h5, "r", locking=False) as f:
         case = _case(f.attrs)
@@ -82,17 +80,19 @@ def read_laser_run(results_h5: Path) -> LaserRun:
         has_energy = "energy" in f
         lengths = f.attrs.get("grid_lengths")
     energy = read_table(results_h5, "energy") if has_energy else None
+    # a run's file holds its resolved case, every default filled in: liquidus and patch spacing are there
     patch_opts = (case.get("terms") or {}).get("patch_temperature") or {}
-    liquidus, spacing = PARAMS.entries["liquidus"], PATCH_OPTIONS.entries["spacing"]
-    assert isinstance(liquidus, Option) and isinstance(spacing, Option)
+    liquidus = (case.get("model") or {}).get("liquidus")
+    patch_spacing = patch_opts.get("spacing")
+    has_patch = origin is not None and patch_spacing is not None
     return LaserRun(
         temperature=temp,
         spacing=output_spacing(case, temp.shape[1], float(lengths[0]) if lengths is not None else None),
         time=time,
-        liquidus=float((case.get("model") or {}).get("liquidus", liquidus.default)),
-        patch_temperature=patch_t if origin is not None else None,
-        patch_origin=origin,
-        patch_spacing=float(patch_opts.get("spacing", spacing.default)),
+        liquidus=float(liquidus) if liquidus is not None else float("inf"),  # inf: no contour
+        patch_temperature=patch_t if has_patch else None,
+        patch_origin=origin if has_patch else None,
+        patch_spacing=float(patch_spacing) if patch_spacing is not None else float("nan"),
         energy=None if energy is None else {k: np.asarray(v) for k, v in energy.items()},
     )
 
@@ -155,7 +155,8 @@ def plot_laser(results_h5: Path, out_dir: Path) -> list[Path]:
     fig = Figure(figsize=(9.0, 3.2 * rows), layout="constrained")
     axes = np.atleast_1d(fig.subplots(rows, 1, squeeze=False)[:, 0])
     _field(axes[0], fig, run.temperature, 0.0, 0.0, run.spacing, run.liquidus)
-    axes[0].set_title(f"fields/T at t = {run.time * MS:.4g} ms, liquidus {run.liquidus:g} K (cyan)")
+    liquidus = f", liquidus {run.liquidus:g} K (cyan)" if np.isfinite(run.liquidus) else ""
+    axes[0].set_title(f"fields/T at t = {run.time * MS:.4g} ms{liquidus}")
     if run.patch_temperature is not None and run.patch_origin is not None:
         pz, px = run.patch_temperature.shape
         h = run.patch_spacing

@@ -99,7 +99,8 @@ def test_the_energy_balance_is_the_trapezoid_rule_plus_the_handback() -> None:
 
 def test_a_file_without_patch_energy_or_case_still_gives_the_field(tmp_path: Path, figures: list[Figure]) -> None:
     """Only ``fields/T`` and ``time`` (no patch, no /energy table, no case attribute): the temperature PNG with the
-    field alone, its axes from ``grid_lengths`` (Lx over the samples), and no energy PNG."""
+    field alone (no case: no liquidus contour), its axes from ``grid_lengths`` (Lx over the samples), and no energy
+    PNG."""
     path = tmp_path / "bare.h5"
     x = (np.arange(40) + 0.5) * 2.5e-5
     d = (np.arange(10) + 0.5) * 2.5e-5
@@ -112,4 +113,4 @@ def test_a_file_without_patch_energy_or_case_still_gives_the_field(tmp_path: Pat
     (fig,) = figures
     ax = fig.axes[0]
     assert ax.get_xlim() == pytest.approx((0.0, 1.0)) and ax.get_ylim() == pytest.approx((0.25, 0.0))  # mm, down
-    assert len(ax.collections) == 1  # the liquidus contour
+    assert len(ax.collections) == 0  # no case, so no liquidus to contour
