@@ -24,6 +24,7 @@ from typing import Any
 import numba
 import numpy as np
 
+from hybrid.analysis.front_plots import plot_front
 from hybrid.core.backend import Array
 from hybrid.core.config import Option, Table
 from hybrid.core.grid import Grid
@@ -274,6 +275,7 @@ register_model(
         stability_limit=stability_limit,
         grid_ndim=2,
         periodic=(True, False),
+        plot=plot_front,
         doc="front law: KPZ plus the correction term front_correction (docs/physics.md §3)",
     )
 )

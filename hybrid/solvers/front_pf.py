@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from hybrid.analysis.front_plots import plot_front
 from hybrid.core.backend import Array
 from hybrid.core.config import ConfigError, Option, Table, Tagged
 from hybrid.core.grid import Grid
@@ -163,6 +164,7 @@ register_model(
         stability_limit=stability_limit,
         grid_ndim=2,
         periodic=(True, False),
+        plot=plot_front,
         doc="Allen–Cahn phase field of a front, periodic in x and no-flux in y (docs/physics.md §3)",
     )
 )
