@@ -244,3 +244,24 @@ def test_a_toy_learned_term_goes_from_data_to_a_monitored_compare(
                  f"terms.{TERM}.weights={model}", "--out", str(tmp_path / "cli")]) == 0  # fmt: skip
     cli = json.loads((tmp_path / "cli" / "report.json").read_text())
     assert cli["providers"] == ["fft", "nn"] and cli["nn_fraction"]["nn"] == 1.0
+
+
+def test_a_training_kind_registered_after_the_generic_ensemble_is_found(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The generic ensemble is the fallback kind: a kind registered after it (as the next learned term's module
+    would) claims its own specs and cards without an exception in the ensemble's detection, and everything else
+    still goes to the ensemble."""
+    from hybrid.couplers import pipeline
+
+    monkeypatch.setattr(pipeline, "TRAIN_KINDS", list(pipeline.TRAIN_KINDS))
+    toy = pipeline.TrainKind(
+        "toy",
+        detect_spec=lambda spec: spec.get("model", {}).get("architecture") == "toy",
+        detect_card=lambda card: "toy" in card,
+        train=lambda *a, **k: {},
+        describe=lambda path, card: [],
+    )
+    pipeline.register_train_kind(toy)
+    assert pipeline.train_kind_of_spec({"model": {"architecture": "toy"}}) is toy
+    assert pipeline.train_kind_of_card({"toy": {}}) is toy
+    assert pipeline.train_kind_of_spec({"model": {"architecture": "cnn1d"}}).name == "ensemble"
+    assert pipeline.train_kind_of_card({"term": "elastic"}).name == "ensemble"

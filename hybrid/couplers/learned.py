@@ -620,13 +620,6 @@ def _learnable_of(term: Any, key: str, file: str | None) -> Learnable:
     return LEARNED[term].learnable
 
 
-def _is_ensemble_spec(spec: Mapping[str, Any]) -> bool:
-    from hybrid.models.jump_training import is_jump_spec
-    from hybrid.models.patch_training import is_patch_spec
-
-    return not is_jump_spec(spec) and not is_patch_spec(spec)
-
-
 def _train(
     spec: Mapping[str, Any], data: list[Path], out: Path, *, progress: bool = False, spec_file: str | None = None
 ) -> Any:
@@ -673,8 +666,9 @@ def _describe(directory: Path, card: Mapping[str, Any]) -> list[str]:
 register_train_kind(
     TrainKind(
         "ensemble",
-        detect_spec=_is_ensemble_spec,
-        detect_card=lambda card: "surrogate" not in card and "laser_patch" not in card,
+        detect_spec=lambda spec: True,  # the fallback: every spec no other kind claims
+        detect_card=lambda card: True,
+        fallback=True,
         train=_train,
         describe=_describe,
         calibrate=_recalibrate,

@@ -62,6 +62,8 @@ class TrainKind:
         calibrate: ``(model dir, data paths, [calibration] changes, out or None) -> card``; None when the kind
             cannot recalibrate without retraining.
         doc: one line: how its spec is recognised.
+        fallback: tried after every other kind (the generic ensemble, which takes what no specific kind claims),
+            so a new kind needs no exception in it.
     """
 
     name: str
@@ -71,6 +73,7 @@ class TrainKind:
     describe: Callable[[Path, Mapping[str, Any]], list[str]]
     calibrate: Callable[..., Any] | None = None
     doc: str = ""
+    fallback: bool = False
 
 
 DATASET_KINDS: list[DatasetKind] = []
@@ -90,7 +93,8 @@ def register_train_kind(kind: TrainKind) -> TrainKind:
 
 
 def _first(kinds: list[Any], test: Callable[[Any], bool], what: str, file: str | None) -> Any:
-    for kind in kinds:
+    """The first kind that ``test`` accepts, the fallback kinds (``fallback = True``) last."""
+    for kind in sorted(kinds, key=lambda k: bool(getattr(k, "fallback", False))):
         if test(kind):
             return kind
     raise ConfigError(f"{what} of no known kind ({'; '.join(f'{k.name}: {k.doc}' for k in kinds)})", file=file)
