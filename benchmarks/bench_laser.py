@@ -1,20 +1,22 @@
-"""Cost of the laser model: the coarse backward-Euler step (banded Cholesky with conjugate-gradient Newton steps,
-against refactorising only, and against the sparse LU both replaced) and a call of the cfd patch.
+"""Cost of the laser model: the coarse backward-Euler step (Newton steps by Jacobi-preconditioned conjugate
+gradients, against the factorised chord-Newton iteration it falls back to, its refactorising-only variant and the
+sparse LU they replaced) and a call of the cfd patch.
 
 Run: ``python benchmarks/bench_laser.py [--end 2e-3] [--repeats 3]`` (never in CI; set OMP_NUM_THREADS=1 for
 one-core figures).
 
 Coarse step: the shipped case ``cases/laser_track.toml`` from its start to ``--end`` (2 ms: 100 steps, melting from
-step ~40) with the model's solver ("cholesky+pcg": the SPD form A = K + diag(g/d) of the Jacobian J = A diag(d),
-banded Cholesky with z fastest, and when the chord iteration slows a Newton step by conjugate gradients
-preconditioned with the last factorisation), with the same factorisation refreshed by refactorising only
-("cholesky", ``newton_pcg = False``) and with the sparse LU of J refreshed the same way ("splu", scipy ``splu``,
-COLAMD), interleaved ``--repeats`` times so all see the same machine load. Times are CPU seconds of the process
-(``time.process_time``: single-threaded work, less disturbed by other jobs on a shared machine than wall time),
-medians of ``Simulation.run()`` divided by the steps (frames at the start and the end only). All iterate to the
-same tolerance, so their fields agree to it (the table prints the largest temperature difference from the model's
-solver). cfd: one call of the ``cfd`` provider of ``patch_temperature`` (shipped options: 120 × 30 cells, window
-r/v = 0.4 ms) on the coarse state at ``--end``, median of ``--repeats``.
+step ~40) with the model's solver ("cg": every Newton step by CG on the SPD form A = K + diag(g/d) of the Jacobian J
+= A diag(d), preconditioned by A's diagonal), with the factorised iteration it falls back to ("cholesky+pcg",
+``jacobi_cg = False``: banded Cholesky of A with z fastest, reused over iterations and steps, and when the chord
+iteration slows a Newton step by CG preconditioned with the last factorisation), with that factorisation refreshed
+by refactorising only ("cholesky", ``newton_pcg = False``) and with the sparse LU of J refreshed the same way
+("splu", scipy ``splu``, COLAMD), interleaved ``--repeats`` times so all see the same machine load. Times are CPU
+seconds of the process (``time.process_time``: single-threaded work, less disturbed by other jobs on a shared
+machine than wall time), medians of ``Simulation.run()`` divided by the steps (frames at the start and the end
+only). All iterate to the same tolerance, so their fields agree to it (the table prints the largest temperature
+difference from the model's solver). cfd: one call of the ``cfd`` provider of ``patch_temperature`` (shipped
+options: 120 × 30 cells, window r/v = 0.4 ms) on the coarse state at ``--end``, median of ``--repeats``.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ from hybrid.solvers.laser import LaserCoarse
 
 ROOT = Path(__file__).resolve().parents[1]
 CASE = ROOT / "cases" / "laser_track.toml"
-SOLVERS = ("cholesky+pcg", "cholesky", "splu")
+SOLVERS = ("cg", "cholesky+pcg", "cholesky", "splu")
 
 
 def _machine() -> str:
@@ -80,7 +82,9 @@ def coarse_run(end: float, folder: Path, solver: str) -> tuple[float, Simulation
     rc = resolve_case(CASE, {"time.end": end, "output.every": 10**6, "output.path": str(folder / f"{solver}.h5")})
     sim = build_simulation(rc)
     assert isinstance(sim.equation, LaserCoarse)
-    if solver != "cholesky+pcg":
+    if solver != "cg":
+        sim.equation.jacobi_cg = False
+    if solver not in ("cg", "cholesky+pcg"):
         sim.equation.newton_pcg = False
     if solver == "splu":
         use_sparse_lu(sim.equation)
@@ -107,7 +111,7 @@ def main() -> None:
     temps = {s: sims[s].equation.temperature(np.asarray(sims[s].state["E"])) for s in sims}
     print(f"\ncoarse model, shipped case to t = {args.end:g} s ({steps} steps), medians of {args.repeats}:")
     head = f"{'solver':>13} {'ms/step':>8} {'ratio':>6} {'factorisations':>15} {'solves':>7} {'CG its':>7}"
-    print(head + f" {'max dT K':>9}")
+    print(head + f" {'PCG its':>7} {'max dT K':>9}")
     base = statistics.median(times[model])
     for solver, walls in times.items():
         eq = sims[solver].equation
@@ -115,7 +119,7 @@ def main() -> None:
         dtemp = float(np.abs(temps[solver] - temps[model]).max())
         print(
             f"{solver:>13} {ms:8.2f} {statistics.median(walls) / base:6.2f} {eq.factorizations:15d} {eq.solves:7d} "
-            f"{eq.pcg_iterations:7d} {dtemp:9.1e}"
+            f"{eq.cg_iterations:7d} {eq.pcg_iterations:7d} {dtemp:9.1e}"
         )
 
     rc = resolve_case(CASE, {"terms.patch_temperature.provider": "cfd"})

@@ -16,16 +16,22 @@ u = ∫k dT interpolated in Q1 (∇·(k∇T) = ∇²u), so the stiffness matrix 
     M (E^{n+1} − E^n)/dt + K u(E^{n+1}) + g(E^{n+1}) = f(t^n + dt/2)
 
 (g: top losses, lumped on the top nodes; f: the laser load at the step's midpoint, exact per element), solved by
-a chord-Newton iteration on E. The Jacobian J = K diag(d) + diag(m/dt + dg/dE), d = du/dE > 0, is A diag(d) with
-the symmetric positive definite A = K + diag((m/dt + dg/dE)/d), so J x = r is A y = r, x = y/d; A is factorised by
-banded Cholesky (LAPACK, nodes ordered with z fastest: half-bandwidth nz + 1) and the factorisation reused over
-iterations and steps. When an iteration contracts the update by less than tenfold, the next one is a Newton step
-with the Jacobian at the current iterate, solved by conjugate gradients on A preconditioned with the reused
-factorisation (the two A differ by a diagonal); only when that needs more than 4 CG iterations (a factorisation
-costs about 10 solves), and at every 8th iteration of a step, is A refactorised at the current iterate. With
-constant c_p and k, no latent heat and no radiation the step is linear and is one solve with the one factorisation
-of the run. The iteration stops when the update is below 1e-10 of max |E| (≈ 1e-6 K); the global energy balance
-then closes to that tolerance, since K's rows sum to zero.
+Newton's method on E. The Jacobian J = K diag(d) + diag(m/dt + dg/dE), d = du/dE > 0, is A diag(d) with the
+symmetric positive definite A = K + diag((m/dt + dg/dE)/d), so J x = r is A y = r, x = y/d.
+
+Each Newton step solves A y = r by conjugate gradients with A's diagonal as preconditioner, to 1e-3 of the
+right-hand side's norm (an inexact Newton step: the outer iteration still converges to the tolerance below). The
+mass term dominates A's diagonal while α dt/dx² is of order one (0.45 in the melt of the shipped case, less in the
+solid), so a few CG iterations suffice and no factorisation is needed. For larger steps, where CG would need more
+than 40 iterations, and for the linear problem (constant c_p and k, no latent heat, no radiation: one solve per
+step), the step falls back to a chord-Newton iteration with a reused factorisation: A is factorised by banded
+Cholesky (LAPACK, nodes ordered with z fastest: half-bandwidth nz + 1) and the factorisation kept over iterations
+and steps while dt is fixed. When a chord iteration contracts the update by less than tenfold, the next one is a
+Newton step by CG preconditioned with the reused factorisation (the two A differ by a diagonal); only when that
+needs more than 4 CG iterations (a factorisation costs about 10 solves), and at every 8th iteration of a step, is
+A refactorised at the current iterate. The linear problem is one solve with the one factorisation of the run. The
+iteration stops when the update is below 1e-10 of max |E| (≈ 1e-6 K); the global energy balance then closes to
+that tolerance, since K's rows sum to zero.
 
 Hand-back (``terms.patch_temperature.couple_every = k`` > 0, any provider of the term): every k steps, after the
 step, the patch temperature is evaluated on the new state and its energy replaces the nodal E of the nodes whose
@@ -239,8 +245,9 @@ def sample(temp: np.ndarray, dx: float, dz: float, xs: np.ndarray, zs: np.ndarra
 class LaserCoarse:
     """The coarse FEM heat model of the laser track (module docstring) for the IMEX stepper and the run loop.
 
-    Counters: ``factorizations`` (banded Cholesky), ``solves`` (iterations' linear solves), ``pcg_iterations``
-    (conjugate-gradient iterations of the Newton steps), ``iterations`` per run.
+    Counters: ``factorizations`` (banded Cholesky), ``solves`` (iterations' linear solves), ``cg_iterations``
+    (Jacobi-preconditioned CG iterations), ``pcg_iterations`` (CG iterations preconditioned by the factorisation),
+    ``iterations`` per run.
     """
 
     evolved_fields = ("E",)
@@ -307,7 +314,10 @@ class LaserCoarse:
         if self.bottom_energy is not None:
             keep_all[self.bottom] = 0.0
         self._stiffness_free = (sp.diags(keep_all) @ self.stiffness @ sp.diags(keep_all)).tocsr()
-        self.pcg_iterations = 0
+        self.pcg_iterations = self.cg_iterations = 0
+        self.cg_most = 40  # Jacobi-CG iterations a Newton step may take before the factorised iteration takes over
+        self.jacobi_cg = not self.linear  # False: the factorised iteration only (kept for side-by-side timing)
+        self._diagonal_k = self._stiffness_free.diagonal()
         self.pcg_most = 4  # CG iterations a Newton step may take before a refactorisation (≈ 10 solves) is cheaper
         self.newton_pcg = True  # False: refresh by refactorising only (kept for side-by-side timing)
         self._chol: np.ndarray | None = None
@@ -414,6 +424,32 @@ class LaserCoarse:
         """x (N,) of J x = ``r`` (N,) with the Jacobian of the last :meth:`_factorize`."""
         return self._precondition(self._reduced(r, self._d)) / self._d
 
+    def _newton_cg(self, r: np.ndarray, t: np.ndarray, dt: float) -> np.ndarray | None:
+        """x (N,) of J(t) x = ``r`` with the Jacobian at the iterate's ``t`` (N,) [K]: conjugate gradients on
+        A(t) y = rhs preconditioned by A's diagonal, to 1e-3 of the right-hand side's norm; None when that takes
+        more than ``cg_most`` iterations."""
+        d, c = self._jacobian_parts(t, dt)
+        rhs = self._reduced(r, d)
+        inverse_diagonal = 1.0 / (self._diagonal_k + c)
+        stop = 1e-3 * float(np.linalg.norm(rhs))
+        y = inverse_diagonal * rhs
+        res = rhs - (self._stiffness_free @ y + c * y)
+        z = inverse_diagonal * res
+        p = z.copy()
+        rz = float(res @ z)
+        for _ in range(self.cg_most):
+            if float(np.linalg.norm(res)) <= stop:
+                break
+            ap = self._stiffness_free @ p + c * p
+            alpha = rz / float(p @ ap)
+            y += alpha * p
+            res -= alpha * ap
+            z = inverse_diagonal * res
+            rz, previous = float(res @ z), rz
+            p = z + (rz / previous) * p
+            self.cg_iterations += 1
+        return y / d if float(np.linalg.norm(res)) <= stop else None
+
     def _newton_pcg(self, r: np.ndarray, t: np.ndarray, dt: float) -> np.ndarray | None:
         """x (N,) of J(t) x = ``r`` with the Jacobian at the iterate's ``t`` (N,) [K]: conjugate gradients on
         A(t) y = rhs (A(t) differs from the factorised A by a diagonal), preconditioned by the last factorisation,
@@ -462,14 +498,16 @@ class LaserCoarse:
             e[self.bottom] = self.bottom_energy
         scale = self.tolerance * max(float(np.abs(e_old).max()), 1.0)
         refresh = self._chol is None or self._lu_dt != dt
+        jacobi = self.jacobi_cg
         previous = math.inf
         for it in range(60):
             r, t = self._residual(e, e_old, dt, load)
-            de = None
-            if refresh and self.newton_pcg and self._lu_dt == dt and it % 8 != 0:
+            de = self._newton_cg(r, t, dt) if jacobi else None
+            jacobi = de is not None  # once CG stalls, the factorised iteration finishes the step
+            if de is None and refresh and self.newton_pcg and self._lu_dt == dt and it % 8 != 0:
                 de = self._newton_pcg(r, t, dt)
                 refresh = de is None
-            if refresh:
+            if de is None and refresh:
                 self._factorize(t, dt)
                 refresh = False
             if de is None:
