@@ -112,20 +112,24 @@ def is_patch_spec(spec: Mapping[str, Any]) -> bool:
     return isinstance(model, Mapping) and model.get("architecture") == ARCHITECTURE
 
 
-def _coupling(case_text: str) -> int:
-    """The hand-back interval [steps] of the runs a data file comes from: the case's ``couple_every`` when its patch
-    provider is ``cfd`` (the patch handed back into the coarse states that were captured), else 0."""
+def _coupling(case_text: str) -> tuple[int, str]:
+    """How the runs a data file comes from were coupled: (the case's ``couple_every`` [steps], its patch provider)
+    when that provider hands its patch back into the coarse states that were captured (``cfd``, ``nn``,
+    ``monitor``), else (0, "") (``coarse`` is never handed back)."""
     try:
         table = tomllib.loads(case_text).get("terms", {}).get("patch_temperature", {})
     except tomllib.TOMLDecodeError:
-        return 0
-    return int(table.get("couple_every", 0)) if table.get("provider") == "cfd" else 0
+        return 0, ""
+    provider = str(table.get("provider", "coarse"))
+    every = int(table.get("couple_every", 0)) if provider != "coarse" else 0
+    return every, provider if every else ""
 
 
 def load_patch_data(paths: Sequence[str | Path], spec_file: str | None = None) -> dict[str, Any]:
     """The samples of patch dataset files, concatenated: ``coarse``, ``cfd`` (S, pz, px) float64 [K], ``laser``
     (S, 2) (q′ [W/m], v [m/s]), ``power`` (S,), ``split`` (S,) str, ``group`` (S,) (unique over files), ``coupling``
-    (S,) (the hand-back interval of the sample's run, 0: none), and the files' ``ambient_temperature``, ``liquidus``
+    (S,) (the hand-back interval of the sample's run, 0: none), ``coupled_by`` (S,) str (the provider handed back,
+    "" for none), and the files' ``ambient_temperature``, ``liquidus``
     [K], ``spacing`` [m], ``case`` (the first file's), ``couplings`` and ``files`` (path, sha256)."""
     import h5py
 
@@ -149,7 +153,8 @@ def load_patch_data(paths: Sequence[str | Path], spec_file: str | None = None) -
                     raise ConfigError(f"{path} has {k} = {v}, an earlier file {attrs[k]}", key="--data", file=spec_file)
             attrs.update(these)
             attrs.setdefault("case", str(f.attrs.get("case", "")))
-            attrs.setdefault("couplings", set()).add(_coupling(str(f.attrs.get("case", ""))))
+            every, coupled_by = _coupling(str(f.attrs.get("case", "")))
+            attrs.setdefault("couplings", set()).add(every)
             group = f["group"][:].astype(np.int64)
             parts.append(
                 {
@@ -159,7 +164,8 @@ def load_patch_data(paths: Sequence[str | Path], spec_file: str | None = None) -
                     "power": f["power"][:].astype(np.float64),
                     "split": np.asarray([s.decode() if isinstance(s, bytes) else str(s) for s in f["split"][:]]),
                     "group": group + offset,
-                    "coupling": np.full(group.size, _coupling(str(f.attrs.get("case", ""))), dtype=np.int64),
+                    "coupling": np.full(group.size, every, dtype=np.int64),
+                    "coupled_by": np.full(group.size, coupled_by),
                 }
             )
             offset += int(group.max()) + 1 if group.size else 0
@@ -381,7 +387,7 @@ def train_patch_surrogate(
         per_pair.append(
             {
                 "power": float(d["power"][i]), "line_power": float(d["laser"][i, 0]), "speed": float(d["laser"][i, 1]),
-                "couple_every": int(d["coupling"][i]),
+                "couple_every": int(d["coupling"][i]), "coupled_by": str(d["coupled_by"][i]),
                 "n": int(sel.sum()), "mare": float(e_test[sel].mean()), "mare_max": float(e_test[sel].max()),
                 "coarse_mare": float(coarse_mare[test][sel].mean()), "uncertainty": float(u_test[sel].mean()),
             }

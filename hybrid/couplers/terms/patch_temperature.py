@@ -325,7 +325,9 @@ def _describe(directory: Path, card: Mapping[str, Any]) -> list[str]:
             lines.append(f"  {split}: n = {m['n']}, MARE {m['mare']:.4g} (max {m['mare_max']:.4g}; coarse "
                          f"{m['coarse_mare']:.4g}{floor})")  # fmt: skip
     for r in metrics.get("test_by_pair", []):
-        lines.append(f"    test P = {r['power']:g} W, v = {r['speed']:g} m/s: MARE {r['mare']:.4g} (coarse "
+        every = "every step" if r.get("couple_every") == 1 else f"every {r.get('couple_every')} steps"
+        run = f"handed back by {r.get('coupled_by') or 'cfd'} {every}" if r.get("couple_every") else "uncoupled"
+        lines.append(f"    test P = {r['power']:g} W, v = {r['speed']:g} m/s, {run}: MARE {r['mare']:.4g} (coarse "
                      f"{r['coarse_mare']:.4g})")  # fmt: skip
     return lines + calibration_lines("mare", card.get("calibration", {}))
 
