@@ -11,7 +11,9 @@
 # 4. data/laser_patch_monitor_coupled.h5: runs handing round 0's monitored surrogate back at every step, labelled
 #    by cfd (datasets/laser_patch_monitor_coupled.toml names data/laser_patch_round0, relative to cases/). In such a
 #    loop the surrogate's own pools become its next inputs; the cfd-coupled data alone leave that loop a constant bias.
-# 5. The shipped surrogate: trained on 1, 2 and 4 (hybrid/models/weights/laser_patch; its model card names every
+# 5. data/laser_patch_startup.h5: the same loop's first 5 steps after the laser is switched on (round 0's monitor
+#    answers them by cfd, 0.7 s a call).
+# 6. The shipped surrogate: trained on 1, 2, 4 and 5 (hybrid/models/weights/laser_patch; its model card names every
 #    data file and its SHA-256).
 #
 # Each step is skipped when its output exists, so an interrupted recipe continues. Training is deterministic, so
@@ -35,6 +37,8 @@ step data/laser_patch_round0 hybrid train training/laser_patch.toml --data data/
     --data data/laser_patch_coupled.h5 --out data/laser_patch_round0 --set model.coarse_latent=8 --set model.latent=16
 step data/laser_patch_monitor_coupled.h5 hybrid dataset datasets/laser_patch_monitor_coupled.toml \
     --out data/laser_patch_monitor_coupled.h5 --workers 2
+step data/laser_patch_startup.h5 hybrid dataset datasets/laser_patch_startup.toml --out data/laser_patch_startup.h5 \
+    --workers 2
 hybrid train training/laser_patch.toml --data data/laser_patch.h5 --data data/laser_patch_coupled.h5 \
-    --data data/laser_patch_monitor_coupled.h5 --out "$out" --overwrite
+    --data data/laser_patch_monitor_coupled.h5 --data data/laser_patch_startup.h5 --out "$out" --overwrite
 hybrid info "$out"

@@ -320,10 +320,11 @@ def test_front_law_compare_overlays_the_fronts(tmp_path: Path) -> None:
 def test_laser_patch_compare_has_mare_descriptors_and_pictures(tmp_path: Path) -> None:
     """hybrid compare cfd against the monitor on the laser's patch term, both handing the patch back every 20 steps:
     the moving patch patch/T is compared per frame (mare 0 at the start, where the monitor answers the cold plate by
-    cfd, below the issue's 10 % after, and not 0 where nn answered), the melt-pool descriptors are reported for both runs, the term is not
-    saved a second time under /terms (the model saves it as /patch/T), and the side-by-side images are drawn."""
+    cfd, below the issue's 10 % after, and not 0 where nn answered), the melt-pool descriptors are reported for both
+    runs, the term is not saved a second time under /terms (the model saves it as /patch/T), and the side-by-side
+    images are drawn."""
     case = Path(__file__).resolve().parents[2] / "cases" / "laser_track.toml"
-    sets = {"time.end": None, "time.steps": 40, "output.every": 20}
+    sets = {"time.end": None, "time.steps": 40, "output.every": 20, "terms.patch_temperature.couple_every": 20}
     report = compare(case, "patch_temperature", ("cfd", "monitor"), overrides=sets, out_dir=tmp_path / "cmp")
     with h5py.File(tmp_path / "cmp" / "B.h5") as f:
         log = f["monitor/patch_temperature"]

@@ -95,10 +95,11 @@ def test_monitor_outside_the_training_range_answers_by_cfd_and_says_so(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """P = 400 W lies beyond the shipped surrogate's powers: every decision is cfd with uncertainty inf (the run's
-    decision log), the saved patch is cfd's, and a warning names the range."""
+    decision log), the saved patch is cfd's, and a warning names the range (the patch read at frames only, so the
+    run's state is the uncoupled one)."""
     out = tmp_path / "run.h5"
     sets = {"model.power": 400.0, "time.end": None, "time.steps": 2, "output.every": 2,
-            f"terms.{TERM}.provider": "monitor", "output.path": str(out)}  # fmt: skip
+            f"terms.{TERM}.provider": "monitor", f"terms.{TERM}.couple_every": 0, "output.path": str(out)}  # fmt: skip
     with caplog.at_level(logging.WARNING):
         sim = build_simulation(resolve_case(CASE, sets))
         sim.run()
@@ -150,7 +151,7 @@ def test_a_hand_back_interval_that_was_not_checked_is_warned_about(caplog: pytes
 
 @pytest.mark.parametrize("provider", ["nn", "monitor"])
 def test_the_surrogate_is_handed_back_like_cfd(tmp_path: Path, provider: str) -> None:
-    """With couple_every = 20 (the shipped case's) the model hands the surrogate's patch back every 20 steps, as it
+    """With couple_every = 20 (once per cfd window) the model hands the surrogate's patch back every 20 steps, as it
     does cfd's: the run's /energy column handback moves at steps 20 and 40, and the frame at a hand-back step saves
     the value handed back (the provider is called once per hand-back, no extra call for the frame). (Not earlier:
     a plate heated for a few steps is outside what the surrogate learned; the monitor sends it to cfd.)"""
