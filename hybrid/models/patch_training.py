@@ -44,7 +44,7 @@ from hybrid.core.config import ConfigError, Option, Table, dumps_toml, validate
 from hybrid.core.io import check_writable
 from hybrid.core.progress import progress_bar
 from hybrid.models.calibration import calibrate
-from hybrid.models.card import file_sha256, portable_path, save_ensemble
+from hybrid.models.card import file_sha256, load_ensemble, portable_path, read_card, save_ensemble, write_card
 from hybrid.models.patch_autoencoder import ENCODERS, PatchSurrogateNet, mare, pca_basis, relative_spread
 
 log = logging.getLogger(__name__)
@@ -374,10 +374,7 @@ def train_patch_surrogate(
     # evaluation, as served: float32
     u_cal, e_cal = evaluate(model, d, masks["calibration"])
     u_test, e_test = evaluate(model, d, masks["test"])
-    cal = s["calibration"]
-    calibration = calibrate(u_cal, e_cal, u_test, e_test, float(cal["tolerance"]), float(cal["confidence"]))
-    calibration["indicator"] = "u = mean over the patch of std_k(T_k) / mean_k(T_k); accept the NN when u <= threshold"
-    calibration["u"], calibration["e"] = [float(v) for v in u_cal], [float(v) for v in e_cal]
+    calibration = _calibration(u_cal, e_cal, u_test, e_test, s["calibration"])
     coarse_mare = np.asarray(mare(d["coarse"], d["cfd"]))
     per_pair = []
     test = masks["test"]
@@ -473,6 +470,72 @@ def train_patch_surrogate(
     model.double()
     log.info("patch surrogate: test MARE %.4g (coarse %.4g), threshold %s", metrics["test"]["mare"],
              metrics["test"]["coarse_mare"], calibration["threshold"])  # fmt: skip
-    from hybrid.models.card import read_card
+    return read_card(out)
 
+
+def _calibration(u_cal: np.ndarray, e_cal: np.ndarray, u_test: np.ndarray, e_test: np.ndarray,
+                 cal: Mapping[str, Any]) -> dict[str, Any]:  # fmt: skip
+    """The card's ``calibration`` entry: the threshold for ``cal``'s tolerance and confidence, and its pairs."""
+    out = calibrate(u_cal, e_cal, u_test, e_test, float(cal["tolerance"]), float(cal["confidence"]))
+    out["indicator"] = "u = mean over the patch of std_k(T_k) / mean_k(T_k); accept the NN when u <= threshold"
+    out["u"], out["e"] = [float(v) for v in u_cal], [float(v) for v in e_cal]
+    return out
+
+
+def recalibrate_patch_surrogate(
+    model_dir: str | Path, data: Sequence[str | Path], changes: Mapping[str, Any], out_dir: str | Path | None = None
+) -> dict[str, Any]:
+    """Redo the monitor calibration of a trained patch surrogate with another ``[calibration]`` tolerance or
+    confidence; the weights stay (``hybrid calibrate``).
+
+    The data must be the files it was trained on, in the card's order (checked by SHA-256): their calibration and
+    test runs are evaluated again, in float32 as served, so the same settings give the card's threshold again (bit for
+    bit with torch on as many threads as in training; otherwise to the rounding of float32 sums). The novelty
+    quantile is fitted with the weights: changing it needs ``hybrid train``.
+
+    Returns:
+        The new card (as written, plus ``path``); ``recalibrated`` records when and what changed.
+
+    Raises:
+        ConfigError: a key other than tolerance and confidence, or a bad value.
+        ValueError: data files that are not the card's.
+    """
+    import datetime
+    import shutil
+
+    model, card = load_ensemble(model_dir, expect=PatchSurrogateNet)
+    extra = set(changes) - {"tolerance", "confidence"}
+    if extra:
+        raise ConfigError(
+            "is fitted with the weights (retrain with hybrid train); allowed: tolerance, confidence",
+            key=f"calibration.{sorted(extra)[0]}",
+        )
+    spec = tomllib.loads(str(card["spec"]))
+    spec["calibration"] = {**spec.get("calibration", {}), **changes}
+    s = validate(spec, PATCH_TRAIN_SPEC, file=str(card.get("path")))
+    out = Path(model_dir) if out_dir is None else Path(out_dir)
+    check_writable(out, "--out", directory=True)
+    expected = [f["sha256"] for f in card["data"]["files"]]
+    if [file_sha256(p) for p in data] != expected:
+        names = ", ".join(f["file"] for f in card["data"]["files"])
+        raise ValueError(
+            f"{card.get('path')}: the surrogate was trained on {len(expected)} data file(s) ({names}); the files given "
+            f"({', '.join(str(p) for p in data)}) do not match their SHA-256, so its calibration and test runs "
+            "cannot be evaluated again"
+        )
+    d = load_patch_data(data)
+    u_cal, e_cal = evaluate(model, d, d["split"] == "calibration")
+    u_test, e_test = evaluate(model, d, d["split"] == "test")
+    card["calibration"] = _calibration(u_cal, e_cal, u_test, e_test, s["calibration"])
+    card["spec"] = dumps_toml(s)
+    card["recalibrated"] = {
+        "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "changed": dict(changes),
+    }
+    if out_dir is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        for name in (card["weights"]["file"], TEST_DATA):
+            shutil.copyfile(Path(model_dir) / name, out / name)
+    card.pop("path", None)
+    write_card(out, card)
     return read_card(out)

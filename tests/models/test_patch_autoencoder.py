@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from hybrid.core.config import ConfigError
-from hybrid.models.card import load_ensemble, read_card
+from hybrid.models.card import card_threshold, load_ensemble, read_card
 from hybrid.models.patch_autoencoder import PatchSurrogateNet, mare, pca_basis, relative_spread
 from hybrid.models.patch_training import train_patch_surrogate
 
@@ -178,3 +178,40 @@ def test_hybrid_train_dispatches_a_patch_spec(tmp_path: Path, capsys: pytest.Cap
     assert main([*argv, *[x for s in sets for x in ("--set", s)]]) == 0
     assert "laser patch surrogate for term 'patch_temperature'" in capsys.readouterr().out
     assert read_card(tmp_path / "m")["architecture"]["class"] == "PatchSurrogateNet"
+
+
+def test_hybrid_calibrate_recalibrates_a_patch_surrogate(tmp_path: Path) -> None:
+    """`hybrid calibrate MODEL --data FILES --set calibration.tolerance=...` keeps the weights and redoes the
+    threshold on the calibration runs: the training settings give the card's threshold again (the same float32
+    evaluation), a looser tolerance a threshold at least as high, conformal on the same pairs (recomputed here); the
+    novelty quantile and data that are not the card's are refused."""
+    from hybrid.cli import main
+    from hybrid.models.calibration import calibrate
+
+    data = write_synthetic(tmp_path / "patch.h5", _runs())
+    spec = {**SPEC, "calibration": {"tolerance": 0.008, "confidence": 0.8}}  # 8 calibration pairs: conformal at 0.8
+    card = train_patch_surrogate(spec, [data], tmp_path / "model")
+
+    def run(out: str, *sets: str, files: tuple[Path, ...] = (data,)) -> dict:
+        argv = ["calibrate", str(tmp_path / "model"), "--out", str(tmp_path / out)]
+        argv += [x for f in files for x in ("--data", str(f))] + [x for s in sets for x in ("--set", s)]
+        assert main(argv) == 0
+        return read_card(tmp_path / out)
+
+    same = run("same")
+    assert same["calibration"]["threshold"] == card["calibration"]["threshold"]
+    assert same["calibration"]["u"] == card["calibration"]["u"]
+    loose = run("loose", "calibration.tolerance=0.02")  # every calibration error is below it (largest ~0.01)
+    assert loose["calibration"]["tolerance"] == 0.02 and loose["recalibrated"]["changed"] == {"tolerance": 0.02}
+    assert np.isfinite(card_threshold(loose)) and card_threshold(loose) >= card_threshold(card)
+    u, e = np.asarray(card["calibration"]["u"]), np.asarray(card["calibration"]["e"])
+    assert card_threshold(loose) == calibrate(u, e, u, e, 0.02, 0.8)["threshold"]
+    for name in ("weights.pt", "test_data.h5"):  # the weights and the test file travel unchanged
+        assert (tmp_path / "loose" / name).read_bytes() == (tmp_path / "model" / name).read_bytes()
+    assert main(["calibrate", str(tmp_path / "model"), "--data", str(data), "--out", str(tmp_path / "bad"),
+                 "--set", "calibration.novelty_quantile=0.9"]) != 0  # fmt: skip
+    other = write_synthetic(tmp_path / "other.h5", _runs(), per_run=3)
+    with pytest.raises(ValueError, match="do not match their SHA-256"):
+        from hybrid.models.patch_training import recalibrate_patch_surrogate
+
+        recalibrate_patch_surrogate(tmp_path / "model", [other], {"tolerance": 0.1}, tmp_path / "bad2")

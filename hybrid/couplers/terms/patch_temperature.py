@@ -332,6 +332,12 @@ def _describe(directory: Path, card: Mapping[str, Any]) -> list[str]:
     return lines + calibration_lines("mare", card.get("calibration", {}))
 
 
+def _recalibrate(model_dir: Path, data: list[Path], changes: Mapping[str, Any], out: Path | None) -> Any:
+    from hybrid.models.patch_training import recalibrate_patch_surrogate
+
+    return recalibrate_patch_surrogate(model_dir, data, changes, out)
+
+
 def _is_patch_spec(spec: Mapping[str, Any]) -> bool:
     from hybrid.models.patch_training import is_patch_spec
 
@@ -345,6 +351,7 @@ register_train_kind(
         detect_card=lambda card: "laser_patch" in card,
         train=_train,
         describe=_describe,
+        calibrate=_recalibrate,
         doc="the laser patch surrogate ([model] architecture = 'patch_autoencoder')",
     )
 )
