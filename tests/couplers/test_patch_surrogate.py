@@ -229,3 +229,33 @@ def test_dataset_spec_errors_name_the_key(tmp_path: Path, change: dict[str, Any]
     with pytest.raises(ConfigError) as err:
         generate_patch_dataset(_spec(**change), tmp_path / "patch.h5", workers=0)
     assert err.value.key == key
+
+
+def test_the_monitor_captures_its_cfd_evaluations_as_a_patch_dataset(tmp_path: Path) -> None:
+    """``capture = FILE``: the cfd evaluations of a monitored run (here the cold plate at t = 0 and the first step,
+    beyond the novelty limit, and an audit at step 2) are written as a laser_patch dataset file that the trainer
+    reads: each pair is the coarse patch of the run's state (recomputed by the coarse provider) and the cfd patch the
+    run kept (its saved patch/T at that step); the file says the run was handed back by the monitor at every
+    step, and names the monitor's weights."""
+    from hybrid.models.patch_training import load_patch_data
+
+    out, cap = tmp_path / "run.h5", tmp_path / "capture.h5"
+    sets = {"time.end": None, "time.steps": 2, "output.every": 1, f"terms.{TERM}.provider": "monitor",
+            f"terms.{TERM}.audit_every": 2, f"terms.{TERM}.capture": str(cap), "output.path": str(out)}  # fmt: skip
+    build_simulation(resolve_case(CASE, sets)).run()
+    log = read_output(out)["monitor"][TERM]
+    dns_steps = [int(s) for s, src, a in zip(log["step"], log["source"], log["audit_error"], strict=True)
+                 if src == "dns" or np.isfinite(a)]  # fmt: skip
+    assert dns_steps[:2] == [0, 1] and len(dns_steps) == 3
+    d = load_patch_data([cap])
+    assert list(d["split"]) == ["train"] * 3 and set(d["coupling"]) == {1} and set(d["coupled_by"]) == {"monitor"}
+    with h5py.File(cap) as f:
+        steps = list(f["step"][:])
+        assert "monitor_weights_sha256" in f.attrs["spec"]
+    assert steps == dns_steps
+    saved = read_output(out)["patch"]["T"]
+    coarse = hybrid.load_provider(TERM, "coarse", case=CASE)
+    for i, step in enumerate(steps[:2]):  # before the first hand-back (after step 1) the state is the uncoupled one
+        np.testing.assert_array_equal(d["coarse"][i], np.float32(coarse(_state(step))))
+        np.testing.assert_array_equal(d["cfd"][i], np.float32(saved[step]))  # a fallback: cfd's value was kept
+    assert not np.array_equal(d["cfd"][2], np.float32(saved[2]))  # the audit: nn's answer was kept, cfd captured

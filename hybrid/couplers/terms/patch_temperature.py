@@ -37,7 +37,7 @@ from hybrid.solvers.laser import PATCH_OPTIONS, TERM, CoarsePatch, line_power
 
 log = logging.getLogger(__name__)
 
-__all__ = ["SHIPPED_WEIGHTS", "PatchEnsemble", "PatchMonitor"]
+__all__ = ["SHIPPED_WEIGHTS", "PatchCapture", "PatchEnsemble", "PatchMonitor"]
 
 SHIPPED_WEIGHTS = Path(__file__).resolve().parents[2] / "models" / "weights" / "laser_patch"
 """The shipped surrogate (``terms.patch_temperature.weights = "shipped"``)."""
@@ -234,6 +234,72 @@ class PatchMonitor(Monitor):
         return self.nn.origin(time)
 
 
+class PatchCapture:
+    """The monitor's capture sink (``capture = FILE``): every ``every``-th cfd evaluation the monitor makes
+    (fallbacks and audits), with the coarse patch of the same state, written when the run closes as a
+    ``laser_patch`` dataset file (:mod:`hybrid.couplers.patch_dataset`; the run is one group of split "train"), so
+    ``hybrid train --data`` takes it beside the generated data (active learning). Its ``case`` attribute records the
+    parameters, the box and the hand-back (provider monitor, ``couple_every``), its ``spec`` the monitor's weights and
+    settings. A run without cfd evaluations writes no file."""
+
+    def __init__(self, path: Path, nn: PatchEnsemble, ctx: Context, settings: Mapping[str, Any], every: int) -> None:
+        from hybrid.core.config import drop_none, dumps_toml
+        from hybrid.core.io import check_writable
+        from hybrid.models.card import portable_path
+
+        check_writable(path, f"terms.{TERM}.capture")
+        self.path, self.nn, self.every = path, nn, every
+        pz, px = nn.output_shape()
+        box = {"provider": "monitor", "couple_every": nn.couple_every, "size": [px * nn.spacing, pz * nn.spacing],
+               "spacing": nn.spacing}  # fmt: skip
+        self.case = dumps_toml(drop_none({"model": dict(ctx.params), "terms": {TERM: box}}))
+        weights = {"monitor_weights": portable_path(nn.weights),
+                   "monitor_weights_sha256": str(nn.card.get("weights", {}).get("sha256", ""))}  # fmt: skip
+        self.spec = dumps_toml({"capture": {**weights, **{k: float(v) for k, v in settings.items()}, "every": every}})
+        self.line_power, self.speed = float(nn.laser[0, 0]), float(nn.laser[0, 1])
+        self.power = float(ctx.params["power"])
+        self.rows: dict[str, list[Any]] = {k: [] for k in ("coarse", "cfd", "time", "step", "origin")}
+        self.seen = 0
+
+    def add(self, state: State, dns_value: Array) -> None:
+        self.seen += 1
+        if (self.seen - 1) % self.every:
+            return
+        be = state.backend
+        self.rows["coarse"].append(np.asarray(be.to_numpy(self.nn.coarse.evaluate(state)), dtype=np.float32))
+        self.rows["cfd"].append(np.asarray(be.to_numpy(dns_value), dtype=np.float32))
+        self.rows["time"].append(float(state.time))
+        self.rows["step"].append(int(state.step))
+        self.rows["origin"].append(np.asarray(self.nn.origin(state.time), dtype=np.float64))
+
+    def close(self) -> None:
+        from hybrid.couplers.generate import stamp, write_atomic
+        from hybrid.couplers.patch_dataset import FORMAT_VERSION, HYBRID_KIND
+
+        n = len(self.rows["step"])
+        if n == 0:
+            log.info("%s: no cfd evaluation to capture; %s not written", TERM, self.path)
+            return
+
+        def write(f: Any) -> None:
+            for name in ("coarse", "cfd"):
+                f.create_dataset(name, data=np.stack(self.rows[name]), compression="gzip", shuffle=True)
+            for name, value in (("power", self.power), ("speed", self.speed), ("line_power", self.line_power)):
+                f.create_dataset(name, data=np.full(n, value))
+            f.create_dataset("time", data=np.asarray(self.rows["time"], dtype=np.float64))
+            f.create_dataset("step", data=np.asarray(self.rows["step"], dtype=np.int64))
+            f.create_dataset("origin", data=np.stack(self.rows["origin"]))
+            f.create_dataset("group", data=np.zeros(n, dtype=np.int64))
+            f.create_dataset("split", data=np.full(n, "train").astype("S"))
+            stamp(f, kind=HYBRID_KIND, format_version=FORMAT_VERSION, spec=self.spec, seconds=0.0, workers="capture")
+            f.attrs["case"] = self.case
+            f.attrs["spacing"] = self.nn.spacing
+            f.attrs["ambient_temperature"], f.attrs["liquidus"] = self.nn.t_inf, self.nn.t_l
+
+        write_atomic(self.path, write)
+        log.info("%s: captured %d cfd evaluations in %s", TERM, n, self.path)
+
+
 # ---------------------------------------------------------------------------------------------------- options
 
 NN_OPTIONS = Table(
@@ -249,7 +315,13 @@ NN_OPTIONS = Table(
 def _monitor_options() -> Table:
     fallbacks = tuple(p for p in PROVIDERS.get(TERM, {}) if p not in ("nn", "monitor"))
     policy = policy_options("cfd", fallbacks, (0.02, "accepted MARE of the patch (0.02: 2 %)"))
-    return Table({**NN_OPTIONS.entries, **policy})
+    capture = {
+        "capture": Option(
+            "str", None, "HDF5 file collecting the cfd evaluations as training pairs (a laser_patch dataset)"
+        ),
+        "capture_every": Option("int", 1, "keep every this many cfd evaluations in the capture file", min=1),
+    }
+    return Table({**NN_OPTIONS.entries, **policy, **capture})
 
 
 @register_provider(TERM, "nn", options=NN_OPTIONS, doc="trained surrogate ensemble mean (float32 inference)")
@@ -289,7 +361,11 @@ def _build_monitor(ctx: Context, options: Mapping[str, Any]) -> PatchMonitor:
     if not nn.in_range:
         log.warning("%s: every call goes to %s: %s", TERM, options.get("fallback", "cfd"), nn.range_note)
     log.info("monitor on %r: threshold %s (mare, tolerance %g, confidence %g)", TERM, threshold, tol, conf)
-    monitor = monitored(nn, dns, float(threshold), options, tol, conf, cls=PatchMonitor)
+    capture = None
+    if options.get("capture"):  # an output: relative to the cwd
+        settings = {"tolerance": tol, "confidence": conf, "threshold": float(threshold)}
+        capture = PatchCapture(Path(options["capture"]), nn, ctx, settings, int(options.get("capture_every", 1)))
+    monitor = monitored(nn, dns, float(threshold), options, tol, conf, capture=capture, cls=PatchMonitor)
     assert isinstance(monitor, PatchMonitor)
     return monitor
 
