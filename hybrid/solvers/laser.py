@@ -424,56 +424,40 @@ class LaserCoarse:
         """x (N,) of J x = ``r`` (N,) with the Jacobian of the last :meth:`_factorize`."""
         return self._precondition(self._reduced(r, self._d)) / self._d
 
-    def _newton_cg(self, r: np.ndarray, t: np.ndarray, dt: float) -> np.ndarray | None:
+    def _newton_cg(self, r: np.ndarray, t: np.ndarray, dt: float, most: int, factorised: bool) -> tuple[Any, int]:
         """x (N,) of J(t) x = ``r`` with the Jacobian at the iterate's ``t`` (N,) [K]: conjugate gradients on
-        A(t) y = rhs preconditioned by A's diagonal, to 1e-3 of the right-hand side's norm; None when that takes
-        more than ``cg_most`` iterations."""
+        A(t) y = rhs to 1e-3 of the right-hand side's norm, preconditioned by A(t)'s diagonal or (``factorised``)
+        by the last factorisation (the two A differ by a diagonal). Returns (x, CG iterations); x is None when it
+        takes more than ``most`` iterations."""
         d, c = self._jacobian_parts(t, dt)
         rhs = self._reduced(r, d)
-        inverse_diagonal = 1.0 / (self._diagonal_k + c)
-        stop = 1e-3 * float(np.linalg.norm(rhs))
-        y = inverse_diagonal * rhs
-        res = rhs - (self._stiffness_free @ y + c * y)
-        z = inverse_diagonal * res
-        p = z.copy()
-        rz = float(res @ z)
-        for _ in range(self.cg_most):
-            if float(np.linalg.norm(res)) <= stop:
-                break
-            ap = self._stiffness_free @ p + c * p
-            alpha = rz / float(p @ ap)
-            y += alpha * p
-            res -= alpha * ap
-            z = inverse_diagonal * res
-            rz, previous = float(res @ z), rz
-            p = z + (rz / previous) * p
-            self.cg_iterations += 1
-        return y / d if float(np.linalg.norm(res)) <= stop else None
+        if factorised:
+            precondition = self._precondition
+        else:
+            inverse_diagonal = 1.0 / (self._diagonal_k + c)
 
-    def _newton_pcg(self, r: np.ndarray, t: np.ndarray, dt: float) -> np.ndarray | None:
-        """x (N,) of J(t) x = ``r`` with the Jacobian at the iterate's ``t`` (N,) [K]: conjugate gradients on
-        A(t) y = rhs (A(t) differs from the factorised A by a diagonal), preconditioned by the last factorisation,
-        to 1e-3 of the right-hand side's norm; None when that takes more than ``pcg_most`` iterations."""
-        d, c = self._jacobian_parts(t, dt)
-        rhs = self._reduced(r, d)
-        y = self._precondition(rhs)
-        res = rhs - (self._stiffness_free @ y + c * y)
+            def precondition(v: np.ndarray) -> np.ndarray:
+                return inverse_diagonal * v
+
         stop = 1e-3 * float(np.linalg.norm(rhs))
-        z = self._precondition(res)
+        y = precondition(rhs)
+        res = rhs - (self._stiffness_free @ y + c * y)
+        z = precondition(res)
         p = z.copy()
         rz = float(res @ z)
-        for _ in range(self.pcg_most):
+        iterations = 0
+        for _ in range(most):
             if float(np.linalg.norm(res)) <= stop:
                 break
             ap = self._stiffness_free @ p + c * p
             alpha = rz / float(p @ ap)
             y += alpha * p
             res -= alpha * ap
-            z = self._precondition(res)
+            z = precondition(res)
             rz, previous = float(res @ z), rz
             p = z + (rz / previous) * p
-            self.pcg_iterations += 1
-        return y / d if float(np.linalg.norm(res)) <= stop else None
+            iterations += 1
+        return (y / d if float(np.linalg.norm(res)) <= stop else None), iterations
 
     def state_dict(self) -> dict[str, Any]:
         """What a checkpoint keeps so that a restart continues bit for bit: the temperature (N,) [K] and step [s]
@@ -502,10 +486,14 @@ class LaserCoarse:
         previous = math.inf
         for it in range(60):
             r, t = self._residual(e, e_old, dt, load)
-            de = self._newton_cg(r, t, dt) if jacobi else None
-            jacobi = de is not None  # once CG stalls, the factorised iteration finishes the step
+            de = None
+            if jacobi:
+                de, n = self._newton_cg(r, t, dt, self.cg_most, factorised=False)
+                self.cg_iterations += n
+                jacobi = de is not None  # once CG stalls, the factorised iteration finishes the step
             if de is None and refresh and self.newton_pcg and self._lu_dt == dt and it % 8 != 0:
-                de = self._newton_pcg(r, t, dt)
+                de, n = self._newton_cg(r, t, dt, self.pcg_most, factorised=True)
+                self.pcg_iterations += n
                 refresh = de is None
             if de is None and refresh:
                 self._factorize(t, dt)
