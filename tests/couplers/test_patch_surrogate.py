@@ -236,7 +236,7 @@ def test_the_monitor_captures_its_cfd_evaluations_as_a_patch_dataset(tmp_path: P
     beyond the novelty limit, and an audit at step 2) are written as a laser_patch dataset file that the trainer
     reads: each pair is the coarse patch of the run's state (recomputed by the coarse provider) and the cfd patch the
     run kept (its saved patch/T at that step); the file says the run was handed back by the monitor at every
-    step, and names the monitor's weights."""
+    step, and names the monitor's weights. A second run is refused the same file."""
     from hybrid.models.patch_training import load_patch_data
 
     out, cap = tmp_path / "run.h5", tmp_path / "capture.h5"
@@ -259,3 +259,6 @@ def test_the_monitor_captures_its_cfd_evaluations_as_a_patch_dataset(tmp_path: P
         np.testing.assert_array_equal(d["coarse"][i], np.float32(coarse(_state(step))))
         np.testing.assert_array_equal(d["cfd"][i], np.float32(saved[step]))  # a fallback: cfd's value was kept
     assert not np.array_equal(d["cfd"][2], np.float32(saved[2]))  # the audit: nn's answer was kept, cfd captured
+    with pytest.raises(ConfigError, match="exists; allowed: a new file") as err:  # never overwritten
+        build_simulation(resolve_case(CASE, {**sets, "output.path": str(tmp_path / "again.h5")}))
+    assert err.value.key == f"terms.{TERM}.capture"

@@ -240,7 +240,7 @@ class PatchCapture:
     ``laser_patch`` dataset file (:mod:`hybrid.couplers.patch_dataset`; the run is one group of split "train"), so
     ``hybrid train --data`` takes it beside the generated data (active learning). Its ``case`` attribute records the
     parameters, the box and the hand-back (provider monitor, ``couple_every``), its ``spec`` the monitor's weights and
-    settings. A run without cfd evaluations writes no file."""
+    settings. A run without cfd evaluations writes no file; an existing file is refused, not overwritten."""
 
     def __init__(self, path: Path, nn: PatchEnsemble, ctx: Context, settings: Mapping[str, Any], every: int) -> None:
         from hybrid.core.config import drop_none, dumps_toml
@@ -248,6 +248,12 @@ class PatchCapture:
         from hybrid.models.card import portable_path
 
         check_writable(path, f"terms.{TERM}.capture")
+        if path.exists():  # nothing already written is lost: one file per run, several files are several --data
+            raise ConfigError(
+                f"= {str(path)!r} exists; allowed: a new file (each run captures into its own file; train on several "
+                "with one --data each)",
+                key=f"terms.{TERM}.capture",
+            )
         self.path, self.nn, self.every = path, nn, every
         pz, px = nn.output_shape()
         box = {"provider": "monitor", "couple_every": nn.couple_every, "size": [px * nn.spacing, pz * nn.spacing],
