@@ -2,11 +2,16 @@
 
 A batch-1 call of a small :class:`~hybrid.models.ensemble.EnsembleCNN1d` through torch is a few dozen short
 operations; on a CPU at N ~ 100 their per-operation overhead, not their arithmetic, sets the time. This plan runs
-the same network as one numba function: per layer an im2col copy of the circularly padded activations and one
-float32 matrix product (BLAS sgemm through ``np.dot``) per member, the bias, activation and residual sum in the
-same pass over the product, the activations kept in two small buffers reused by every call. The exact linear
-part of the correction (``linear_channels``) is a short circular convolution: the impulse response of J(0) has
-the network's receptive field as its support, so it is applied directly, not by FFT.
+the same network as one numba function, channel-major (every activation a (W, N) array, each channel a contiguous
+row with its circular padding): layer 0 of all members is one float32 matrix product, as they share its input;
+every later layer of a member is an im2col copy (ks W rows, each a shifted row of the activations) and one product
+(W, ks W) x (ks W, N) (BLAS sgemm through ``np.dot``), then the bias, activation and residual sum in one pass over
+the product. The exact linear part of the correction (``linear_channels``) is a circular convolution whose support
+is the network's receptive field (the impulse response of J(0)); it is one more product, of the members' reversed
+responses with the shifted copies of the linear channels.
+
+Every elementwise loop runs over a 1D row view with a ``range`` index (see :func:`_copy`), which is what lets
+numba vectorise it.
 
 Float32 throughout (the weights are float32); the result equals the torch reference
 (:class:`~hybrid.models.ensemble.InferencePlan`) to float32 rounding (tested). GELU uses a rational
@@ -59,112 +64,134 @@ def erf32(x: Any) -> Any:
     return p / q
 
 
-@numba.njit(fastmath=True, error_model="numpy", cache=True)
-def _activate(y: np.ndarray, bias: np.ndarray, act: int, out: np.ndarray, residual: bool) -> None:
-    """out[p, o] (+)= act(y[p, o] + bias[o]) for all p, o (``+=`` when ``residual``); one branch-free loop per
-    activation, so each vectorises."""
-    n, w = y.shape
-    if not residual:
-        for p in range(n):
-            for o in range(w):
-                out[p, o] = 0.0
+@numba.njit(fastmath=True, error_model="numpy", cache=True, inline="always")
+def _copy(dst: np.ndarray, src: np.ndarray) -> None:
+    """dst[p] = src[p] over two 1D views of equal length. An explicit loop over views: it vectorises, where numba's
+    slice assignment and offset indices (``src[start + p]``, checked for wrap-around) cost 5-10x more at N ~ 100."""
+    for p in range(dst.shape[0]):
+        dst[p] = src[p]
+
+
+@numba.njit(fastmath=True, error_model="numpy", cache=True, inline="always")
+def _fill(dst: np.ndarray, value: Any) -> None:
+    """dst[p] = value over a 1D view (see :func:`_copy`)."""
+    for p in range(dst.shape[0]):
+        dst[p] = value
+
+
+@numba.njit(fastmath=True, error_model="numpy", cache=True, inline="always")
+def _subtract(dst: np.ndarray, src: np.ndarray, value: Any) -> None:
+    """dst[p] -= src[p] + value over 1D views (see :func:`_copy`)."""
+    for p in range(dst.shape[0]):
+        dst[p] -= src[p] + value
+
+
+@numba.njit(fastmath=True, error_model="numpy", cache=True, inline="always")
+def _add_scaled(dst: np.ndarray, src: np.ndarray, factor: Any) -> None:
+    """dst[p] += factor src[p] over 1D views (see :func:`_copy`)."""
+    for p in range(dst.shape[0]):
+        dst[p] += factor * src[p]
+
+
+@numba.njit(fastmath=True, error_model="numpy", cache=True, inline="always")
+def _activate_row(y: np.ndarray, b: Any, act: int, out: np.ndarray) -> None:
+    """out[p] += act(y[p] + b) over one channel's contiguous row; one branch-free loop per activation."""
     half, one, root_half, zero = np.float32(0.5), np.float32(1.0), np.float32(0.7071067811865476), np.float32(0.0)
     if act == 0:
-        for p in range(n):
-            for o in range(w):
-                a = y[p, o] + bias[o]
-                out[p, o] = out[p, o] + half * a * (one + erf32(a * root_half))
+        for p in range(y.shape[0]):
+            a = y[p] + b
+            out[p] += half * a * (one + erf32(a * root_half))
     elif act == 1:
-        for p in range(n):
-            for o in range(w):
-                out[p, o] = out[p, o] + math.tanh(y[p, o] + bias[o])
+        for p in range(y.shape[0]):
+            out[p] += math.tanh(y[p] + b)
     elif act == 2:
-        for p in range(n):
-            for o in range(w):
-                a = y[p, o] + bias[o]
-                out[p, o] = out[p, o] + a / (one + math.exp(-a))
+        for p in range(y.shape[0]):
+            a = y[p] + b
+            out[p] += a / (one + math.exp(-a))
     else:
-        for p in range(n):
-            for o in range(w):
-                a = y[p, o] + bias[o]
-                out[p, o] = out[p, o] + max(a, zero) + math.log1p(math.exp(-abs(a)))
-
-
-@numba.njit(error_model="numpy", cache=True)
-def _wrap(z: np.ndarray, pad: int, n: int) -> None:
-    """Fill the circular padding rows of z (n + 2 pad, W) from its interior rows pad .. pad + n - 1."""
-    for i in range(pad):
-        left, right = pad + (i - pad) % n, pad + i % n
-        for o in range(z.shape[1]):
-            z[i, o] = z[left, o]
-            z[pad + n + i, o] = z[right, o]
+        for p in range(y.shape[0]):
+            a = y[p] + b
+            out[p] += max(a, zero) + math.log1p(math.exp(-abs(a)))
 
 
 @numba.njit(fastmath=True, error_model="numpy", cache=True)
-def _member(cols0: np.ndarray, weights: Any, k: int, radius: int, act: int, buffers: Any, out: np.ndarray) -> None:
-    """Member k on one input's layer-0 columns cols0 (N, ks C) -> out (N,) correction + offset (see the module).
+def _activate(y: np.ndarray, bias: np.ndarray, act: int, z: np.ndarray, pad: int, residual: bool) -> None:
+    """z[o, pad + p] (+)= act(y[o, p] + bias[o]) for all o, p (``+=`` when ``residual``), then the circular
+    padding of z (W, N + 2 pad) refilled. Channel-major: each loop runs over one contiguous row (1D views, whose
+    loop indices are provably non-negative, so the loops vectorise)."""
+    w, n = y.shape
+    for o in range(w):
+        row = z[o]
+        inner = row[pad : pad + n]
+        if not residual:
+            _fill(inner, np.float32(0.0))
+        _activate_row(y[o], bias[o], act, inner)
+        if pad <= n:
+            _copy(row[:pad], row[n : n + pad])
+            _copy(row[pad + n :], row[pad : 2 * pad])
+        else:  # a profile shorter than the padding wraps around more than once
+            for i in range(pad):
+                row[i] = row[pad + (i - pad) % n]
+                row[pad + n + i] = row[pad + i % n]
+
+
+@numba.njit(fastmath=True, error_model="numpy", cache=True)
+def _member(y0: np.ndarray, weights: Any, k: int, radius: int, act: int, buffers: Any, out: np.ndarray) -> None:
+    """Member k from its layer-0 products y0 (W, N) -> out (N,) correction + offset (see the module).
 
     ``weights`` = (w0, b0, ws, bs, readout, readout_bias, dilations) of :class:`FusedEnsemblePlan`, ``buffers`` =
-    (z, cols, y) its scratch arrays."""
-    w0, b0, ws, bs, readout, readout_bias, dilations = weights
+    (z, cols, y) scratch arrays of shapes (W, N + 2 pad), (ks W, N), (W, N)."""
+    _, b0, ws, bs, readout, readout_bias, dilations = weights
     z, cols, y = buffers
     n = out.shape[0]
-    pad = (z.shape[0] - n) // 2
     w = b0.shape[1]
-    np.dot(cols0, w0[k], y)  # per member, so every later pass runs over contiguous rows
-    _activate(y, b0[k], act, z[pad : pad + n], False)
-    _wrap(z, pad, n)
-    ks = 2 * radius + 1
+    pad = (z.shape[1] - n) // 2
+    _activate(y0, b0[k], act, z, pad, False)
     for layer in range(ws.shape[1]):
-        if ks == 1:  # pointwise: the activations are the columns
-            np.dot(z[pad : pad + n], ws[k, layer], y)
-        else:
-            d = dilations[layer + 1]
-            for p in range(n):
-                for t in range(ks):
-                    q = pad + p + (t - radius) * d
-                    for c in range(w):
-                        cols[p, t * w + c] = z[q, c]
-            np.dot(cols, ws[k, layer], y)
-        _activate(y, bs[k, layer], act, z[pad : pad + n], True)
-        _wrap(z, pad, n)
-    for p in range(n):
-        s = readout_bias[k]
-        for o in range(w):
-            s += readout[k, o] * z[pad + p, o]
-        out[p] = s
+        d = dilations[layer + 1]
+        for t in range(2 * radius + 1):
+            start = pad + (t - radius) * d
+            for c in range(w):  # im2col, channel-major: each row a shifted copy of one channel
+                _copy(cols[t * w + c], z[c, start : start + n])
+        np.dot(ws[k, layer], cols, y)
+        _activate(y, bs[k, layer], act, z, pad, True)
+    _fill(out, readout_bias[k])
+    for o in range(w):
+        r = readout[k, o]
+        row = z[o, pad : pad + n]
+        for p in range(n):
+            out[p] += r * row[p]
 
 
 @numba.njit(fastmath=True, error_model="numpy", cache=True)
 def _layer0_columns(x: np.ndarray, radius: int, d: int, cols: np.ndarray) -> None:
-    """Columns of layer 0 from one input x (C, N): cols[p, t C + c] = x[c, (p + (t - r) d) mod N]."""
+    """Columns of layer 0 from one input x (C, N): cols[t C + c, p] = x[c, (p + (t - r) d) mod N]."""
     c_in, n = x.shape
-    for p in range(n):
-        for t in range(2 * radius + 1):
-            q = (p + (t - radius) * d) % n
-            for c in range(c_in):
-                cols[p, t * c_in + c] = x[c, q]
+    for t in range(2 * radius + 1):
+        shift = ((t - radius) * d) % n
+        for c in range(c_in):
+            row = cols[t * c_in + c]
+            _copy(row[: n - shift], x[c, shift:])
+            _copy(row[n - shift :], x[c, :shift])
 
 
 @numba.njit(fastmath=True, error_model="numpy", cache=True)
-def _linear_part(x: np.ndarray, channels: np.ndarray, value0: np.ndarray, response: np.ndarray, first: int) -> Any:
-    """(K, N) c(0) - offset + J(0) . x_lin: the circular convolution of each linear channel of x (C, N) with its
-    impulse response stored reversed, response[l, k, j] = J's response at offset ``first - j``."""
+def _linear_part(x: np.ndarray, linear: Any) -> np.ndarray:
+    """(K, N) J(0) . x_lin without c(0): the circular convolution of each linear channel of x (C, N) with its
+    impulse response, as one product: ``linear`` = (channels (L,), value0 (K,), response (K, L S) with
+    response[k, l S + j] = J's response at offset ``first - j``, first, columns (L S, N), result (K, N))."""
+    channels, _, response, first, cols, result = linear
     n = x.shape[1]
-    n_lin, k_members, span = response.shape
-    out = np.empty((k_members, n), np.float32)
-    padded = np.empty((n_lin, n + span - 1), np.float32)
-    for i in range(n_lin):
-        for j in range(n + span - 1):
-            padded[i, j] = x[channels[i], (j - first) % n]
-    for k in range(k_members):
-        for p in range(n):
-            s = value0[k]
-            for i in range(n_lin):
-                for j in range(span):
-                    s += response[i, k, j] * padded[i, p + j]
-            out[k, p] = s
-    return out
+    span = cols.shape[0] // channels.shape[0]
+    for i in range(channels.shape[0]):
+        src = x[channels[i]]
+        for j in range(span):  # cols[i S + j, p] = x_i[(p + j - first) mod N], as two contiguous copies
+            shift = (j - first) % n
+            row = cols[i * span + j]
+            _copy(row[: n - shift], src[shift:])
+            _copy(row[n - shift :], src[:shift])
+    np.dot(response, cols, result)
+    return result
 
 
 @numba.njit(fastmath=True, error_model="numpy", cache=True)
@@ -173,25 +200,28 @@ def _forward(
 ) -> None:
     """out (B, K, N) = the ensemble on x (B, C, N), members one after another (buffers reused); ``linear`` =
     (channels, value0, response, first) of the exact linear part, ``baseline`` = (channel, coefficient)."""
-    cols0 = buffers[0]
+    cols0, y0 = buffers[0], buffers[1]
+    w = weights[1].shape[1]
     for b in range(x.shape[0]):
         _layer0_columns(x[b], radius, weights[6][0], cols0)
+        np.dot(weights[0], cols0, y0)  # layer 0 of all members in one product: they share its input
         for k in range(out.shape[1]):
-            _member(cols0, weights, k, radius, act, buffers[1:], out[b, k])
+            _member(y0[k * w : (k + 1) * w], weights, k, radius, act, buffers[2:], out[b, k])
         _finish(x[b], linear, baseline, out[b])
 
 
 @numba.njit(fastmath=True, error_model="numpy", cache=True)
 def _finish(x: np.ndarray, linear: Any, baseline: Any, out: np.ndarray) -> None:
     """Subtract the linear part and add the baseline law to one sample's members out (K, N) in place."""
-    channels, value0, response, first = linear
-    if channels.shape[0] > 0:
-        out -= _linear_part(x, channels, value0, response, first)
+    value0 = linear[1]
+    if linear[0].shape[0] > 0:
+        lin = _linear_part(x, linear)
+        for k in range(out.shape[0]):
+            _subtract(out[k], lin[k], value0[k])
     channel, coefficient = baseline
     if channel >= 0:
         for k in range(out.shape[0]):
-            for p in range(out.shape[1]):
-                out[k, p] += np.float32(coefficient) * x[channel, p]
+            _add_scaled(out[k], x[channel], np.float32(coefficient))
 
 
 @numba.njit(fastmath=True, error_model="numpy", cache=True)
@@ -216,7 +246,7 @@ class FusedEnsemblePlan:
     """Frozen CPU float32 inference of an :class:`EnsembleCNN1d` on inputs shared by all members.
 
     A drop-in for :class:`~hybrid.models.ensemble.InferencePlan` on the CPU: same call, same result to float32
-    rounding, 1.6-3 times faster (benchmarks/bench_elastic.py; most at small N). A snapshot of the weights at
+    rounding, several times faster at small N (benchmarks/bench_elastic.py). A snapshot of the weights at
     construction; build a new plan after changing them. Its scratch buffers are reused by every call, so a plan
     serves one thread at a time (build one per thread).
 
@@ -247,13 +277,13 @@ class FusedEnsemblePlan:
             m = model
             kernels = [_symmetric_kernel(t).float() for t in m.taps]  # (K W, C_i, ks)
             scale = m.input_scale.float()
-            # layer 0: (K, ks C, W), row t C + c, column o
-            first = (kernels[0] * scale[:, None]).view(k, w, c, ks).permute(0, 3, 2, 1).reshape(k, ks * c, w)
+            # layer 0 of all members: (K W, ks C), row k W + o, column t C + c
+            first = (kernels[0] * scale[:, None]).view(k, w, c, ks).permute(0, 1, 3, 2).reshape(k * w, ks * c)
             self.w0 = _f32(first)
             self.b0 = _f32(m.biases[0].view(k, w))
-            # layers >= 1: (K, L - 1, ks W, W), row t W + c, column o
-            rest = [kk.view(k, w, w, ks).permute(0, 3, 2, 1).reshape(k, ks * w, w) for kk in kernels[1:]]
-            self.ws = _f32(torch.stack(rest, 1)) if rest else np.zeros((k, 0, ks * w, w), np.float32)
+            # layers >= 1: (K, L - 1, W, ks W), row o, column t W + c
+            rest = [kk.view(k, w, w, ks).permute(0, 1, 3, 2).reshape(k, w, ks * w) for kk in kernels[1:]]
+            self.ws = _f32(torch.stack(rest, 1)) if rest else np.zeros((k, 0, w, ks * w), np.float32)
             self.bs = _f32(torch.stack([b.view(k, w) for b in m.biases[1:]], 1)) if rest else np.zeros((k, 0, w))
             self.bs = self.bs.astype(np.float32)
             self.readout = _f32(m.readout_weight.view(k, w))
@@ -265,21 +295,25 @@ class FusedEnsemblePlan:
         self.baseline_channel = model.baseline_channel
         self.baseline_coefficient = float(model.baseline_coefficient)
         pad = self.radius * int(self.dilations.max())
-        self._cols0 = np.empty((self.n, ks * c), np.float32)
-        self._z = np.empty((self.n + 2 * pad, w), np.float32)
-        self._cols = np.empty((self.n, ks * w), np.float32)
-        self._y = np.empty((self.n, w), np.float32)
+        self._cols0 = np.empty((ks * c, self.n), np.float32)
+        self._y0 = np.empty((k * w, self.n), np.float32)
+        self._z = np.empty((w, self.n + 2 * pad), np.float32)
+        self._cols = np.empty((ks * w, self.n), np.float32)
+        self._y = np.empty((w, self.n), np.float32)
+        self._lin_cols = np.empty((self.response.shape[1], self.n), np.float32)
+        self._lin_out = np.empty((k, self.n), np.float32)
 
     def _linear_response(self, model: EnsembleCNN1d) -> tuple[np.ndarray, np.ndarray, int]:
-        """(c(0) - offset (K,), reversed impulse responses (L, K, S), first offset) of J(0) on N points; the
+        """(c(0) - offset (K,), reversed impulse responses (K, L S), first offset) of J(0) on N points; the
         response vanishes beyond the receptive field, so S = min(N, 2 R + 1) offsets hold all of it."""
         if not model.linear_channels:
-            return np.zeros(model.members, np.float32), np.zeros((0, model.members, 1), np.float32), 0
+            return np.zeros(model.members, np.float32), np.zeros((model.members, 0), np.float32), 0
         value0, response = model._impulse_response(self.n, torch.float32, torch.device("cpu"))
         reach = (model.receptive_field - 1) // 2
         span, first = (2 * reach + 1, reach) if 2 * reach + 1 < self.n else (self.n, self.n // 2)
         offsets = (first - np.arange(span)) % self.n  # response[..., offset] read at j = 0 .. span - 1
-        return _f32(value0[:, 0]), np.ascontiguousarray(_f32(response)[:, :, offsets]), first
+        reversed_response = _f32(response)[:, :, offsets].transpose(1, 0, 2).reshape(model.members, -1)
+        return _f32(value0[:, 0]), np.ascontiguousarray(reversed_response), first
 
     def __call__(self, x: Any) -> Any:
         is_torch = isinstance(x, torch.Tensor)
@@ -289,8 +323,8 @@ class FusedEnsemblePlan:
         xn = np.ascontiguousarray(xn)
         out = np.empty((xn.shape[0], self.members, self.n), np.float32)
         weights = (self.w0, self.b0, self.ws, self.bs, self.readout, self.readout_bias, self.dilations)
-        linear = (self.lin_channels, self.value0, self.response, self.first)
-        buffers = (self._cols0, self._z, self._cols, self._y)
+        linear = (self.lin_channels, self.value0, self.response, self.first, self._lin_cols, self._lin_out)
+        buffers = (self._cols0, self._y0, self._z, self._cols, self._y)
         _forward(
             xn, weights, self.radius, self.act, linear, (self.baseline_channel, self.baseline_coefficient), out, buffers
         )
