@@ -125,11 +125,35 @@ def _matmul_rate(threads: int, size: int = 2048, repeats: int = 5) -> float:
     return size**3 / best
 
 
+def _layer_product_rate(w: int, ks: int, n: int, repeats: int = 2000) -> float:
+    """Multiply-adds per second of one hidden layer's product (W, ks W) x (ks W, N) as the fused plan runs it (BLAS
+    sgemm through numba's ``np.dot``, one thread, operands in cache): the bound on the plan's rate at this N."""
+    import numba
+
+    @numba.njit
+    def products(a: np.ndarray, b: np.ndarray, c: np.ndarray, reps: int) -> None:
+        for _ in range(reps):
+            np.dot(a, b, c)
+
+    rng = np.random.default_rng(0)
+    a, b = rng.random((w, ks * w), np.float32), rng.random((ks * w, n), np.float32)
+    c = np.empty((w, n), np.float32)
+    products(a, b, c, 1)
+    reps = max(20, repeats * 100 // n)
+    best = math.inf
+    for _ in range(5):
+        t0 = time.perf_counter()
+        products(a, b, c, reps)
+        best = min(best, (time.perf_counter() - t0) / reps)
+    return w * ks * w * n / best
+
+
 def bench_plan(points: list[int], calls: int, device: str = "cpu") -> None:
     """The shipped ensemble on one shared profile, interleaved call by call so both see the same machine load: the
     torch reference (:class:`~hybrid.models.ensemble.InferencePlan`, the path on a GPU) against the fused CPU plan
     the ``nn`` provider uses on the CPU (:class:`~hybrid.models.fused_inference.FusedEnsemblePlan`), with the
-    multiply-adds per second each achieves beside a large float32 ``torch.mm`` measured in the same run. On a GPU
+    multiply-adds per second each achieves beside a large float32 ``torch.mm`` and beside one hidden layer's product
+    alone (the plan's products have that shape, so it bounds the plan's rate), measured in the same run. On a GPU
     each call is timed to its completion (``torch.cuda.synchronize``), the input staying on the device."""
     import torch
 
@@ -155,7 +179,8 @@ def bench_plan(points: list[int], calls: int, device: str = "cpu") -> None:
     )
     paths = ["torch"] + (["fused"] if dev.type == "cpu" else [])
     head = " ".join(f"{p:>12}" for p in paths) + " " + " ".join(f"{p + ' GMAC/s':>14}" for p in paths)
-    print(f"{'N':>6} {head} {'torch/fused':>12} {'fused/mm1':>10} {'fused/mm':>10}")
+    ratios = f"{'torch/fused':>12} {'fused/mm1':>10} {'fused/mm':>10} {'layer GMAC/s':>13} {'layer/mm1':>10}"
+    print(f"{'N':>6} {head} {ratios}")
     for n in points:
         rc = resolve_case(_case(n, "linear"))
         h = torch.from_numpy(rc.spec.initial_state(rc.context, rc.data["initial"])["h"]).float()
@@ -180,7 +205,9 @@ def bench_plan(points: list[int], calls: int, device: str = "cpu") -> None:
         row = " ".join(f"{med[p]:12.3e}" for p in paths) + " " + " ".join(f"{rate[p] / 1e9:14.1f}" for p in paths)
         if "fused" in med:
             share1, share_all = rate["fused"] / peak1, rate["fused"] / peak_all
+            layer = _layer_product_rate(w, ks, n)
             row += f" {med['torch'] / med['fused']:12.2f} {share1:10.0%} {share_all:10.0%}"
+            row += f" {layer / 1e9:13.1f} {layer / peak1:10.0%}"
         print(f"{n:>6} {row}")
 
 

@@ -302,6 +302,11 @@ class FusedEnsemblePlan:
         self._y = np.empty((w, self.n), np.float32)
         self._lin_cols = np.empty((self.response.shape[1], self.n), np.float32)
         self._lin_out = np.empty((k, self.n), np.float32)
+        # the compiled call's arguments, built once
+        self._weights = (self.w0, self.b0, self.ws, self.bs, self.readout, self.readout_bias, self.dilations)
+        self._linear = (self.lin_channels, self.value0, self.response, self.first, self._lin_cols, self._lin_out)
+        self._baseline = (self.baseline_channel, self.baseline_coefficient)
+        self._buffers = (self._cols0, self._y0, self._z, self._cols, self._y)
 
     def _linear_response(self, model: EnsembleCNN1d) -> tuple[np.ndarray, np.ndarray, int]:
         """(c(0) - offset (K,), reversed impulse responses (K, L S), first offset) of J(0) on N points; the
@@ -322,12 +327,7 @@ class FusedEnsemblePlan:
             raise ValueError(f"plan built for input (B, {self.in_channels}, {self.n}), got {tuple(xn.shape)}")
         xn = np.ascontiguousarray(xn)
         out = np.empty((xn.shape[0], self.members, self.n), np.float32)
-        weights = (self.w0, self.b0, self.ws, self.bs, self.readout, self.readout_bias, self.dilations)
-        linear = (self.lin_channels, self.value0, self.response, self.first, self._lin_cols, self._lin_out)
-        buffers = (self._cols0, self._y0, self._z, self._cols, self._y)
-        _forward(
-            xn, weights, self.radius, self.act, linear, (self.baseline_channel, self.baseline_coefficient), out, buffers
-        )
+        _forward(xn, self._weights, self.radius, self.act, self._linear, self._baseline, out, self._buffers)
         return torch.from_numpy(out) if is_torch else out
 
 

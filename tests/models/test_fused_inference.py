@@ -73,10 +73,11 @@ def test_fused_plan_on_the_shipped_ensembles(weights: str) -> None:
         _close(FusedEnsemblePlan(model, 100)(x), InferencePlan(model, 100)(x))
 
 
-def test_numpy_features_equal_the_torch_features() -> None:
+@pytest.mark.parametrize("n", [64, 300])  # the dense operators (N <= 256) and the FFT path
+def test_numpy_features_equal_the_torch_features(n: int) -> None:
     from hybrid.couplers.terms.front_correction import front_features, front_features_numpy
 
-    h = random_profiles(np.random.default_rng(2), 4, 64, max_slope=0.9) * 1.7
+    h = random_profiles(np.random.default_rng(2), 4, n, max_slope=0.9) * 1.7
     np.testing.assert_allclose(elastic_features_numpy(h, 0.8), elastic_features(h, 0.8).numpy(), rtol=0, atol=2e-6)
     np.testing.assert_allclose(front_features_numpy(h, 0.5), front_features(h, 0.5).numpy(), rtol=0, atol=2e-6)
 
