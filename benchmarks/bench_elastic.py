@@ -151,9 +151,10 @@ def _layer_product_rate(w: int, ks: int, n: int, repeats: int = 2000) -> float:
 def bench_plan(points: list[int], calls: int, device: str = "cpu") -> None:
     """The shipped ensemble on one shared profile, interleaved call by call so both see the same machine load: the
     torch reference (:class:`~hybrid.models.ensemble.InferencePlan`, the path on a GPU) against the fused CPU plan
-    the ``nn`` provider uses on the CPU (:class:`~hybrid.models.fused_inference.FusedEnsemblePlan`), with the
-    multiply-adds per second each achieves beside a large float32 ``torch.mm`` and beside one hidden layer's product
-    alone (the plan's products have that shape, so it bounds the plan's rate), measured in the same run. On a GPU
+    the ``nn`` provider uses on the CPU (:class:`~hybrid.models.fused_inference.FusedEnsemblePlan`, serial, and with
+    its members shared out over the cores: the option ``threads``), with the multiply-adds per second each achieves
+    beside a large float32 ``torch.mm`` and beside one hidden layer's product alone (the shape of most of the
+    plan's arithmetic: what its products reach at best), measured in the same run. On a GPU
     each call is timed to its completion (``torch.cuda.synchronize``), the input staying on the device."""
     import torch
 
@@ -177,7 +178,8 @@ def bench_plan(points: list[int], calls: int, device: str = "cpu") -> None:
         f"{calls}, interleaved); float32 torch.mm on this CPU: {peak1 / 1e9:.1f} G multiply-adds/s on 1 thread, "
         f"{peak_all / 1e9:.1f} G on {cores}"
     )
-    paths = ["torch"] + (["fused"] if dev.type == "cpu" else [])
+    threads = min(cores, k) if dev.type == "cpu" else 1  # the fused plan with the members shared out over threads
+    paths = ["torch"] + (["fused"] if dev.type == "cpu" else []) + ([f"fused-{threads}"] if threads > 1 else [])
     head = " ".join(f"{p:>12}" for p in paths) + " " + " ".join(f"{p + ' GMAC/s':>14}" for p in paths)
     ratios = f"{'torch/fused':>12} {'fused/mm1':>10} {'fused/mm':>10} {'layer GMAC/s':>13} {'layer/mm1':>10}"
     print(f"{'N':>6} {head} {ratios}")
@@ -189,6 +191,9 @@ def bench_plan(points: list[int], calls: int, device: str = "cpu") -> None:
         if dev.type == "cpu":
             fused, xn = FusedEnsemblePlan(model, n), x.numpy()
             plans["fused"] = lambda _x, fused=fused, xn=xn: fused(xn)
+            if threads > 1:
+                shared = FusedEnsemblePlan(model, n, threads=threads)
+                plans[f"fused-{threads}"] = lambda _x, shared=shared, xn=xn: shared(xn)
         times: dict[str, list[float]] = {p: [] for p in paths}
         with torch.inference_mode():
             for fn in plans.values():

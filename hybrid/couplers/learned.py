@@ -150,6 +150,7 @@ class EnsembleProvider(TermProvider):
         device = options.get("device") or (ctx.backend.device if ctx.backend.is_torch else "cpu")
         self.device = resolve_device(device, self._key("device"))
         self.model, self.card = load_ensemble(self.weights, device=str(self.device), expect=spec.architecture)
+        self.threads = int(options.get("threads", 1))
         if self.device.type == "cpu" and options.get("threads"):
             # batch-1 inference of a small network is dominated by per-op overhead: extra threads only add
             # synchronisation (and stall badly on a busy machine). This is torch's process-wide setting.
@@ -237,7 +238,7 @@ class EnsembleProvider(TermProvider):
             if self.inference == "fused":
                 from hybrid.models.fused_inference import FusedEnsemblePlan
 
-                self._plan = FusedEnsemblePlan(self.model, n)
+                self._plan = FusedEnsemblePlan(self.model, n, threads=max(1, self.threads))
             else:
                 self._plan = InferencePlan(self.model, n)
 
@@ -465,7 +466,13 @@ NN_OPTIONS = Table(
         "weights": Option("str", "shipped", "ensemble directory (weights.pt + model_card.json) or 'shipped'"),
         "dtype": Option("str", "float32", "inference precision", choices=("float32", "float64")),
         "device": Option("str", None, "torch device for inference (default: the case's device, cpu for numpy)"),
-        "threads": Option("int", 1, "torch CPU threads (process-wide; 0: leave torch's setting)", min=0),
+        "threads": Option(
+            "int",
+            1,
+            "CPU threads for inference: torch's (process-wide; 0: leave torch's setting) and, on the fused path, "
+            "the members shared out over numba threads (0 or 1: one after another)",
+            min=0,
+        ),
         "cuda_graph": Option(
             "bool", False, "replay each call as one CUDA graph (needs a CUDA device; cuts per-kernel launch cost)"
         ),

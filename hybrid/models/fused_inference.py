@@ -18,8 +18,10 @@ Float32 throughout (the weights are float32); the result equals the torch refere
 approximation of erf (below) accurate to 3.4e-7, the size of float32 rounding near 1, so the activation
 vectorises; the other activations call the scalar math functions.
 
-One thread: the members are evaluated one after another (BLAS is called from inside the compiled function, so
-its own threading stays as configured; at these sizes it runs single-threaded).
+Threads: by default the members are evaluated one after another on the calling thread. With ``threads`` > 1 they
+are shared out over that many numba threads (members in parallel, each with its own scratch buffers; the results
+are the same); the layer-0 product and the linear part stay on the calling thread. BLAS is called from inside the
+compiled functions, so its own threading stays as configured; at these sizes it runs single-threaded.
 """
 
 from __future__ import annotations
@@ -199,7 +201,8 @@ def _forward(
     x: np.ndarray, weights: Any, radius: int, act: int, linear: Any, baseline: Any, out: np.ndarray, buffers: Any
 ) -> None:
     """out (B, K, N) = the ensemble on x (B, C, N), members one after another (buffers reused); ``linear`` =
-    (channels, value0, response, first) of the exact linear part, ``baseline`` = (channel, coefficient)."""
+    (channels, value0, response, first, columns, result) of the exact linear part, ``baseline`` = (channel,
+    coefficient), ``buffers`` = (layer-0 columns, layer-0 products, z, cols, y)."""
     cols0, y0 = buffers[0], buffers[1]
     w = weights[1].shape[1]
     for b in range(x.shape[0]):
@@ -207,6 +210,29 @@ def _forward(
         np.dot(weights[0], cols0, y0)  # layer 0 of all members in one product: they share its input
         for k in range(out.shape[1]):
             _member(y0[k * w : (k + 1) * w], weights, k, radius, act, buffers[2:], out[b, k])
+        _finish(x[b], linear, baseline, out[b])
+
+
+@numba.njit(fastmath=True, error_model="numpy", cache=True, parallel=True)
+def _forward_parallel(
+    x: np.ndarray,
+    weights: Any,
+    radius: int,
+    act: int,
+    linear: Any,
+    baseline: Any,
+    out: np.ndarray,
+    buffers: Any,
+) -> None:
+    """:func:`_forward` with the members on numba's threads (as many as the caller set); z, cols and y of
+    ``buffers`` carry a leading member axis (K, ...)."""
+    cols0, y0, zs, colss, ys = buffers
+    w = weights[1].shape[1]
+    for b in range(x.shape[0]):
+        _layer0_columns(x[b], radius, weights[6][0], cols0)
+        np.dot(weights[0], cols0, y0)
+        for k in numba.prange(out.shape[1]):
+            _member(y0[k * w : (k + 1) * w], weights, k, radius, act, (zs[k], colss[k], ys[k]), out[b, k])
         _finish(x[b], linear, baseline, out[b])
 
 
@@ -248,11 +274,13 @@ class FusedEnsemblePlan:
     A drop-in for :class:`~hybrid.models.ensemble.InferencePlan` on the CPU: same call, same result to float32
     rounding, several times faster at small N (benchmarks/bench_elastic.py). A snapshot of the weights at
     construction; build a new plan after changing them. Its scratch buffers are reused by every call, so a plan
-    serves one thread at a time (build one per thread).
+    serves one calling thread at a time (build one per thread).
 
     Args:
         model: the ensemble on the CPU (any dtype: its weights are copied to float32 numpy arrays).
         n: profile length N the plan is built for.
+        threads: numba threads the members are shared out over (1: one after another on the calling thread;
+            capped at the members and at numba's thread count). The result does not depend on it.
 
     Shapes:
         ``plan(x)``: x (B, C_in, N) numpy or torch (CPU) -> (B, K, N) float32, numpy for a numpy input, torch
@@ -264,7 +292,7 @@ class FusedEnsemblePlan:
         """Whether ``model`` is a network this plan evaluates (an :class:`EnsembleCNN1d` with a known activation)."""
         return isinstance(model, EnsembleCNN1d) and model.activation in _ACTIVATION_CODES
 
-    def __init__(self, model: EnsembleCNN1d, n: int) -> None:
+    def __init__(self, model: EnsembleCNN1d, n: int, threads: int = 1) -> None:
         if not self.supports(model):
             raise ValueError(f"no fused kernel for {type(model).__name__}; use InferencePlan")
         if model.readout_bias.device.type != "cpu":
@@ -297,9 +325,11 @@ class FusedEnsemblePlan:
         pad = self.radius * int(self.dilations.max())
         self._cols0 = np.empty((ks * c, self.n), np.float32)
         self._y0 = np.empty((k * w, self.n), np.float32)
-        self._z = np.empty((w, self.n + 2 * pad), np.float32)
-        self._cols = np.empty((ks * w, self.n), np.float32)
-        self._y = np.empty((w, self.n), np.float32)
+        self.threads = max(1, min(int(threads), k, numba.config.NUMBA_NUM_THREADS))  # type: ignore[attr-defined]
+        sets = (k,) if self.threads > 1 else ()  # one set of scratch arrays per member when they run in parallel
+        self._z = np.empty((*sets, w, self.n + 2 * pad), np.float32)
+        self._cols = np.empty((*sets, ks * w, self.n), np.float32)
+        self._y = np.empty((*sets, w, self.n), np.float32)
         self._lin_cols = np.empty((self.response.shape[1], self.n), np.float32)
         self._lin_out = np.empty((k, self.n), np.float32)
         # the compiled call's arguments, built once
@@ -327,7 +357,16 @@ class FusedEnsemblePlan:
             raise ValueError(f"plan built for input (B, {self.in_channels}, {self.n}), got {tuple(xn.shape)}")
         xn = np.ascontiguousarray(xn)
         out = np.empty((xn.shape[0], self.members, self.n), np.float32)
-        _forward(xn, self._weights, self.radius, self.act, self._linear, self._baseline, out, self._buffers)
+        args = (xn, self._weights, self.radius, self.act, self._linear, self._baseline, out, self._buffers)
+        if self.threads > 1:
+            before = numba.get_num_threads()  # numba's count is per calling thread: set it for this call only
+            numba.set_num_threads(self.threads)
+            try:
+                _forward_parallel(*args)
+            finally:
+                numba.set_num_threads(before)
+        else:
+            _forward(*args)
         return torch.from_numpy(out) if is_torch else out
 
 

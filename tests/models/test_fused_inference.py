@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import numba
 import numpy as np
 import pytest
 import torch
@@ -73,6 +74,24 @@ def test_fused_plan_on_the_shipped_ensembles(weights: str) -> None:
         _close(FusedEnsemblePlan(model, 100)(x), InferencePlan(model, 100)(x))
 
 
+@pytest.mark.parametrize("weights", ["atg_elastic", None])
+def test_fused_plan_on_two_threads_gives_the_same_answers(weights: str | None) -> None:
+    """Members shared out over two numba threads: bit for bit the serial plan's result (each member's arithmetic
+    is the same), and the calling thread's numba thread count is restored."""
+    if weights is None:
+        model = EnsembleCNN1d(3, 3, channels=6, layers=3, kernel_size=5, dilations=[1, 3], seeds=[1, 2, 3]).eval()
+        n = 40
+    else:
+        model, _ = load_ensemble(ROOT / "hybrid" / "models" / "weights" / weights, device="cpu")
+        n = 100
+    x = np.random.default_rng(4).normal(size=(2, model.in_channels, n)).astype(np.float32)
+    before = numba.get_num_threads()
+    parallel = FusedEnsemblePlan(model, n, threads=2)
+    assert parallel.threads == min(2, numba.config.NUMBA_NUM_THREADS)
+    np.testing.assert_array_equal(parallel(x), FusedEnsemblePlan(model, n)(x))
+    assert numba.get_num_threads() == before
+
+
 @pytest.mark.parametrize("n", [64, 300])  # the dense operators (N <= 256) and the FFT path
 def test_numpy_features_equal_the_torch_features(n: int) -> None:
     from hybrid.couplers.terms.front_correction import front_features, front_features_numpy
@@ -94,6 +113,19 @@ def test_provider_answers_the_same_on_both_paths() -> None:
         a, b = fused.predict(state), reference.predict(state)
         assert np.max(np.abs(a.mean - b.mean)) / fused.rho0 < 1e-5
         assert abs(a.uncertainty - b.uncertainty) < 1e-6
+
+
+def test_provider_threads_option_reaches_the_fused_plan() -> None:
+    """``threads = 2`` shares the members out over two threads and answers as ``threads = 1`` does."""
+    case = ROOT / "cases" / "atg_film.toml"
+    one = hybrid.load_provider("elastic", "nn", case=case)
+    two = hybrid.load_provider("elastic", "nn", case=case, threads=2)
+    h = 3.0 + random_profiles(np.random.default_rng(5), 1, 100, max_slope=0.7)[0]
+    state = State.from_arrays({"h": h})
+    a, b = one.predict(state), two.predict(state)
+    assert two._plan.threads == min(2, numba.config.NUMBA_NUM_THREADS)
+    np.testing.assert_array_equal(a.mean, b.mean)
+    assert a.uncertainty == b.uncertainty
 
 
 def test_fused_inference_refuses_float64() -> None:
