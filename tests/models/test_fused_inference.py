@@ -52,7 +52,8 @@ def test_erf_approximation_is_float32_accurate() -> None:
 @pytest.mark.parametrize("n", [9, 40, 130])
 def test_fused_plan_equals_the_torch_plan(config: dict, n: int) -> None:
     """Any size, including N below the receptive field (the circular padding and the linear part's response
-    wrap around), any activation, with and without the exact linear part and the baseline, batches of 3."""
+    wrap around), any activation, with and without the exact linear part and the baseline, batches of 3, the
+    layers in one column chunk or in several."""
     model = EnsembleCNN1d(4, 3, readout_init=1.0, seeds=[3, 14, 15, 92], **config).eval()
     with torch.no_grad():
         model.input_scale.copy_(torch.tensor([0.7, 1.3, 2.0]))
@@ -63,6 +64,7 @@ def test_fused_plan_equals_the_torch_plan(config: dict, n: int) -> None:
     assert got.shape == (3, 4, n) and got.dtype == np.float32
     _close(got, ref)
     _close(FusedEnsemblePlan(model, n)(x), ref)  # torch in, torch out
+    _close(FusedEnsemblePlan(model, n, chunk=16)(x.numpy()), ref)  # layers in column chunks, with a shorter tail
 
 
 @pytest.mark.parametrize("weights", ["atg_elastic", "front_correction"])
