@@ -160,9 +160,7 @@ def bench_plan(points: list[int], calls: int, device: str = "cpu") -> None:
 
     from hybrid.couplers.terms.elastic import SHIPPED_WEIGHTS
     from hybrid.models.card import load_ensemble
-    from hybrid.models.ensemble import EnsembleCNN1d, InferencePlan
-    from hybrid.models.features import elastic_features
-    from hybrid.models.fused_inference import FusedEnsemblePlan
+    from hybrid.models.ensemble import EnsembleCNN1d
 
     if not (SHIPPED_WEIGHTS / "model_card.json").exists():
         return
@@ -175,45 +173,92 @@ def bench_plan(points: list[int], calls: int, device: str = "cpu") -> None:
     peak1, peak_all = _matmul_rate(1), _matmul_rate(cores)
     print(
         f"\nshipped ensemble on {device} ({per_point} multiply-adds per point), seconds per evaluation (median of "
-        f"{calls}, interleaved); float32 torch.mm on this CPU: {peak1 / 1e9:.1f} G multiply-adds/s on 1 thread, "
-        f"{peak_all / 1e9:.1f} G on {cores}"
+        f"{calls}, interleaved; the torch plan on 1 CPU thread, as the nn provider runs it); float32 torch.mm on "
+        f"this CPU: {peak1 / 1e9:.1f} G multiply-adds/s on 1 thread, {peak_all / 1e9:.1f} G on {cores}"
     )
-    threads = min(cores, k) if dev.type == "cpu" else 1  # the fused plan with the members shared out over threads
-    paths = ["torch"] + (["fused"] if dev.type == "cpu" else []) + ([f"fused-{threads}"] if threads > 1 else [])
+    torch_threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # also keeps torch's idle worker threads from spinning beside the fused plan
+    try:
+        _time_plans(model, points, calls, dev, sync, per_point, peak1, peak_all, cores)
+    finally:
+        torch.set_num_threads(torch_threads)
+
+
+def _time_calls(group: dict[str, Callable[[], Any]], calls: int, sync: Callable[[], Any]) -> dict[str, float]:
+    """Median seconds per call of each function in ``group``, interleaved call by call after one warm-up each."""
+    times: dict[str, list[float]] = {name: [] for name in group}
+    for fn in group.values():
+        fn()
+    sync()
+    for _ in range(calls):
+        for name, fn in group.items():
+            t0 = time.perf_counter()
+            fn()
+            sync()
+            times[name].append(time.perf_counter() - t0)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def _time_plans(
+    model: Any,
+    points: list[int],
+    calls: int,
+    dev: Any,
+    sync: Callable[[], Any],
+    per_point: int,
+    peak1: float,
+    peak_all: float,
+    cores: int,
+) -> None:
+    """The rows of :func:`bench_plan`: torch and fused interleaved at every N, then the fused plan with its members
+    on the cores at every N (after all the others: its idle worker threads spin for a while after each call and
+    would slow whatever ran beside them)."""
+    import torch
+
+    from hybrid.models.ensemble import InferencePlan
+    from hybrid.models.features import elastic_features
+    from hybrid.models.fused_inference import FusedEnsemblePlan
+
+    w, ks = model.channels, model.kernel_size
+    paths = ["torch"] + (["fused"] if dev.type == "cpu" else [])
     head = " ".join(f"{p:>12}" for p in paths) + " " + " ".join(f"{p + ' GMAC/s':>14}" for p in paths)
     ratios = f"{'torch/fused':>12} {'fused/mm1':>10} {'fused/mm':>10} {'layer GMAC/s':>13} {'layer/mm1':>10}"
     print(f"{'N':>6} {head} {ratios}")
+    inputs = {}
+    serial: dict[int, float] = {}
     for n in points:
         rc = resolve_case(_case(n, "linear"))
         h = torch.from_numpy(rc.spec.initial_state(rc.context, rc.data["initial"])["h"]).float()
         x = elastic_features(h[None], 1.0).to(dev)
-        plans: dict[str, Callable[[Any], Any]] = {"torch": InferencePlan(model, n)}
+        inputs[n] = x
+        reference = InferencePlan(model, n)
+        group: dict[str, Callable[[], Any]] = {"torch": lambda plan=reference, x=x: plan(x)}
         if dev.type == "cpu":
             fused, xn = FusedEnsemblePlan(model, n), x.numpy()
-            plans["fused"] = lambda _x, fused=fused, xn=xn: fused(xn)
-            if threads > 1:
-                shared = FusedEnsemblePlan(model, n, threads=threads)
-                plans[f"fused-{threads}"] = lambda _x, shared=shared, xn=xn: shared(xn)
-        times: dict[str, list[float]] = {p: [] for p in paths}
+            group["fused"] = lambda plan=fused, xn=xn: plan(xn)
         with torch.inference_mode():
-            for fn in plans.values():
-                fn(x)  # warm-up
-            sync()
-            for _ in range(calls):
-                for name, fn in plans.items():
-                    t0 = time.perf_counter()
-                    fn(x)
-                    sync()
-                    times[name].append(time.perf_counter() - t0)
-        med = {p: statistics.median(times[p]) for p in paths}
+            med = _time_calls(group, calls, sync)
         rate = {p: per_point * n / med[p] for p in paths}
         row = " ".join(f"{med[p]:12.3e}" for p in paths) + " " + " ".join(f"{rate[p] / 1e9:14.1f}" for p in paths)
         if "fused" in med:
+            serial[n] = med["fused"]
             share1, share_all = rate["fused"] / peak1, rate["fused"] / peak_all
             layer = _layer_product_rate(w, ks, n)
             row += f" {med['torch'] / med['fused']:12.2f} {share1:10.0%} {share_all:10.0%}"
             row += f" {layer / 1e9:13.1f} {layer / peak1:10.0%}"
         print(f"{n:>6} {row}")
+    threads = min(cores, model.members)
+    if not serial or threads < 2:
+        return
+    print(
+        f"\nthe fused plan with its members on {threads} threads (provider option threads = {threads}), after the above"
+    )
+    print(f"{'N':>6} {'fused-' + str(threads):>12} {'GMAC/s':>10} {'fused/fused-' + str(threads):>16}")
+    for n in points:
+        plan = FusedEnsemblePlan(model, n, threads=threads)
+        xn = inputs[n].numpy()
+        med_k = _time_calls({"shared": lambda plan=plan, xn=xn: plan(xn)}, calls, sync)["shared"]
+        print(f"{n:>6} {med_k:12.3e} {per_point * n / med_k / 1e9:10.1f} {serial[n] / med_k:16.2f}")
 
 
 def bench_steps(points: list[int], calls: int) -> None:

@@ -157,15 +157,11 @@ def _member(y0: np.ndarray, weights: Any, k: int, radius: int, act: int, buffers
         for p0 in range(0, n, chunk):
             m = min(chunk, n - p0)
             cm = cols[: ks * w * m].reshape((ks * w, m))
-            ym = y if m == n else chunk_y[: w * m].reshape((w, m))
             for t in range(ks):
                 start = pad + p0 + (t - radius) * d
                 for c in range(w):  # im2col, channel-major: each row a shifted copy of one channel
                     _copy(cm[t * w + c], z[c, start : start + m])
-            np.dot(ws[k, layer], cm, ym)
-            if m < n:
-                for o in range(w):
-                    _copy(y[o, p0 : p0 + m], ym[o])
+            _chunk_product(ws[k, layer], cm, y, chunk_y, p0)
         _activate(y, bs[k, layer], act, z, pad, True)
     _fill(out, readout_bias[k])
     for o in range(w):
@@ -175,34 +171,64 @@ def _member(y0: np.ndarray, weights: Any, k: int, radius: int, act: int, buffers
             out[p] += r * row[p]
 
 
+@numba.njit(fastmath=True, error_model="numpy", cache=True, inline="always")
+def _circular_copy(dst: np.ndarray, src: np.ndarray, start: int) -> None:
+    """dst[j] = src[(start + j) mod N] for a 1D view dst no longer than src (N,), 0 <= start < N: two copies."""
+    first = min(dst.shape[0], src.shape[0] - start)
+    _copy(dst[:first], src[start : start + first])
+    _copy(dst[first:], src[: dst.shape[0] - first])
+
+
+@numba.njit(fastmath=True, error_model="numpy", cache=True, inline="always")
+def _chunk_product(a: np.ndarray, cols: np.ndarray, out: np.ndarray, scratch: np.ndarray, p0: int) -> None:
+    """out[:, p0 : p0 + m] = a @ cols for columns cols (R, m) of a chunk; through ``scratch`` (>= rows(a) m,) unless
+    the chunk is the whole of out (rows(a), N)."""
+    rows, m = a.shape[0], cols.shape[1]
+    if m == out.shape[1]:
+        np.dot(a, cols, out)
+        return
+    part = scratch[: rows * m].reshape((rows, m))
+    np.dot(a, cols, part)
+    for o in range(rows):
+        _copy(out[o, p0 : p0 + m], part[o])
+
+
 @numba.njit(fastmath=True, error_model="numpy", cache=True)
-def _layer0_columns(x: np.ndarray, radius: int, d: int, cols: np.ndarray) -> None:
-    """Columns of layer 0 from one input x (C, N): cols[t C + c, p] = x[c, (p + (t - r) d) mod N]."""
+def _layer0(x: np.ndarray, radius: int, d: int, w0: np.ndarray, cols: np.ndarray, scratch: Any, y0: np.ndarray) -> None:
+    """y0 (K W, N) = layer 0 of all members on one input x (C, N), one product per column chunk (of
+    ``len(scratch) // (K W)`` points) whose columns cols[t C + c, j] = x[c, (p0 + j + (t - r) d) mod N] are built
+    in the flat buffer ``cols``."""
     c_in, n = x.shape
-    for t in range(2 * radius + 1):
-        shift = ((t - radius) * d) % n
-        for c in range(c_in):
-            row = cols[t * c_in + c]
-            _copy(row[: n - shift], x[c, shift:])
-            _copy(row[n - shift :], x[c, :shift])
+    ks = 2 * radius + 1
+    chunk = scratch.shape[0] // w0.shape[0]
+    for p0 in range(0, n, chunk):
+        m = min(chunk, n - p0)
+        cm = cols[: ks * c_in * m].reshape((ks * c_in, m))
+        for t in range(ks):
+            start = (p0 + (t - radius) * d) % n
+            for c in range(c_in):
+                _circular_copy(cm[t * c_in + c], x[c], start)
+        _chunk_product(w0, cm, y0, scratch, p0)
 
 
 @numba.njit(fastmath=True, error_model="numpy", cache=True)
 def _linear_part(x: np.ndarray, linear: Any) -> np.ndarray:
     """(K, N) J(0) . x_lin without c(0): the circular convolution of each linear channel of x (C, N) with its
-    impulse response, as one product: ``linear`` = (channels (L,), value0 (K,), response (K, L S) with
-    response[k, l S + j] = J's response at offset ``first - j``, first, columns (L S, N), result (K, N))."""
-    channels, _, response, first, cols, result = linear
+    impulse response, as one product per column chunk: ``linear`` = (channels (L,), value0 (K,), response (K, L S)
+    with response[k, l S + j] = J's response at offset ``first - j``, first, flat columns (L S C,), result (K, N),
+    flat chunk products (K C,)), C the chunk."""
+    channels, _, response, first, cols, result, scratch = linear
     n = x.shape[1]
-    span = cols.shape[0] // channels.shape[0]
-    for i in range(channels.shape[0]):
-        src = x[channels[i]]
-        for j in range(span):  # cols[i S + j, p] = x_i[(p + j - first) mod N], as two contiguous copies
-            shift = (j - first) % n
-            row = cols[i * span + j]
-            _copy(row[: n - shift], src[shift:])
-            _copy(row[n - shift :], src[:shift])
-    np.dot(response, cols, result)
+    rows = response.shape[1]
+    span = rows // channels.shape[0]
+    chunk = scratch.shape[0] // response.shape[0]
+    for p0 in range(0, n, chunk):
+        m = min(chunk, n - p0)
+        cm = cols[: rows * m].reshape((rows, m))
+        for i in range(channels.shape[0]):
+            for j in range(span):  # cm[i S + j, q] = x_i[(p0 + q + j - first) mod N]
+                _circular_copy(cm[i * span + j], x[channels[i]], (p0 + j - first) % n)
+        _chunk_product(response, cm, result, scratch, p0)
     return result
 
 
@@ -212,14 +238,14 @@ def _forward(
 ) -> None:
     """out (B, K, N) = the ensemble on x (B, C, N), members one after another (buffers reused); ``linear`` =
     (channels, value0, response, first, columns, result) of the exact linear part, ``baseline`` = (channel,
-    coefficient), ``buffers`` = (layer-0 columns, layer-0 products, z, cols, y)."""
-    cols0, y0 = buffers[0], buffers[1]
+    coefficient), ``buffers`` = (layer-0 columns, layer-0 products, their chunk scratch, z, cols, y, chunk
+    scratch)."""
+    cols0, y0, scratch0 = buffers[0], buffers[1], buffers[2]
     w = weights[1].shape[1]
     for b in range(x.shape[0]):
-        _layer0_columns(x[b], radius, weights[6][0], cols0)
-        np.dot(weights[0], cols0, y0)  # layer 0 of all members in one product: they share its input
+        _layer0(x[b], radius, weights[6][0], weights[0], cols0, scratch0, y0)  # all members: they share its input
         for k in range(out.shape[1]):
-            _member(y0[k * w : (k + 1) * w], weights, k, radius, act, buffers[2:], out[b, k])
+            _member(y0[k * w : (k + 1) * w], weights, k, radius, act, buffers[3:], out[b, k])
         _finish(x[b], linear, baseline, out[b])
 
 
@@ -236,11 +262,10 @@ def _forward_parallel(
 ) -> None:
     """:func:`_forward` with the members on numba's threads (as many as the caller set); z, cols and y of
     ``buffers`` carry a leading member axis (K, ...)."""
-    cols0, y0, zs, colss, ys, chunk_ys = buffers
+    cols0, y0, scratch0, zs, colss, ys, chunk_ys = buffers
     w = weights[1].shape[1]
     for b in range(x.shape[0]):
-        _layer0_columns(x[b], radius, weights[6][0], cols0)
-        np.dot(weights[0], cols0, y0)
+        _layer0(x[b], radius, weights[6][0], weights[0], cols0, scratch0, y0)
         for k in numba.prange(out.shape[1]):
             scratch = (zs[k], colss[k], ys[k], chunk_ys[k])
             _member(y0[k * w : (k + 1) * w], weights, k, radius, act, scratch, out[b, k])
@@ -292,9 +317,10 @@ class FusedEnsemblePlan:
         n: profile length N the plan is built for.
         threads: numba threads the members are shared out over (1: one after another on the calling thread;
             capped at the members and at numba's thread count). The result does not depend on it.
-        chunk: points per column chunk of a layer's im2col and product (see :func:`_member`); at most 256 points
-            keep a chunk's columns (80 KiB for the shipped 16 channels) in a core's L2 cache, and below it the
-            whole profile is one chunk. The result does not depend on it beyond float32 rounding.
+        chunk: points per column chunk of a layer's im2col and product (see :func:`_member`); 128 points keep a
+            chunk's columns (40 KiB for the shipped 16 channels) in cache and each product below the size at which
+            OpenBLAS starts threads of its own (which, nested in the members' threads, only contend); at N <= 128
+            the whole profile is one chunk. The result does not depend on it beyond float32 rounding.
 
     Shapes:
         ``plan(x)``: x (B, C_in, N) numpy or torch (CPU) -> (B, K, N) float32, numpy for a numpy input, torch
@@ -306,7 +332,7 @@ class FusedEnsemblePlan:
         """Whether ``model`` is a network this plan evaluates (an :class:`EnsembleCNN1d` with a known activation)."""
         return isinstance(model, EnsembleCNN1d) and model.activation in _ACTIVATION_CODES
 
-    def __init__(self, model: EnsembleCNN1d, n: int, threads: int = 1, chunk: int = 256) -> None:
+    def __init__(self, model: EnsembleCNN1d, n: int, threads: int = 1, chunk: int = 128) -> None:
         if not self.supports(model):
             raise ValueError(f"no fused kernel for {type(model).__name__}; use InferencePlan")
         if model.readout_bias.device.type != "cpu":
@@ -337,22 +363,32 @@ class FusedEnsemblePlan:
         self.baseline_channel = model.baseline_channel
         self.baseline_coefficient = float(model.baseline_coefficient)
         pad = self.radius * int(self.dilations.max())
-        self._cols0 = np.empty((ks * c, self.n), np.float32)
-        self._y0 = np.empty((k * w, self.n), np.float32)
         self.threads = max(1, min(int(threads), k, numba.config.NUMBA_NUM_THREADS))  # type: ignore[attr-defined]
+        self.chunk = chunk = max(1, min(int(chunk), self.n))
+        self._cols0 = np.empty(ks * c * chunk, np.float32)
+        self._y0 = np.empty((k * w, self.n), np.float32)
+        self._scratch0 = np.empty(k * w * chunk, np.float32)
         sets = (k,) if self.threads > 1 else ()  # one set of scratch arrays per member when they run in parallel
         self._z = np.empty((*sets, w, self.n + 2 * pad), np.float32)
-        self.chunk = max(1, min(int(chunk), self.n))
-        self._cols = np.empty((*sets, ks * w * self.chunk), np.float32)
+        self._cols = np.empty((*sets, ks * w * chunk), np.float32)
         self._y = np.empty((*sets, w, self.n), np.float32)
-        self._chunk_y = np.empty((*sets, w * self.chunk), np.float32)
-        self._lin_cols = np.empty((self.response.shape[1], self.n), np.float32)
+        self._chunk_y = np.empty((*sets, w * chunk), np.float32)
+        self._lin_cols = np.empty(self.response.shape[1] * chunk, np.float32)
         self._lin_out = np.empty((k, self.n), np.float32)
+        self._lin_scratch = np.empty(k * chunk, np.float32)
         # the compiled call's arguments, built once
         self._weights = (self.w0, self.b0, self.ws, self.bs, self.readout, self.readout_bias, self.dilations)
-        self._linear = (self.lin_channels, self.value0, self.response, self.first, self._lin_cols, self._lin_out)
+        self._linear = (
+            self.lin_channels,
+            self.value0,
+            self.response,
+            self.first,
+            self._lin_cols,
+            self._lin_out,
+            self._lin_scratch,
+        )
         self._baseline = (self.baseline_channel, self.baseline_coefficient)
-        self._buffers = (self._cols0, self._y0, self._z, self._cols, self._y, self._chunk_y)
+        self._buffers = (self._cols0, self._y0, self._scratch0, self._z, self._cols, self._y, self._chunk_y)
 
     def _linear_response(self, model: EnsembleCNN1d) -> tuple[np.ndarray, np.ndarray, int]:
         """(c(0) - offset (K,), reversed impulse responses (K, L S), first offset) of J(0) on N points; the
