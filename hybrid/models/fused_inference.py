@@ -8,7 +8,9 @@ every later layer of a member is an im2col copy (ks W rows, each a shifted row o
 (W, ks W) x (ks W, N) (BLAS sgemm through ``np.dot``), then the bias, activation and residual sum in one pass over
 the product. The exact linear part of the correction (``linear_channels``) is a circular convolution whose support
 is the network's receptive field (the impulse response of J(0)); it is one more product, of the members' reversed
-responses with the shifted copies of the linear channels.
+responses with the shifted copies of the linear channels. Every product runs in column chunks of at most 128
+points (the plan's ``chunk``), so its columns stay in cache and it stays below the size at which OpenBLAS starts
+threads of its own.
 
 Every elementwise loop runs over a 1D row view with a ``range`` index (see :func:`_copy`), which is what lets
 numba vectorise it.
@@ -21,7 +23,7 @@ vectorises; the other activations call the scalar math functions.
 Threads: by default the members are evaluated one after another on the calling thread. With ``threads`` > 1 they
 are shared out over that many numba threads (members in parallel, each with its own scratch buffers; the results
 are the same); the layer-0 product and the linear part stay on the calling thread. BLAS is called from inside the
-compiled functions, so its own threading stays as configured; at these sizes it runs single-threaded.
+compiled functions; the chunks keep it single-threaded.
 """
 
 from __future__ import annotations
