@@ -151,10 +151,10 @@ class EnsembleProvider(TermProvider):
         self.device = resolve_device(device, self._key("device"))
         self.model, self.card = load_ensemble(self.weights, device=str(self.device), expect=spec.architecture)
         self.threads = int(options.get("threads", 1))
-        if self.device.type == "cpu" and options.get("threads"):
+        if self.device.type == "cpu" and self.threads:
             # batch-1 inference of a small network is dominated by per-op overhead: extra threads only add
             # synchronisation (and stall badly on a busy machine). This is torch's process-wide setting.
-            torch.set_num_threads(int(options["threads"]))
+            torch.set_num_threads(self.threads)
         dtype = {"float32": torch.float32, "float64": torch.float64}[options.get("dtype", "float32")]
         self.model = self.model.to(dtype=dtype).eval()
         self.dtype = dtype

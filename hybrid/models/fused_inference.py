@@ -196,7 +196,9 @@ def _chunk_product(a: np.ndarray, cols: np.ndarray, out: np.ndarray, scratch: np
 
 
 @numba.njit(fastmath=True, error_model="numpy", cache=True)
-def _layer0(x: np.ndarray, radius: int, d: int, w0: np.ndarray, cols: np.ndarray, scratch: Any, y0: np.ndarray) -> None:
+def _layer0(
+    x: np.ndarray, radius: int, d: int, w0: np.ndarray, cols: np.ndarray, scratch: np.ndarray, y0: np.ndarray
+) -> None:
     """y0 (K W, N) = layer 0 of all members on one input x (C, N), one product per column chunk (of
     ``len(scratch) // (K W)`` points) whose columns cols[t C + c, j] = x[c, (p0 + j + (t - r) d) mod N] are built
     in the flat buffer ``cols``."""
@@ -239,9 +241,8 @@ def _forward(
     x: np.ndarray, weights: Any, radius: int, act: int, linear: Any, baseline: Any, out: np.ndarray, buffers: Any
 ) -> None:
     """out (B, K, N) = the ensemble on x (B, C, N), members one after another (buffers reused); ``linear`` =
-    (channels, value0, response, first, columns, result) of the exact linear part, ``baseline`` = (channel,
-    coefficient), ``buffers`` = (layer-0 columns, layer-0 products, their chunk scratch, z, cols, y, chunk
-    scratch)."""
+    ``FusedEnsemblePlan._linear`` (see :func:`_linear_part`), ``baseline`` = (channel, coefficient), ``buffers`` =
+    (layer-0 columns, layer-0 products, their chunk scratch, z, cols, y, chunk scratch)."""
     cols0, y0, scratch0 = buffers[0], buffers[1], buffers[2]
     w = weights[1].shape[1]
     for b in range(x.shape[0]):
@@ -262,8 +263,8 @@ def _forward_parallel(
     out: np.ndarray,
     buffers: Any,
 ) -> None:
-    """:func:`_forward` with the members on numba's threads (as many as the caller set); z, cols and y of
-    ``buffers`` carry a leading member axis (K, ...)."""
+    """:func:`_forward` with the members on numba's threads (as many as the caller set); z, cols, y and the chunk
+    scratch of ``buffers`` carry a leading member axis (K, ...)."""
     cols0, y0, scratch0, zs, colss, ys, chunk_ys = buffers
     w = weights[1].shape[1]
     for b in range(x.shape[0]):

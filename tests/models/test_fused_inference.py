@@ -78,8 +78,8 @@ def test_fused_plan_on_the_shipped_ensembles(weights: str) -> None:
 
 @pytest.mark.parametrize("weights", ["atg_elastic", None])
 def test_fused_plan_on_two_threads_gives_the_same_answers(weights: str | None) -> None:
-    """Members shared out over two numba threads: bit for bit the serial plan's result (each member's arithmetic
-    is the same), and the calling thread's numba thread count is restored."""
+    """Members shared out over two numba threads, in one column chunk or several: bit for bit the serial plan's
+    result (each member's arithmetic is the same), and the calling thread's numba thread count is restored."""
     if weights is None:
         model = EnsembleCNN1d(3, 3, channels=6, layers=3, kernel_size=5, dilations=[1, 3], seeds=[1, 2, 3]).eval()
         n = 40
@@ -91,6 +91,8 @@ def test_fused_plan_on_two_threads_gives_the_same_answers(weights: str | None) -
     parallel = FusedEnsemblePlan(model, n, threads=2)
     assert parallel.threads == min(2, numba.config.NUMBA_NUM_THREADS)
     np.testing.assert_array_equal(parallel(x), FusedEnsemblePlan(model, n)(x))
+    chunked = FusedEnsemblePlan(model, n, threads=2, chunk=16)  # each member's own chunk scratch, with a tail
+    np.testing.assert_array_equal(chunked(x), FusedEnsemblePlan(model, n, chunk=16)(x))
     assert numba.get_num_threads() == before
 
 
